@@ -1,0 +1,148 @@
+"""Typed settings, read from `MLOPS_*` environment variables in one place: `load_settings()`.
+
+Nothing reads the environment at import time; Dagster resources are built from these settings
+at launch (see `mlops_assets.definitions`), and secrets reach resources through `dg.EnvVar`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable and what is allowed."""
+
+
+class HomeSettings(BaseSettings):
+    """Where everything kept on disk lives (embedded warehouse, local MLflow store, artifacts)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".mlops"),
+        description="Data directory (MLOPS_HOME); relative paths are taken from the working dir.",
+    )
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+
+class MLflowSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLOPS_MLFLOW_", extra="ignore")
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; else MLFLOW_TRACKING_URI; else a local store in home.",
+    )
+    experiment_name: str = Field(default="mlops_assets", min_length=1)
+    registered_model_name: str = Field(default="match_outcome", min_length=1)
+    ui_url: str | None = Field(
+        default=None, description="Base URL of the MLflow UI for links; defaults to the URI."
+    )
+    max_retries: int = Field(default=0, ge=0, le=10)
+    retry_delay: float = Field(default=0.5, ge=0.0, le=60.0)
+    connection_timeout: float = Field(default=5.0, gt=0.0, le=300.0)
+    enable_circuit_breaker: bool = True
+    circuit_breaker_failure_threshold: int = Field(default=5, ge=1, le=20)
+    circuit_breaker_recovery_timeout: float = Field(default=60.0, ge=30.0, le=300.0)
+
+    def effective_tracking_uri(self, home: Path) -> str:
+        """Explicit setting, else MLFLOW_TRACKING_URI, else a sqlite store under `home`."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        from_env = os.environ.get("MLFLOW_TRACKING_URI")
+        if from_env:
+            return from_env
+        return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+
+
+class WarehouseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLOPS_WAREHOUSE_", extra="ignore")
+
+    backend: Literal["embedded", "postgres"] = "embedded"
+    dsn: str | None = Field(
+        default=None,
+        description="PostgreSQL DSN (postgresql://user@host:port/db); password via PGPASSWORD.",
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_is_postgres(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path:
+            raise ValueError(
+                "must look like postgresql://user@host:5432/dbname "
+                "(scheme postgresql, a host and a database name)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> WarehouseSettings:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("MLOPS_WAREHOUSE_BACKEND=postgres needs MLOPS_WAREHOUSE_DSN")
+        return self
+
+
+class Settings:
+    """All settings, validated together so start-up fails once with every problem named."""
+
+    def __init__(self, home: HomeSettings, mlflow: MLflowSettings, warehouse: WarehouseSettings):
+        self.home_settings = home
+        self.mlflow = mlflow
+        self.warehouse = warehouse
+
+    @property
+    def home(self) -> Path:
+        return self.home_settings.resolved_home
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.effective_tracking_uri(self.home)
+
+    @property
+    def embedded_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+
+_PREFIXES = {HomeSettings: "MLOPS_", MLflowSettings: "MLOPS_MLFLOW_", WarehouseSettings: ""}
+
+
+def _describe(cls: type[BaseSettings], error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        if cls is WarehouseSettings:
+            var = f"MLOPS_WAREHOUSE_{field.upper()}" if field else "MLOPS_WAREHOUSE_*"
+        else:
+            var = f"{_PREFIXES[cls]}{field.upper()}"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{var}={item.get('input')!r}: {message}")
+    return lines
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build every settings model from the environment; raise SettingsError naming bad values.
+
+    `overrides` (home=..., tracking_uri=..., backend=..., dsn=...) let the CLI and tests pass
+    values explicitly; they win over the environment.
+    """
+    problems: list[str] = []
+    built: dict[type, BaseSettings] = {}
+    for cls in (HomeSettings, MLflowSettings, WarehouseSettings):
+        kwargs = {k: v for k, v in overrides.items() if k in cls.model_fields and v is not None}
+        try:
+            built[cls] = cls(**kwargs)
+        except ValidationError as error:
+            problems.extend(_describe(cls, error))
+    if problems:
+        raise SettingsError("Invalid configuration:\n  " + "\n  ".join(problems))
+    return Settings(built[HomeSettings], built[MLflowSettings], built[WarehouseSettings])

@@ -1,0 +1,339 @@
+"""The warehouse: one interface, two engines (embedded DuckDB, external PostgreSQL).
+
+SQL is written once, in `sql/`, with `:name` placeholders; each engine translates them to its
+driver's bound-parameter syntax, so values are never formatted into SQL text.
+
+The embedded engine opens a short connection per transaction and retries while another
+process holds the file: DuckDB allows one writing process per file, and under `dagster dev`
+the daemon, the webserver and run workers are separate processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+_PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse could not be reached or a statement failed; the message says which."""
+
+
+def sql_file(name: str) -> str:
+    """Text of `sql/<name>.sql` (for example `queries/select_training_runs`)."""
+    path = SQL_DIR / f"{name}.sql"
+    if not path.is_file():
+        raise WarehouseError(f"SQL file not found: {path}")
+    return path.read_text()
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a migration file into statements (statements end with `;` at the end of a line)."""
+    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in re.split(r";\s*$", "\n".join(lines), flags=re.M) if s.strip()]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for path in sorted((SQL_DIR / "migrations").glob("*.sql")):
+        version = int(path.name.split("_", 1)[0])
+        found.append(Migration(version, path.stem, path.read_text()))
+    return found
+
+
+class Transaction(ABC):
+    @abstractmethod
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    @abstractmethod
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        ...
+
+    @abstractmethod
+    def insert_frame(self, table: str, frame: pd.DataFrame) -> int: ...
+
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        return pd.DataFrame(self.query(sql, params))
+
+
+class Warehouse(ABC):
+    engine: str
+
+    @abstractmethod
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]: ...
+
+    @abstractmethod
+    def _lock_for_migration(self, tx: Transaction) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, without secrets."""
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        with self.transaction() as tx:
+            tx.execute(sql, params)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.transaction() as tx:
+            return tx.query(sql, params)
+
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        with self.transaction() as tx:
+            return tx.query_df(sql, params)
+
+    def schema_version(self) -> int:
+        with self.transaction() as tx:
+            if not self._has_migrations_table(tx):
+                return 0
+            rows = tx.query("SELECT max(version) AS v FROM mlops.schema_migrations")
+            return int(rows[0]["v"] or 0)
+
+    def _has_migrations_table(self, tx: Transaction) -> bool:
+        rows = tx.query(
+            "SELECT count(*) AS n FROM information_schema.tables "
+            "WHERE table_schema = 'mlops' AND table_name = 'schema_migrations'"
+        )
+        return rows[0]["n"] > 0
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations, each in its own transaction; return the names applied.
+
+        Idempotent: applied versions are recorded in `mlops.schema_migrations`, and a file that
+        changed after being applied is an error rather than a silent divergence.
+        """
+        applied: list[str] = []
+        for migration in migrations():
+            with self.transaction() as tx:
+                self._lock_for_migration(tx)
+                tx.execute("CREATE SCHEMA IF NOT EXISTS mlops")
+                tx.execute(
+                    "CREATE TABLE IF NOT EXISTS mlops.schema_migrations ("
+                    " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                    " checksum TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)"
+                )
+                done = tx.query(
+                    "SELECT checksum FROM mlops.schema_migrations WHERE version = :v",
+                    {"v": migration.version},
+                )
+                if done:
+                    if done[0]["checksum"] != migration.checksum:
+                        raise WarehouseError(
+                            f"migration {migration.name} changed after it was applied "
+                            f"(recorded {done[0]['checksum']}, file {migration.checksum}); "
+                            "add a new migration instead of editing an applied one"
+                        )
+                    continue
+                for statement in split_statements(migration.text):
+                    tx.execute(statement)
+                tx.execute(
+                    "INSERT INTO mlops.schema_migrations (version, name, checksum, applied_at) "
+                    "VALUES (:v, :n, :c, CURRENT_TIMESTAMP)",
+                    {"v": migration.version, "n": migration.name, "c": migration.checksum},
+                )
+                applied.append(migration.name)
+        return applied
+
+
+def _check_table(table: str) -> str:
+    if not _IDENTIFIER.match(table):
+        raise WarehouseError(f"not a schema-qualified table name: {table!r}")
+    return table
+
+
+# --------------------------------------------------------------------------- DuckDB
+
+
+class _DuckTransaction(Transaction):
+    def __init__(self, con: Any):
+        self._con = con
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), dict(params) if params else None)
+
+    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self._con.executemany(_PLACEHOLDER.sub(r"$\1", sql), [dict(r) for r in rows])
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), dict(params) if params else None)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        sql = _PLACEHOLDER.sub(r"$\1", sql)
+        return self._con.execute(sql, dict(params) if params else None).df()
+
+    def insert_frame(self, table: str, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        columns = ", ".join(f'"{c}"' for c in frame.columns)
+        self._con.register("_incoming_frame", frame)
+        try:
+            self._con.execute(
+                f"INSERT INTO {_check_table(table)} ({columns}) "  # noqa: S608 - checked names
+                f"SELECT {columns} FROM _incoming_frame"
+            )
+        finally:
+            self._con.unregister("_incoming_frame")
+        return len(frame)
+
+
+class DuckDBWarehouse(Warehouse):
+    engine = "embedded"
+
+    def __init__(self, path: Path, *, lock_timeout: float = 60.0):
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+
+    def describe(self) -> str:
+        return f"embedded DuckDB at {self.path}"
+
+    def _connect(self) -> Any:
+        import duckdb
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException as error:
+                # Another process holds the file lock: wait briefly and try again.
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise WarehouseError(
+                        f"could not open the embedded warehouse {self.path}: {error}"
+                    ) from error
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.2)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        con = self._connect()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            yield _DuckTransaction(con)
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+        finally:
+            con.close()
+
+    def _lock_for_migration(self, tx: Transaction) -> None:
+        """The DuckDB file lock already makes this process the only writer."""
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class _PgTransaction(Transaction):
+    def __init__(self, con: Any):
+        self._con = con
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._con.execute(self._sql(sql) if params else sql, params or None)
+
+    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            with self._con.cursor() as cur:
+                cur.executemany(self._sql(sql), list(rows))
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        from psycopg.rows import dict_row
+
+        with self._con.cursor(row_factory=dict_row) as cur:
+            cur.execute(self._sql(sql) if params else sql, params or None)
+            return list(cur.fetchall()) if cur.description else []
+
+    def insert_frame(self, table: str, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        columns = ", ".join(f'"{c}"' for c in frame.columns)
+        clean = frame.astype(object).where(frame.notna(), None)
+        with self._con.cursor() as cur:
+            copy_sql = f"COPY {_check_table(table)} ({columns}) FROM STDIN"
+            with cur.copy(copy_sql) as copy:
+                for row in clean.itertuples(index=False, name=None):
+                    copy.write_row(row)
+        return len(frame)
+
+
+class PostgresWarehouse(Warehouse):
+    engine = "postgres"
+
+    def __init__(self, dsn: str, *, connect_timeout: int = 10):
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+
+    def describe(self) -> str:
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(self.dsn)
+        return (
+            f"PostgreSQL {info.get('user', '')}@{info.get('host', '')}:"
+            f"{info.get('port', 5432)}/{info.get('dbname', '')}"
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        import psycopg
+
+        try:
+            con = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout)
+        except psycopg.OperationalError as error:
+            raise WarehouseError(f"could not connect to {self.describe()}: {error}") from error
+        try:
+            with con.transaction():
+                yield _PgTransaction(con)
+        finally:
+            con.close()
+
+    def _lock_for_migration(self, tx: Transaction) -> None:
+        # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; serialise.
+        tx.execute("SELECT pg_advisory_xact_lock(4242001)")
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def frame_from_parquet(data: bytes) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(bytes(data)))
