@@ -61,6 +61,7 @@ __all__ = [
     "CircuitOpenError",
     "MemoryBreakerStore",
     "State",
+    "Transition",
 ]
 
 logger = logging.getLogger(__name__)
@@ -356,8 +357,9 @@ class CircuitBreaker:
         if seen.state == "closed":
             return None
         now = self.clock()
-        if seen.state == "open" and self._retry_after(seen, now) > 0:
-            raise CircuitOpenError(self.name, seen, self._retry_after(seen, now))
+        wait = self._retry_after(seen, now)
+        if seen.state == "open" and wait > 0:
+            raise CircuitOpenError(self.name, seen, wait)
         new_state, decision, now = self._transact(self._admit)
         if decision == "reject":
             raise CircuitOpenError(self.name, new_state, self._retry_after(new_state, now))
@@ -395,7 +397,9 @@ class CircuitBreaker:
         reserved = replace(state, half_open_in_flight=state.half_open_in_flight + 1, updated_at=now)
         return reserved, events, "trial"
 
-    def _settle_logged(self, outcome: _Outcome, error: BaseException | None, trial) -> None:
+    def _settle_logged(
+        self, outcome: _Outcome, error: BaseException | None, trial: _Trial | None
+    ) -> None:
         try:
             self._settle(outcome, error, trial)
         except Exception:
@@ -431,7 +435,9 @@ class CircuitBreaker:
                 return state, []
             count = state.failure_count + 1
             if count < self.failure_threshold:
-                return replace(state, failure_count=count, last_error=error_text, updated_at=now), []
+                return replace(
+                    state, failure_count=count, last_error=error_text, updated_at=now
+                ), []
             opened = replace(
                 state,
                 state="open",
@@ -464,7 +470,9 @@ class CircuitBreaker:
                 last_error=error_text,
                 updated_at=now,
             )
-            return reopened, [self._event(now, "half_open", "open", "trial call failed", error_text)]
+            return reopened, [
+                self._event(now, "half_open", "open", "trial call failed", error_text)
+            ]
         successes = state.half_open_successes + 1
         if successes >= self.success_threshold:
             closed = BreakerState(state="closed", last_error=state.last_error, updated_at=now)

@@ -82,22 +82,20 @@ FEATURES: dict[str, str] = {
     "kickoff_slot": "categorical",
 }
 NUMERIC_FEATURES: list[str] = [name for name, kind in FEATURES.items() if kind == "numeric"]
-CATEGORICAL_FEATURES: list[str] = [
-    name for name, kind in FEATURES.items() if kind == "categorical"
-]
+CATEGORICAL_FEATURES: list[str] = [name for name, kind in FEATURES.items() if kind == "categorical"]
 
 _LEAGUES = ("premier", "laliga", "seriea", "bundesliga", "ligue1", "eredivisie")
 _LEAGUE_SHARES = np.array([0.24, 0.20, 0.18, 0.16, 0.14, 0.08])
 # Home advantage differs by league in the truth; the bookmaker uses one value for all, which is
 # one of the edges a tree model can learn.
-_LEAGUE_HOME_ADV = np.array([0.30, 0.45, 0.40, 0.20, 0.50, 0.05])
+_LEAGUE_HOME_ADV = np.array([0.25, 0.55, 0.45, 0.10, 0.65, -0.10])
 _WEATHER = ("clear", "cloudy", "rain", "snow")
 _WEATHER_SHARES = np.array([0.45, 0.30, 0.20, 0.05])
 # Heavy pitches level the game: the stronger side's edge counts for less.
-_WEATHER_ELO_FACTOR = np.array([1.0, 1.0, 0.5, 0.3])
+_WEATHER_ELO_FACTOR = np.array([1.0, 0.9, 0.45, 0.2])
 _KICKOFF = ("early", "afternoon", "evening")
 _KICKOFF_SHARES = np.array([0.25, 0.45, 0.30])
-_KICKOFF_HOME_ADV = np.array([-0.15, 0.0, 0.20])
+_KICKOFF_HOME_ADV = np.array([-0.25, 0.0, 0.30])
 
 CATEGORY_LEVELS: dict[str, tuple[str, ...]] = {
     "league": _LEAGUES,
@@ -121,27 +119,32 @@ _SHIFT_SIGN = {"home_goals_avg": 1.0, "away_goals_avg": 1.0, "rest_days_diff": -
 _DRIFT_LEAGUE = "eredivisie"
 _DRIFT_LEAGUE_SHARE_GAIN = 0.15
 
-_BASE_LOGIT = -0.85
-_ELO_COEF = 0.95  # per 100 Elo points
-_FORM_COEF = 0.55
-_GOALS_COEF = 0.70
-_REST_COEF = 0.12
-_HIDDEN_SD = 0.9
+_BASE_LOGIT = -0.75
+_ELO_COEF = 0.70  # per 100 Elo points
+_FORM_COEF = 0.45
+_GOALS_COEF = 0.60
+_REST_COEF = 0.10
+_KNOWN_NEWS_SD = 0.6
+_UNKNOWN_NEWS_SD = 0.6
 
 _BOOK_MARGIN = 0.05
-_BOOK_ELO_COEF = 0.85
-_BOOK_FORM_COEF = 0.40
-_BOOK_GOALS_COEF = 0.55
-_BOOK_HOME_ADV = 0.32
-_BOOK_HIDDEN_SHARE = 0.6
-_BOOK_NOISE_SD = 0.30
+_MAX_ODDS = 30.0
+_BOOK_DETAIL = 0.0
+# Least-squares slopes of the truth's tanh terms over the typical range of the gaps.
+_BOOK_FORM_COEF = 0.75 * _FORM_COEF
+_BOOK_GOALS_COEF = 0.8 * _GOALS_COEF
+_BOOK_NOISE_SD = 0.2
+_BOOK_CAL_SHIFT = 0.01
+_BOOK_CAL_SLOPE = 0.88
 # How much of a concept change the bookmaker has priced in.
-_BOOK_CONCEPT_ADAPTATION = 0.5
+_BOOK_CONCEPT_ADAPTATION = 1.0
 
-# At full concept strength the Elo effect becomes this multiple of its old value and home
-# advantage keeps this fraction of its old value.
+# At full concept strength the Elo effect becomes this multiple of its old value, and home
+# advantage shrinks with the league and kickoff effects turned around, so the edges a model
+# learned before the change now point the wrong way.
 _CONCEPT_ELO_FACTOR = -0.6
-_CONCEPT_HOME_ADV_FACTOR = 0.3
+_CONCEPT_LEAGUE_HOME_ADV = np.array([0.10, -0.05, 0.0, 0.20, -0.10, 0.30])
+_CONCEPT_KICKOFF_HOME_ADV = np.array([0.15, 0.0, -0.20])
 
 _TRAINING_STREAM = 0
 _PRODUCTION_STREAM = 1
@@ -199,6 +202,10 @@ def _pick(u: np.ndarray, shares: np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(edges, u, side="right"), len(shares) - 1)
 
 
+def _blend(before: np.ndarray, after: np.ndarray, weight: float) -> np.ndarray:
+    return before + (after - before) * weight
+
+
 def _league_shares(feature_fraction: float) -> np.ndarray:
     if feature_fraction <= 0.0:
         return _LEAGUE_SHARES
@@ -216,7 +223,7 @@ def _simulate(
     rng: np.random.Generator, n: int, *, feature_fraction: float, shift_sd: float, concept: float
 ) -> pd.DataFrame:
     """One batch of matches; every random draw happens before drift is applied."""
-    z = rng.standard_normal((n, 8))
+    z = rng.standard_normal((n, 9))
     u = rng.random((n, 4))
     rest = rng.integers(2, 8, size=(n, 2))
 
@@ -227,8 +234,9 @@ def _simulate(
     home_goals = np.clip(1.45 + 0.004 * (home_elo - _ELO_MEAN) + 0.35 * z[:, 4], 0.2, None)
     away_goals = np.clip(1.20 + 0.004 * (away_elo - _ELO_MEAN) + 0.35 * z[:, 5], 0.2, None)
     rest_diff = (rest[:, 0] - rest[:, 1]).astype(float)
-    hidden = _HIDDEN_SD * z[:, 6]
-    book_noise = _BOOK_NOISE_SD * z[:, 7]
+    known_news = _KNOWN_NEWS_SD * z[:, 6]
+    unknown_news = _UNKNOWN_NEWS_SD * z[:, 7]
+    book_noise = _BOOK_NOISE_SD * z[:, 8]
 
     league = _pick(u[:, 0], _league_shares(feature_fraction))
     weather = _pick(u[:, 1], _WEATHER_SHARES)
@@ -238,41 +246,44 @@ def _simulate(
     home_goals = home_goals + _SHIFT_SIGN["home_goals_avg"] * shift * NOMINAL_SD["home_goals_avg"]
     away_goals = away_goals + _SHIFT_SIGN["away_goals_avg"] * shift * NOMINAL_SD["away_goals_avg"]
     rest_diff = rest_diff + _SHIFT_SIGN["rest_days_diff"] * shift * NOMINAL_SD["rest_days_diff"]
-
     elo_diff = home_elo - away_elo
-    elo_term = (elo_diff / 100.0) * _WEATHER_ELO_FACTOR[weather]
-    form_term = np.tanh(home_form - away_form)
-    goals_term = np.tanh(home_goals - away_goals)
-    rest_term = np.clip(rest_diff, -3.0, 3.0)
-    home_adv = _LEAGUE_HOME_ADV[league] + _KICKOFF_HOME_ADV[kickoff]
 
-    elo_factor = 1.0 + (_CONCEPT_ELO_FACTOR - 1.0) * concept
-    adv_factor = 1.0 + (_CONCEPT_HOME_ADV_FACTOR - 1.0) * concept
-    true_logit = (
-        _BASE_LOGIT
-        + adv_factor * home_adv
-        + elo_factor * _ELO_COEF * elo_term
-        + _FORM_COEF * form_term
-        + _GOALS_COEF * goals_term
-        + _REST_COEF * rest_term
-        + hidden
-    )
+    def structure(concept_now: float, detail: float) -> np.ndarray:
+        elo_factor = 1.0 + (_CONCEPT_ELO_FACTOR - 1.0) * concept_now
+        league_adv = _blend(_LEAGUE_HOME_ADV, _CONCEPT_LEAGUE_HOME_ADV, concept_now)
+        kickoff_adv = _blend(_KICKOFF_HOME_ADV, _CONCEPT_KICKOFF_HOME_ADV, concept_now)
+        exact = (
+            league_adv[league]
+            + kickoff_adv[kickoff]
+            + elo_factor * _ELO_COEF * _WEATHER_ELO_FACTOR[weather] * elo_diff / 100.0
+            + _FORM_COEF * np.tanh(home_form - away_form)
+            + _GOALS_COEF * np.tanh(home_goals - away_goals)
+        )
+        if detail >= 1.0:
+            return exact
+        # The bookmaker's shortcut: one home advantage, an average weather effect, straight lines.
+        simple = (
+            league_adv @ _LEAGUE_SHARES
+            + kickoff_adv @ _KICKOFF_SHARES
+            + elo_factor * _ELO_COEF * (_WEATHER_ELO_FACTOR @ _WEATHER_SHARES) * elo_diff / 100.0
+            + _BOOK_FORM_COEF * (home_form - away_form)
+            + _BOOK_GOALS_COEF * (home_goals - away_goals)
+        )
+        return detail * exact + (1.0 - detail) * simple
+
+    rest_term = _REST_COEF * np.clip(rest_diff, -3.0, 3.0)
+    true_logit = _BASE_LOGIT + structure(concept, 1.0) + rest_term + known_news + unknown_news
     outcome = (u[:, 3] < _sigmoid(true_logit)).astype(np.int64)
 
-    book_concept = _BOOK_CONCEPT_ADAPTATION * concept
-    book_elo = 1.0 + (_CONCEPT_ELO_FACTOR - 1.0) * book_concept
-    book_adv = 1.0 + (_CONCEPT_HOME_ADV_FACTOR - 1.0) * book_concept
-    book_logit = (
-        _BASE_LOGIT
-        + book_adv * _BOOK_HOME_ADV
-        + book_elo * _BOOK_ELO_COEF * elo_diff / 100.0
-        + _BOOK_FORM_COEF * (home_form - away_form)
-        + _BOOK_GOALS_COEF * (home_goals - away_goals)
+    book_view = (
+        structure(_BOOK_CONCEPT_ADAPTATION * concept, _BOOK_DETAIL)
         + _REST_COEF * rest_diff
-        + _BOOK_HIDDEN_SHARE * hidden
+        + known_news
         + book_noise
     )
-    odds = np.maximum(np.round(1.0 / (_sigmoid(book_logit) * (1.0 + _BOOK_MARGIN)), 2), 1.01)
+    # Shrinking by what the bookmaker cannot see keeps its prices calibrated on average.
+    p_book = _sigmoid(_BOOK_CAL_SLOPE * (_BASE_LOGIT + book_view) + _BOOK_CAL_SHIFT)
+    odds = np.clip(np.round(1.0 / (p_book * (1.0 + _BOOK_MARGIN)), 2), 1.01, _MAX_ODDS)
 
     return pd.DataFrame(
         {

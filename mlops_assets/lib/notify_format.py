@@ -35,9 +35,11 @@ def _check_base_url(name: str, url: str | None) -> None:
     if url is None:
         return
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{name} must be an http(s) URL with a host, got {url!r}")
-    # Report the problem without echoing the URL: it may hold the very secret being refused.
+    # Errors never echo the URL: it may hold the very secret being refused.
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{name} must be an http(s) URL with a host (scheme {parts.scheme or 'missing'!r})"
+        )
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"{name} must not contain credentials (user:password@)")
     if parts.query or parts.fragment:
@@ -121,7 +123,10 @@ def _headline(msg: AlertMessage) -> str:
 def _degradation_text(msg: AlertMessage) -> str:
     text = _fmt(msg.degradation)
     if msg.degradation is not None and msg.degradation_rel is not None:
-        text += f" ({msg.degradation_rel:+.1%} vs baseline)"
+        # Spelled out because a bare "+9%" reads as "the metric went up", which for
+        # higher-is-better metrics is the opposite of a degradation.
+        rel = msg.degradation_rel
+        text += f" ({abs(rel):.1%} {'worse' if rel >= 0 else 'better'} than baseline)"
     return text
 
 

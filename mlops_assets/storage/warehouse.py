@@ -110,6 +110,23 @@ class Warehouse(ABC):
         with self.transaction() as tx:
             return tx.query_df(sql, params)
 
+    def query_readonly(self, sql: str) -> list[dict[str, Any]]:
+        """Run one statement that cannot change anything: it runs in a transaction that is
+        read-only on PostgreSQL and rolled back on both engines."""
+        statements = split_statements(sql)
+        if len(statements) != 1:
+            raise WarehouseError(f"expected exactly one SQL statement, got {len(statements)}")
+        try:
+            with self.transaction() as tx:
+                self._make_readonly(tx)
+                rows = tx.query(statements[0])
+                raise _Rollback(rows)
+        except _Rollback as done:
+            return done.rows
+
+    def _make_readonly(self, tx: Transaction) -> None:
+        """Engines that can enforce read-only transactions do so (PostgreSQL)."""
+
     def schema_version(self) -> int:
         with self.transaction() as tx:
             if not self._has_migrations_table(tx):
@@ -163,6 +180,19 @@ class Warehouse(ABC):
         return applied
 
 
+class _Rollback(Exception):  # noqa: N818 - control flow, not an error
+    def __init__(self, rows: list[dict[str, Any]]):
+        self.rows = rows
+
+
+def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Only the parameters the statement names (DuckDB rejects extra ones)."""
+    if not params:
+        return None
+    names = set(_PLACEHOLDER.findall(sql))
+    return {k: v for k, v in params.items() if k in names}
+
+
 def _check_table(table: str) -> str:
     if not _IDENTIFIER.match(table):
         raise WarehouseError(f"not a schema-qualified table name: {table!r}")
@@ -177,20 +207,19 @@ class _DuckTransaction(Transaction):
         self._con = con
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), dict(params) if params else None)
+        self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
 
     def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             self._con.executemany(_PLACEHOLDER.sub(r"$\1", sql), [dict(r) for r in rows])
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        cursor = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), dict(params) if params else None)
+        cursor = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        sql = _PLACEHOLDER.sub(r"$\1", sql)
-        return self._con.execute(sql, dict(params) if params else None).df()
+        return self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params)).df()
 
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int:
         if frame.empty:
@@ -323,6 +352,9 @@ class PostgresWarehouse(Warehouse):
                 yield _PgTransaction(con)
         finally:
             con.close()
+
+    def _make_readonly(self, tx: Transaction) -> None:
+        tx.execute("SET TRANSACTION READ ONLY")
 
     def _lock_for_migration(self, tx: Transaction) -> None:
         # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; serialise.

@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS mlops.mlflow_buffer_tags (
     PRIMARY KEY (local_run_id, key)
 );
 
--- batch_no is set when a chunk is about to be sent and sent_at once MLflow acknowledged it;
--- a chunk with batch_no but no sent_at after a crash is checked against MLflow before resending.
+-- claimed_at is set when a metric is about to be sent and sent_at once MLflow acknowledged it;
+-- a metric claimed but not sent after a crash is checked against MLflow before it is resent.
 CREATE TABLE IF NOT EXISTS mlops.mlflow_buffer_metrics (
     local_run_id  TEXT NOT NULL,
     seq           BIGINT NOT NULL,
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS mlops.mlflow_buffer_metrics (
     value         DOUBLE PRECISION NOT NULL,
     timestamp_ms  BIGINT NOT NULL,
     step          BIGINT NOT NULL,
-    batch_no      INTEGER,
+    claimed_at    TIMESTAMP,
     sent_at       TIMESTAMP,
     PRIMARY KEY (local_run_id, seq)
 );

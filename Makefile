@@ -1,0 +1,36 @@
+# The two quick-start commands: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint dev bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlops-assets demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest -ra
+
+dev: $(STAMP)
+	mkdir -p .mlops/dagster && touch .mlops/dagster/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.mlops/dagster $(BIN)/dagster dev -w workspace.yaml
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/drift_speed.py
+	$(BIN)/python bench/mlflow_outage.py
+	$(BIN)/python bench/replay_throughput.py
+
+clean:
+	rm -rf $(VENV) .mlops

@@ -1,0 +1,17 @@
+"""The code location: every asset, check, sensor and schedule, and the resources they use."""
+
+import dagster as dg
+
+from mlops_assets.defs.training import assets as training_assets
+from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
+
+_warehouse = WarehouseResource()
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([training_assets]),
+    resources={
+        "warehouse": _warehouse,
+        "mlflow": MLflowResource(warehouse=_warehouse),
+        "notifier": NotifierResource(),
+    },
+)

@@ -1,0 +1,710 @@
+"""Statistical data drift between a reference frame and a current batch.
+
+Pure computation: no I/O, no Dagster. One call, :func:`compute_drift`, returns a
+:class:`DriftReport` that the monitoring asset stores and renders.
+
+Per feature:
+
+* numeric: two-sample Kolmogorov-Smirnov test (asymptotic p-value, as alibi-detect uses),
+  effect sizes PSI (10 reference-quantile bins) and Wasserstein distance divided by the
+  reference standard deviation;
+* categorical: chi-square test on the 2 x k table of category counts over the union of
+  categories, effect size Jensen-Shannon distance (base 2).
+
+The p-values come from alibi-detect (``engine="alibi"``) or straight from scipy
+(``engine="scipy"``, for deployments that cannot take alibi-detect's licence). Both run the
+same scipy formulas; alibi-detect stores p-values as float32, so the alibi engine's p-values
+equal the scipy engine's rounded to float32 and nothing more.
+
+Verdict rules (documented in DriftConfig) gate on significance after a correction across
+features that this module applies itself, for both engines, and grade by effect size: with
+thousands of rows a KS test flags shifts far too small to matter, and with a few dozen rows
+effect sizes are mostly noise, so neither is trusted alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+Verdict = Literal["no_drift", "possible_drift", "drift", "no_verdict"]
+FeatureKind = Literal["numeric", "categorical"]
+
+PSI_BINS = 10
+# Keeps PSI finite when a bin is empty on one side; small enough not to bias bins that
+# hold even one value in 10,000.
+PSI_EPSILON = 1e-4
+# A high-cardinality column (ids, free text) can bring thousands of new values a day; the
+# report keeps the most frequent ones and says how many there were.
+MAX_LISTED_UNSEEN = 100
+
+_TIER_RANK: dict[str, int] = {"no_verdict": -1, "no_drift": 0, "possible_drift": 1, "drift": 2}
+_TIER_NAME: dict[int, Verdict] = {0: "no_drift", 1: "possible_drift", 2: "drift"}
+
+
+class DriftInputError(ValueError):
+    """The frames or the feature list cannot be compared (missing columns, unknown kinds)."""
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Tests, correction and thresholds.
+
+    Verdict per feature (``p`` = p-value after the correction across features):
+
+    * ``drift``: ``p < p_value`` and an effect size >= its ``*_drift`` threshold;
+    * ``possible_drift``: ``p < p_value`` and an effect size >= its ``*_possible`` threshold;
+    * ``no_drift``: otherwise. A large effect size without significance is *not* flagged:
+      that is what a small batch looks like under no drift at all (30 rows give a PSI of
+      about 0.3 by chance), and the effect size is still in the report for a human.
+
+    Numeric features take the higher tier of PSI and normalised Wasserstein; the reported
+    ``effect_size`` is the PSI. Defaults are calibrated so that, on 5,000 rows, a 0.2 sd
+    shift in the mean (Wasserstein 0.2, PSI ~0.04) is at least ``possible_drift`` (about
+    half the days ``drift``), and a 10-point change in one category's share (JS distance
+    0.085-0.09) is ``possible_drift``, while a 0.02 sd shift that 100,000 rows make highly
+    significant stays ``no_drift``. The JS thresholds are set below the conventional 0.1/0.2
+    for that reason: a JS distance of 0.1 corresponds to a mean shift of about 0.24 sd, so
+    0.05/0.1 keep categorical and numeric features on a comparable scale (PSI 0.1/0.25 is
+    the industry convention and corresponds to a shift of about 0.3/0.5 sd).
+    """
+
+    engine: Literal["alibi", "scipy"] = "alibi"
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    p_value: float = 0.05
+    psi_possible: float = 0.1
+    psi_drift: float = 0.25
+    wasserstein_possible: float = 0.1
+    wasserstein_drift: float = 0.2
+    js_possible: float = 0.05
+    js_drift: float = 0.1
+    drift_share: float = 0.5
+    min_rows: int = 30
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("alibi", "scipy"):
+            raise ValueError(f"engine must be 'alibi' or 'scipy', not {self.engine!r}")
+        if self.correction not in ("bonferroni", "fdr"):
+            raise ValueError(f"correction must be 'bonferroni' or 'fdr', not {self.correction!r}")
+        if not 0.0 < self.p_value < 1.0:
+            raise ValueError(f"p_value must be in (0, 1), not {self.p_value}")
+        for name in ("psi", "wasserstein", "js"):
+            possible = getattr(self, f"{name}_possible")
+            drift = getattr(self, f"{name}_drift")
+            if not 0.0 <= possible <= drift:
+                raise ValueError(
+                    f"need 0 <= {name}_possible <= {name}_drift, got {possible} and {drift}"
+                )
+        if not 0.0 < self.drift_share <= 1.0:
+            raise ValueError(f"drift_share must be in (0, 1], not {self.drift_share}")
+        if self.min_rows < 2:
+            raise ValueError(f"min_rows must be at least 2, not {self.min_rows}")
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """Drift of one feature. Counts refer to the values actually tested.
+
+    ``missing_rate_*`` is the share of rows that are null (None/NaN/NA); ``None`` for a frame
+    without rows. ``non_finite_current`` counts every current value left out of the test:
+    nulls, +-inf and (numeric) values that are not numbers. ``coerced_values`` counts the
+    values, in either frame, of a numeric column that could not be read as numbers.
+    ``notes`` says what was unusual but did not prevent a verdict (a guard that was used,
+    a truncated list).
+    """
+
+    feature: str
+    kind: FeatureKind
+    test: Literal["ks", "chi2"]
+    statistic: float | None
+    p_value: float | None
+    p_value_adjusted: float | None
+    effect_size_name: Literal["psi", "js_distance"]
+    effect_size: float | None
+    psi: float | None
+    wasserstein_norm: float | None
+    js_distance: float | None
+    verdict: Verdict
+    reason: str | None
+    n_reference: int
+    n_current: int
+    missing_rate_reference: float | None
+    missing_rate_current: float | None
+    unseen_categories: tuple[str, ...]
+    share_outside_reference_range: float | None
+    non_finite_current: int
+    coerced_values: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    features: tuple[FeatureDrift, ...]
+    share_drifted: float | None
+    verdict: Verdict
+    n_reference: int
+    n_current: int
+    ignored_columns: tuple[str, ...]
+    engine: str
+    correction: str
+    config: DriftConfig = field(default_factory=DriftConfig)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per feature; tuple fields become JSON strings so the frame stores flat."""
+        names = [f.name for f in fields(FeatureDrift)]
+        rows = []
+        for feat in self.features:
+            row = {name: getattr(feat, name) for name in names}
+            row["unseen_categories"] = json.dumps(list(feat.unseen_categories))
+            row["notes"] = json.dumps(list(feat.notes))
+            rows.append(row)
+        return pd.DataFrame(rows, columns=names)
+
+    def top_drifting(self, k: int = 5) -> list[FeatureDrift]:
+        """Features ordered by verdict, then by effect size relative to its drift threshold.
+
+        The relative scale makes PSI, Wasserstein and JS comparable; p-values are only the
+        last tie-breaker because at production volumes every real drift has p ~ 0.
+        """
+        return sorted(self.features, key=lambda f: _severity_key(f, self.config))[: max(k, 0)]
+
+
+def _severity_key(feat: FeatureDrift, config: DriftConfig) -> tuple[float, float, float]:
+    ratios = [0.0]
+    if feat.psi is not None:
+        ratios.append(feat.psi / config.psi_drift if config.psi_drift > 0 else math.inf)
+    if feat.wasserstein_norm is not None:
+        ratios.append(
+            feat.wasserstein_norm / config.wasserstein_drift
+            if config.wasserstein_drift > 0
+            else math.inf
+        )
+    if feat.js_distance is not None:
+        ratios.append(feat.js_distance / config.js_drift if config.js_drift > 0 else math.inf)
+    p = feat.p_value_adjusted if feat.p_value_adjusted is not None else 2.0
+    return (-_TIER_RANK[feat.verdict], -max(ratios), p)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class _Prepared:
+    """One feature's usable values, plus the data-quality counts the report carries."""
+
+    name: str
+    kind: FeatureKind
+    missing_rate_ref: float | None
+    missing_rate_cur: float | None
+    excluded_cur: int
+    coerced: int
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+    # numeric
+    ref_sorted: np.ndarray | None = None
+    cur_sorted: np.ndarray | None = None
+    # categorical: codes index ``labels``; reference categories come first
+    ref_codes: np.ndarray | None = None
+    cur_codes: np.ndarray | None = None
+    labels: list[str] | None = None
+    ref_counts: np.ndarray | None = None
+    cur_counts: np.ndarray | None = None
+
+    @property
+    def n_ref(self) -> int:
+        arr = self.ref_sorted if self.kind == "numeric" else self.ref_codes
+        return 0 if arr is None else len(arr)
+
+    @property
+    def n_cur(self) -> int:
+        arr = self.cur_sorted if self.kind == "numeric" else self.cur_codes
+        return 0 if arr is None else len(arr)
+
+
+def _missing_rate(series: pd.Series) -> float | None:
+    return float(series.isna().mean()) if len(series) else None
+
+
+def _numeric_values(series: pd.Series) -> tuple[np.ndarray, int]:
+    """Finite float64 values of a column and how many non-null values were not numbers."""
+    coerced = 0
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        series = series.astype(object)
+    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        numbers = pd.to_numeric(series, errors="coerce")
+        coerced = int((numbers.isna() & series.notna()).sum())
+        values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = np.isfinite(values)
+    # Both branches return a fresh array: the caller sorts it in place, and to_numpy may
+    # hand back a view of the caller's frame.
+    values = values[finite] if not finite.all() else values.copy()
+    return values, coerced
+
+
+def _prepare_numeric(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared:
+    ref_values, coerced_ref = _numeric_values(ref)
+    cur_values, coerced_cur = _numeric_values(cur)
+    ref_values.sort()
+    cur_values.sort()
+    prep = _Prepared(
+        name=name,
+        kind="numeric",
+        missing_rate_ref=_missing_rate(ref),
+        missing_rate_cur=_missing_rate(cur),
+        excluded_cur=len(cur) - len(cur_values),
+        coerced=coerced_ref + coerced_cur,
+        ref_sorted=ref_values,
+        cur_sorted=cur_values,
+    )
+    if coerced_ref or coerced_cur:
+        prep.notes.append(
+            f"{coerced_ref} reference and {coerced_cur} current values were not numbers "
+            "and were left out"
+        )
+    return prep
+
+
+def _prepare_categorical(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared:
+    # Labels are compared as strings so that 1 and "1" (an int column read back from CSV)
+    # are one category, and so the report can list them.
+    ref_codes, ref_uniques = pd.factorize(ref, use_na_sentinel=True)
+    cur_codes, cur_uniques = pd.factorize(cur, use_na_sentinel=True)
+    label_ids: dict[str, int] = {}
+    labels: list[str] = []
+
+    def remap(uniques: Sequence[object]) -> np.ndarray:
+        ids = np.empty(len(uniques), dtype=np.int64)
+        for i, value in enumerate(uniques):
+            label = str(value)
+            if label not in label_ids:
+                label_ids[label] = len(labels)
+                labels.append(label)
+            ids[i] = label_ids[label]
+        return ids
+
+    ref_map = remap(list(ref_uniques))
+    n_ref_labels = len(labels)
+    cur_map = remap(list(cur_uniques))
+    ref_valid = ref_map[ref_codes[ref_codes >= 0]]
+    cur_valid = cur_map[cur_codes[cur_codes >= 0]]
+    k = len(labels)
+    prep = _Prepared(
+        name=name,
+        kind="categorical",
+        missing_rate_ref=_missing_rate(ref),
+        missing_rate_cur=_missing_rate(cur),
+        excluded_cur=len(cur) - len(cur_valid),
+        coerced=0,
+        ref_codes=ref_valid,
+        cur_codes=cur_valid,
+        labels=labels,
+        ref_counts=np.bincount(ref_valid, minlength=k),
+        cur_counts=np.bincount(cur_valid, minlength=k),
+    )
+    if k > n_ref_labels:
+        prep.notes.append(f"{k - n_ref_labels} categories in current are not in reference")
+    return prep
+
+
+def _check_inputs(
+    reference: pd.DataFrame, current: pd.DataFrame, features: Mapping[str, str]
+) -> tuple[str, ...]:
+    if not isinstance(reference, pd.DataFrame) or not isinstance(current, pd.DataFrame):
+        raise DriftInputError("reference and current must be pandas DataFrames")
+    if not features:
+        raise DriftInputError("no features to compare")
+    bad_kinds = {name: kind for name, kind in features.items() if kind not in _KINDS}
+    if bad_kinds:
+        listed = ", ".join(f"{name!r}: {kind!r}" for name, kind in bad_kinds.items())
+        raise DriftInputError(f"feature kinds must be 'numeric' or 'categorical'; got {listed}")
+    problems = []
+    for label, frame in (("reference", reference), ("current", current)):
+        missing = [name for name in features if name not in frame.columns]
+        if missing:
+            problems.append(f"{label} is missing feature columns: {', '.join(missing)}")
+        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        clash = [name for name in features if name in duplicated]
+        if clash:
+            problems.append(f"{label} has duplicate columns: {', '.join(clash)}")
+    if problems:
+        raise DriftInputError("; ".join(problems))
+    return tuple(str(c) for c in current.columns if c not in features)
+
+
+_KINDS = ("numeric", "categorical")
+
+
+def _no_verdict_reason(prep: _Prepared, n_cur_rows: int, min_rows: int) -> str | None:
+    if n_cur_rows == 0:
+        return "current batch is empty"
+    if prep.n_ref == 0:
+        return "reference has no usable values"
+    if prep.n_cur == 0:
+        return f"current has no usable values (all {n_cur_rows} rows missing or invalid)"
+    if prep.n_ref < min_rows:
+        return f"too few reference values: {prep.n_ref} < min_rows={min_rows}"
+    if prep.n_cur < min_rows:
+        return f"too few current values: {prep.n_cur} < min_rows={min_rows}"
+    return None
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _merged_ecdfs(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[float, float]:
+    """KS statistic and raw Wasserstein-1 distance from two sorted samples.
+
+    Both are functionals of the two empirical CDFs on the merged sample, so one merge
+    serves both. The merge places each current value after the reference values it is
+    not below, which is cheaper than sorting the concatenation or searching twice.
+    The KS statistic equals scipy's bit for bit: scipy evaluates the CDFs (count / n) at
+    every value of the pooled sample, and within a run of tied values every such count
+    equals the count at the run's end, which is where it is evaluated here.
+    """
+    n1 = len(ref_sorted)
+    n2 = len(cur_sorted)
+    total = n1 + n2
+    position = np.searchsorted(ref_sorted, cur_sorted, side="right")
+    position += np.arange(n2)
+    from_cur = np.zeros(total, dtype=bool)
+    from_cur[position] = True
+    merged = np.empty(total, dtype=np.float64)
+    merged[from_cur] = cur_sorted
+    merged[~from_cur] = ref_sorted
+    count_cur = np.cumsum(from_cur)
+    count_ref = np.arange(1, total + 1) - count_cur
+    cdf_diff = count_ref / n1 - count_cur / n2
+
+    gaps = np.diff(merged)
+    # Inside a run of ties the gap is zero, so those positions add nothing.
+    wasserstein = float(np.dot(np.abs(cdf_diff[:-1]), gaps))
+
+    run_end = np.flatnonzero(gaps != 0)
+    at_ends = np.append(cdf_diff[run_end], cdf_diff[-1])
+    ks = max(float(np.clip(-at_ends.min(), 0.0, 1.0)), float(at_ends.max()))
+    return ks, wasserstein
+
+
+def _ks_asymptotic_p(statistics: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """Two-sided asymptotic KS p-values exactly as ``scipy.stats.ks_2samp(method="asymp")``.
+
+    alibi-detect always asks scipy for the asymptotic p-value, so the scipy engine does too
+    (scipy's default switches to an exact p-value below 10,000 rows).
+    """
+    m = np.maximum(n1, n2).astype(np.float64)
+    n = np.minimum(n1, n2).astype(np.float64)
+    en = m * n / (m + n)
+    return np.clip(stats.kstwo.sf(statistics, np.round(en)), 0.0, 1.0)
+
+
+def _sorted_quantiles(sorted_values: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Linear-interpolation quantiles (numpy's default) of an already sorted array."""
+    h = (len(sorted_values) - 1) * q
+    lo = np.floor(h).astype(np.int64)
+    hi = np.minimum(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (h - lo) * (sorted_values[hi] - sorted_values[lo])
+
+
+def _psi(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> float:
+    # Duplicate edges (a discrete or mostly-constant column) would make empty bins on both
+    # sides; collapsing them keeps the bins that carry information.
+    edges = np.unique(_sorted_quantiles(ref_sorted, np.arange(1, PSI_BINS) / PSI_BINS))
+
+    def shares(sorted_values: np.ndarray) -> np.ndarray:
+        upto = np.searchsorted(sorted_values, edges, side="right")
+        counts = np.diff(np.concatenate(([0], upto, [len(sorted_values)])))
+        return np.maximum(counts / len(sorted_values), PSI_EPSILON)
+
+    ref_share = shares(ref_sorted)
+    cur_share = shares(cur_sorted)
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+
+
+def _is_constant(sorted_values: np.ndarray, std: float) -> bool:
+    # Relative tolerance: a column that is constant up to float rounding must not turn
+    # rounding noise into an enormous normalised distance.
+    scale = max(abs(float(sorted_values[0])), abs(float(sorted_values[-1])))
+    return std == 0.0 or std <= 1e-12 * scale
+
+
+def _wasserstein_norm(prep: _Prepared, raw: float) -> float:
+    ref, cur = prep.ref_sorted, prep.cur_sorted
+    assert ref is not None and cur is not None
+    std = float(ref.std())
+    if not _is_constant(ref, std):
+        return raw / std
+    if raw == 0.0:
+        return 0.0
+    pooled = float(np.concatenate((ref, cur)).std())
+    prep.notes.append(
+        "reference is constant; Wasserstein distance divided by the pooled standard "
+        "deviation of reference and current instead"
+    )
+    return raw / pooled
+
+
+def _js_distance(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    p = ref_counts / ref_counts.sum()
+    q = cur_counts / cur_counts.sum()
+    m = 0.5 * (p + q)
+
+    def kl_to_m(a: np.ndarray) -> float:
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log2(a[nz] / m[nz])))
+
+    divergence = 0.5 * kl_to_m(p) + 0.5 * kl_to_m(q)
+    return math.sqrt(max(divergence, 0.0))
+
+
+def _chi2_table(prep: _Prepared) -> np.ndarray:
+    assert prep.ref_counts is not None and prep.cur_counts is not None
+    return np.vstack((prep.ref_counts, prep.cur_counts))
+
+
+def _scipy_tests(
+    numeric: list[_Prepared], categorical: list[_Prepared], ks_stats: dict[str, float]
+) -> dict[str, tuple[float, float]]:
+    results: dict[str, tuple[float, float]] = {}
+    if numeric:
+        d = np.array([ks_stats[p.name] for p in numeric])
+        n1 = np.array([p.n_ref for p in numeric])
+        n2 = np.array([p.n_cur for p in numeric])
+        p_values = _ks_asymptotic_p(d, n1, n2)
+        for prep, stat, p_value in zip(numeric, d, p_values, strict=True):
+            results[prep.name] = (float(stat), float(p_value))
+    for prep in categorical:
+        res = stats.chi2_contingency(_chi2_table(prep))
+        results[prep.name] = (float(res.statistic), float(res.pvalue))
+    return results
+
+
+def _alibi_tests(
+    numeric: list[_Prepared], categorical: list[_Prepared], config: DriftConfig
+) -> dict[str, tuple[float, float]]:
+    """p-values and statistics from alibi-detect's TabularDrift.
+
+    TabularDrift needs one matrix, so features are grouped by their numbers of usable values
+    (usually all features share them). Each column is passed sorted: the univariate tests
+    do not depend on row order, the columns are sorted here anyway for the effect sizes,
+    and the sort inside scipy's KS test is then nearly free. alibi-detect's own correction
+    is ignored because it would only cover one group; the correction across all features
+    is applied by compute_drift.
+    """
+    try:
+        from alibi_detect.cd import TabularDrift
+    except ImportError as exc:  # pragma: no cover - alibi-detect is a dependency
+        raise RuntimeError(
+            "engine='alibi' needs alibi-detect; use DriftConfig(engine='scipy')"
+        ) from exc
+
+    groups: dict[tuple[int, int], list[_Prepared]] = {}
+    for prep in [*numeric, *categorical]:
+        groups.setdefault((prep.n_ref, prep.n_cur), []).append(prep)
+
+    results: dict[str, tuple[float, float]] = {}
+    for (n_ref, n_cur), members in groups.items():
+        x_ref = np.empty((n_ref, len(members)), dtype=np.float64, order="F")
+        x_cur = np.empty((n_cur, len(members)), dtype=np.float64, order="F")
+        categories: dict[int, None] = {}
+        for j, prep in enumerate(members):
+            if prep.kind == "numeric":
+                x_ref[:, j] = prep.ref_sorted
+                x_cur[:, j] = prep.cur_sorted
+            else:
+                x_ref[:, j] = prep.ref_codes
+                x_cur[:, j] = prep.cur_codes
+                categories[j] = None
+        detector = TabularDrift(
+            x_ref,
+            p_val=config.p_value,
+            categories_per_feature=categories,
+            correction=config.correction,
+        )
+        out = detector.predict(x_cur, drift_type="batch", return_p_val=True)["data"]
+        for j, prep in enumerate(members):
+            results[prep.name] = (float(out["distance"][j]), float(out["p_val"][j]))
+    return results
+
+
+def _adjust(p_values: np.ndarray, correction: str) -> np.ndarray:
+    m = len(p_values)
+    if m == 0:
+        return p_values
+    if correction == "bonferroni":
+        return np.minimum(p_values * m, 1.0)
+    # Benjamini-Hochberg step-up: adjusted p_(i) = min over j >= i of m * p_(j) / j.
+    order = np.argsort(p_values, kind="stable")
+    scaled = p_values[order] * m / np.arange(1, m + 1)
+    adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    adjusted = np.empty(m, dtype=np.float64)
+    adjusted[order] = adjusted_sorted
+    return adjusted
+
+
+def _tier(value: float | None, possible: float, drift: float) -> int:
+    if value is None:
+        return 0
+    if value >= drift:
+        return 2
+    if value >= possible:
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Mapping[str, str],
+    config: DriftConfig = DriftConfig(),
+) -> DriftReport:
+    """Compare ``current`` with ``reference`` on ``features`` (name -> numeric|categorical).
+
+    Raises DriftInputError when a feature column is missing from either frame or a kind is
+    unknown. Columns of ``current`` that are not features are ignored and listed.
+    """
+    ignored = _check_inputs(reference, current, features)
+    n_cur_rows = len(current)
+
+    prepared: list[_Prepared] = []
+    for name, kind in features.items():
+        if kind == "numeric":
+            prep = _prepare_numeric(name, reference[name], current[name])
+        else:
+            prep = _prepare_categorical(name, reference[name], current[name])
+        prep.reason = _no_verdict_reason(prep, n_cur_rows, config.min_rows)
+        prepared.append(prep)
+
+    testable = [p for p in prepared if p.reason is None]
+    numeric = [p for p in testable if p.kind == "numeric"]
+    categorical = [p for p in testable if p.kind == "categorical"]
+
+    ks_stats: dict[str, float] = {}
+    wasserstein: dict[str, float] = {}
+    for prep in numeric:
+        assert prep.ref_sorted is not None and prep.cur_sorted is not None
+        ks, raw = _merged_ecdfs(prep.ref_sorted, prep.cur_sorted)
+        ks_stats[prep.name] = ks
+        wasserstein[prep.name] = _wasserstein_norm(prep, raw)
+
+    if config.engine == "alibi":
+        tests = _alibi_tests(numeric, categorical, config)
+    else:
+        tests = _scipy_tests(numeric, categorical, ks_stats)
+
+    raw_p = np.array([tests[p.name][1] for p in testable], dtype=np.float64)
+    adjusted = dict(zip([p.name for p in testable], _adjust(raw_p, config.correction), strict=True))
+
+    results: list[FeatureDrift] = []
+    for prep in prepared:
+        results.append(_feature_result(prep, tests, adjusted, wasserstein, config))
+
+    with_verdict = [f for f in results if f.verdict != "no_verdict"]
+    if n_cur_rows == 0 or not with_verdict:
+        share: float | None = None
+        verdict: Verdict = "no_verdict"
+    else:
+        share = sum(f.verdict == "drift" for f in with_verdict) / len(with_verdict)
+        if share >= config.drift_share:
+            verdict = "drift"
+        elif any(f.verdict in ("drift", "possible_drift") for f in with_verdict):
+            verdict = "possible_drift"
+        else:
+            verdict = "no_drift"
+
+    return DriftReport(
+        features=tuple(results),
+        share_drifted=share,
+        verdict=verdict,
+        n_reference=len(reference),
+        n_current=n_cur_rows,
+        ignored_columns=ignored,
+        engine=config.engine,
+        correction=config.correction,
+        config=config,
+    )
+
+
+def _feature_result(
+    prep: _Prepared,
+    tests: Mapping[str, tuple[float, float]],
+    adjusted: Mapping[str, float],
+    wasserstein: Mapping[str, float],
+    config: DriftConfig,
+) -> FeatureDrift:
+    numeric = prep.kind == "numeric"
+    psi = w_norm = js = share_outside = None
+    unseen: tuple[str, ...] = ()
+
+    if numeric and prep.n_ref and prep.n_cur:
+        ref, cur = prep.ref_sorted, prep.cur_sorted
+        assert ref is not None and cur is not None
+        below = np.searchsorted(cur, ref[0], side="left")
+        above = len(cur) - np.searchsorted(cur, ref[-1], side="right")
+        share_outside = float((below + above) / len(cur))
+        if prep.reason is None:
+            psi = _psi(ref, cur)
+            w_norm = wasserstein[prep.name]
+    if not numeric and prep.n_cur:
+        assert prep.ref_counts is not None and prep.cur_counts is not None
+        assert prep.labels is not None
+        new = np.flatnonzero((prep.ref_counts == 0) & (prep.cur_counts > 0))
+        new = new[np.argsort(-prep.cur_counts[new], kind="stable")]
+        unseen = tuple(prep.labels[i] for i in new[:MAX_LISTED_UNSEEN])
+        if len(new) > MAX_LISTED_UNSEEN:
+            prep.notes.append(
+                f"{len(new)} unseen categories; the {MAX_LISTED_UNSEEN} most frequent listed"
+            )
+        if prep.reason is None and prep.n_ref:
+            js = _js_distance(prep.ref_counts, prep.cur_counts)
+
+    statistic = p_value = p_adj = None
+    if prep.reason is None:
+        statistic, p_value = tests[prep.name]
+        p_adj = float(adjusted[prep.name])
+        if numeric:
+            tier = max(
+                _tier(psi, config.psi_possible, config.psi_drift),
+                _tier(w_norm, config.wasserstein_possible, config.wasserstein_drift),
+            )
+        else:
+            tier = _tier(js, config.js_possible, config.js_drift)
+        verdict: Verdict = _TIER_NAME[tier] if p_adj < config.p_value else "no_drift"
+    else:
+        verdict = "no_verdict"
+
+    return FeatureDrift(
+        feature=prep.name,
+        kind=prep.kind,
+        test="ks" if numeric else "chi2",
+        statistic=statistic,
+        p_value=p_value,
+        p_value_adjusted=p_adj,
+        effect_size_name="psi" if numeric else "js_distance",
+        effect_size=psi if numeric else js,
+        psi=psi,
+        wasserstein_norm=w_norm,
+        js_distance=js,
+        verdict=verdict,
+        reason=prep.reason,
+        n_reference=prep.n_ref,
+        n_current=prep.n_cur,
+        missing_rate_reference=prep.missing_rate_ref,
+        missing_rate_current=prep.missing_rate_cur,
+        unseen_categories=unseen,
+        share_outside_reference_range=share_outside,
+        non_finite_current=prep.excluded_cur,
+        coerced_values=prep.coerced,
+        notes=tuple(prep.notes),
+    )

@@ -1,0 +1,50 @@
+"""Dagster resources over the runtime objects in `mlops_assets.runtime`.
+
+Fields left as None fall back to the `MLOPS_*` settings, which are read when a run launches,
+never at import time. Secrets (the webhook URL) come in through `dg.EnvVar`.
+"""
+
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.runtime import Runtime, build_runtime
+from mlops_assets.storage.tracking import MlflowTracker
+from mlops_assets.storage.warehouse import Warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse (embedded DuckDB or PostgreSQL), migrated on first use."""
+
+    home: str | None = Field(default=None, description="Data directory; else MLOPS_HOME.")
+    backend: str | None = Field(default=None, description="embedded | postgres")
+
+    def runtime(self) -> Runtime:
+        return build_runtime(home=self.home, backend=self.backend)
+
+    def get(self) -> Warehouse:
+        return self.runtime().warehouse
+
+
+class MLflowResource(dg.ConfigurableResource):
+    """MLflow behind the shared circuit breaker and the durable buffer."""
+
+    warehouse: WarehouseResource
+    tracking_uri: str | None = Field(default=None, description="Else MLOPS_MLFLOW_TRACKING_URI.")
+
+    def runtime(self) -> Runtime:
+        return build_runtime(
+            home=self.warehouse.home, backend=self.warehouse.backend, tracking_uri=self.tracking_uri
+        )
+
+    def tracker(self) -> MlflowTracker:
+        return self.runtime().tracker
+
+
+class NotifierResource(dg.ConfigurableResource):
+    """Where alert notifications go: a Slack-compatible webhook, or the log when unset."""
+
+    webhook_url: str | None = Field(default=None, description="Secret; set via dg.EnvVar.")
+    dagster_ui_url: str = Field(default="http://127.0.0.1:3000")
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=10)

@@ -1,0 +1,14 @@
+INSERT INTO mlops.training_baselines (
+    local_run_id, model_name, model_version, baseline_mlflow_run_id, mlflow_experiment_id,
+    metrics_json, metric_std_json, features_json, n_validation, reference_rows,
+    reference_sample, created_at
+) VALUES (
+    :local_run_id, :model_name, :model_version, :baseline_mlflow_run_id, :mlflow_experiment_id,
+    :metrics_json, :metric_std_json, :features_json, :n_validation, :reference_rows,
+    :reference_sample, :created_at
+)
+ON CONFLICT (local_run_id) DO UPDATE SET
+    metrics_json = excluded.metrics_json, metric_std_json = excluded.metric_std_json,
+    features_json = excluded.features_json, n_validation = excluded.n_validation,
+    reference_rows = excluded.reference_rows, reference_sample = excluded.reference_sample,
+    created_at = excluded.created_at
