@@ -2,13 +2,18 @@
 
 import dagster as dg
 
+from mlops_assets.defs import schedules
+from mlops_assets.defs.drift import assets as drift_assets
+from mlops_assets.defs.production import assets as production_assets
 from mlops_assets.defs.training import assets as training_assets
 from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 
 _warehouse = WarehouseResource()
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([training_assets]),
+    assets=dg.load_assets_from_modules([training_assets, production_assets, drift_assets]),
+    jobs=schedules.jobs,
+    schedules=schedules.schedules,
     resources={
         "warehouse": _warehouse,
         "mlflow": MLflowResource(warehouse=_warehouse),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 
+from mlops_assets.defs.partitions import partition_key
 from mlops_assets.runtime import build_runtime
 from mlops_assets.settings import load_settings
 
@@ -50,11 +52,101 @@ def run_demo(*, home: str | None = None, echo: Callable[[str], None] = print) ->
     )
     echo(f"   MLflow run {run.mlflow_run_id or run.local_run_id} ({run.tracking_status})")
     echo("")
+    days = [dt.date.today() - dt.timedelta(days=n) for n in range(DEMO_DAYS, 0, -1)]
+    drift_from = days[DRIFT_FROM_DAY - 1]
+    echo(
+        f"2. Production: {DEMO_DAYS} days {days[0]} .. {days[-1]}, feature and concept drift "
+        f"switched on from day {DRIFT_FROM_DAY} ({drift_from})"
+    )
+    production = [
+        defs.get_assets_def(dg.AssetKey(k))
+        for k in (
+            "production_predictions",
+            "production_metrics",
+            "performance_alerts",
+            "feature_drift_report",
+        )
+    ]
+    run_config = {
+        "ops": {
+            "production_predictions": {
+                "config": {
+                    "feature_drift_from": drift_from.isoformat(),
+                    "concept_drift_from": drift_from.isoformat(),
+                }
+            }
+        }
+    }
+    day_alerts = {}
+    for number, day in enumerate(days, start=1):
+        result = dg.materialize(
+            production,
+            resources=defs.resources,
+            instance=instance,
+            partition_key=partition_key(day.isoformat(), run.model_name),
+            run_config=run_config,
+            raise_on_error=True,
+        )
+        levels = _levels(runtime.warehouse, run.model_name, day)
+        drift = runtime.warehouse.query(
+            "SELECT max(dataset_verdict) AS verdict, max(dataset_share_drifted) AS share "
+            "FROM mlops.ml_feature_drift_detection WHERE model_name = :m AND partition_date = :d",
+            {"m": run.model_name, "d": day},
+        )[0]
+        failed = [
+            e.check_name
+            for e in result.get_asset_check_evaluations()
+            if not e.passed
+        ]
+        day_alerts[day] = levels
+        echo(
+            f"   day {number:2d} {day}: accuracy {levels.get('accuracy', ('n/a',))[0]}, "
+            f"ROI {levels.get('roi', ('n/a',))[0]}, worst level {_worst(levels)}, "
+            f"drift {drift['verdict']} ({_share(drift['share'])}), failed checks {len(failed)}"
+        )
+    alerts = runtime.warehouse.query(
+        "SELECT alert_id, kind, metric, severity, status, first_seen, last_seen "
+        "FROM mlops.ml_performance_alerts WHERE model_name = :m ORDER BY alert_id",
+        {"m": run.model_name},
+    )
+    echo(f"   alerts: {len(alerts)}")
+    for a in alerts:
+        echo(
+            f"     #{a['alert_id']} {a['kind']}/{a['metric']}: {a['severity']} ({a['status']}), "
+            f"first seen {a['first_seen']}, last seen {a['last_seen']}"
+        )
+    echo("")
     echo("Where things are:")
     echo(f"  warehouse tables: mlops-assets query \"SELECT * FROM mlops.training_runs\"")
     echo(f"  Dagster UI:       make dev   (then http://127.0.0.1:3000)")
     echo(f"  MLflow UI:        .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}")
-    return {"training_run": run}
+    return {"training_run": run, "days": days, "drift_from": drift_from, "alerts": alerts}
+
+
+DEMO_DAYS = 14
+DRIFT_FROM_DAY = 8
+_RANK = {"ok": 0, "warning": 1, "critical": 2}
+
+
+def _levels(warehouse, model: str, day: dt.date) -> dict[str, tuple[str, str]]:
+    rows = warehouse.query(
+        "SELECT metric, value, level FROM mlops.production_metrics "
+        "WHERE model_name = :m AND metric_date = :d",
+        {"m": model, "d": day},
+    )
+    return {
+        r["metric"]: ("n/a" if r["value"] is None else f"{r['value']:.3f}", r["level"])
+        for r in rows
+    }
+
+
+def _worst(levels: dict[str, tuple[str, str]]) -> str:
+    found = [lvl for _, lvl in levels.values() if lvl in _RANK]
+    return max(found, key=_RANK.__getitem__) if found else "no verdict"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%} of features"
 
 
 def _pct(value: float | None) -> str:

@@ -2,45 +2,45 @@
 
 Each row is one match. The target ``outcome`` is 1 when the home team wins (a draw or an away
 win is 0). ``odds_home`` is the decimal price a bookmaker offers on the home win; it is a model
-input and also what a stake of 1 would pay out, so a model's value bets can be scored by ROI.
+input and also what a stake of 1 would return, so a model's value bets can be scored by ROI.
 
 How the truth is built
-    A latent logit combines the features with some non-linearity and interactions that a
-    linear model misses: the Elo effect is damped in rain and snow, form and goal-average gaps
+    A latent logit combines the features with non-linearity and interactions that a linear
+    model misses: the Elo effect is damped in rain and snow, the form and goal-average gaps
     saturate (``tanh``), the rest-day gap is clipped, and home advantage depends on the league
-    and on the kickoff slot. An unobserved per-match term (injuries, team news) is added, and
-    the outcome is a Bernoulli draw of ``sigmoid(logit)``.
+    and the kickoff slot. Two unobserved per-match terms (team news) are added, and the
+    outcome is a Bernoulli draw of ``sigmoid(logit)``.
 
 How the odds are built
-    The bookmaker prices a linear approximation of the truth with one home advantage for all
-    leagues, knows part of the unobserved team news, adds its own noise and then a 5% margin:
-    ``odds = 1 / (p_book * 1.05)``, rounded to two decimals. A model that learns the
-    interactions the bookmaker ignores finds a few value bets with a small positive ROI; a
-    model that does not, loses about the margin.
+    The bookmaker knows one of the two team-news terms but prices the rest with shortcuts: one
+    average home advantage, an average weather effect and straight lines instead of the
+    saturating terms, plus a little noise of its own. Its probability is shrunk towards even
+    money so that it stays calibrated, then a 5% margin is added:
+    ``odds = 1 / (p_book * 1.05)``, rounded to two decimals and kept within [1.01, 30].
+    A model that learns the shortcuts' errors finds value bets with a small positive ROI.
 
 Feature drift (``DriftSchedule.feature_drift_from``)
     Numeric: ``home_goals_avg`` and ``away_goals_avg`` rise and ``rest_days_diff`` falls, each
-    by ``feature_shift_sd`` times that feature's nominal standard deviation (``NOMINAL_SD``).
-    Categorical: the ``eredivisie`` share of ``league`` rises by 15 percentage points, the
-    other leagues giving up share in proportion. No other input column is drifted; the truth
-    is unchanged (covariate shift only), so ``odds_home`` and ``outcome`` move only as far as
-    the drifted inputs move them, which is a little because the two goal averages rise
-    together.
+    by ``feature_shift_sd`` times the feature's nominal standard deviation (``NOMINAL_SD``).
+    Categorical: the ``eredivisie`` share of ``league`` rises by 15 percentage points (8% ->
+    23%), the other leagues giving up share in proportion. No other input is moved directly.
+    The truth is unchanged (covariate shift only), so ``odds_home`` and ``outcome`` move only
+    through the drifted inputs: slightly, because the two goal averages rise together.
 
 Concept drift (``DriftSchedule.concept_drift_from``)
     Inputs keep their distribution but the relationship changes: the Elo effect is reversed
-    and home advantage shrinks, as if a new rule favoured underdogs playing away. The
-    bookmaker adapts only part of the way, so a model trained before the change both loses
-    accuracy and bets into prices that are now right where it is wrong.
+    (underdogs prosper) and the league and kickoff home-advantage patterns turn around. The
+    bookmaker prices in 80% of the change, so a model trained before it loses accuracy and
+    bets into prices that are right where the model is wrong.
 
 Both drifts grow linearly over ``ramp_days`` days from their start day: with the default of
-three, the first drifted day carries a third of the full effect, the third day all of it.
+three, the first drifted day carries a third of the full effect and the third day all of it.
 
 Determinism
-    Every day draws from its own random stream keyed on ``(seed, day)``, so a day's frame does
+    Each day draws from its own random stream keyed on ``(seed, day)``, so a day's frame does
     not depend on which other days were generated or in what order. Drift is applied on top of
-    the same underlying draws, so a drifted day and the same day without drift are paired match
-    for match, which keeps drift comparisons free of sampling noise.
+    the same draws, so a drifted day and the same day without drift are paired match for
+    match, which keeps drift comparisons free of sampling noise.
 """
 
 from __future__ import annotations
@@ -120,30 +120,32 @@ _DRIFT_LEAGUE = "eredivisie"
 _DRIFT_LEAGUE_SHARE_GAIN = 0.15
 
 _BASE_LOGIT = -0.75
-_ELO_COEF = 0.70  # per 100 Elo points
-_FORM_COEF = 0.45
-_GOALS_COEF = 0.60
+_ELO_COEF = 0.55  # per 100 Elo points
+_FORM_COEF = 0.40
+_GOALS_COEF = 0.50
 _REST_COEF = 0.10
 _KNOWN_NEWS_SD = 0.6
 _UNKNOWN_NEWS_SD = 0.6
 
 _BOOK_MARGIN = 0.05
-_MAX_ODDS = 30.0
-_BOOK_DETAIL = 0.0
-# Least-squares slopes of the truth's tanh terms over the typical range of the gaps.
+_MIN_ODDS, _MAX_ODDS = 1.01, 30.0
+# Least-squares slopes of the truth's tanh terms over the usual range of the gaps.
 _BOOK_FORM_COEF = 0.75 * _FORM_COEF
 _BOOK_GOALS_COEF = 0.8 * _GOALS_COEF
 _BOOK_NOISE_SD = 0.2
-_BOOK_CAL_SHIFT = 0.01
-_BOOK_CAL_SLOPE = 0.88
-# How much of a concept change the bookmaker has priced in.
-_BOOK_CONCEPT_ADAPTATION = 1.0
+# The bookmaker cannot see the unknown news nor its own shortcuts' errors; without shrinking,
+# its prices would be overconfident. Tuned so that a logistic fit of outcome on the
+# bookmaker's logit has a slope close to 1.
+_BOOK_SHRINK = 0.88
+# Share of a concept change the bookmaker has already priced in.
+_BOOK_CONCEPT_ADAPTATION = 0.8
 
-# At full concept strength the Elo effect becomes this multiple of its old value, and home
-# advantage shrinks with the league and kickoff effects turned around, so the edges a model
-# learned before the change now point the wrong way.
-_CONCEPT_ELO_FACTOR = -0.6
-_CONCEPT_LEAGUE_HOME_ADV = np.array([0.10, -0.05, 0.0, 0.20, -0.10, 0.30])
+# At full concept strength the Elo effect becomes this multiple of its old value, and the league
+# and kickoff home advantages turn around, so the edges a model learned before the change now
+# point the wrong way. A concept change that only lowered home advantage would push the home-win
+# rate down, which makes "no home win" easier to predict and barely hurts accuracy.
+_CONCEPT_ELO_FACTOR = -1.0
+_CONCEPT_LEAGUE_HOME_ADV = np.array([0.40, 0.25, 0.30, 0.50, 0.20, 0.60])
 _CONCEPT_KICKOFF_HOME_ADV = np.array([0.15, 0.0, -0.20])
 
 _TRAINING_STREAM = 0
@@ -161,6 +163,14 @@ class DriftSchedule:
     concept_strength: float = 1.0
     ramp_days: int = 3
 
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.feature_shift_sd):
+            raise ValueError(f"feature_shift_sd must be finite, got {self.feature_shift_sd}")
+        if not (np.isfinite(self.concept_strength) and self.concept_strength >= 0.0):
+            raise ValueError(f"concept_strength must be >= 0, got {self.concept_strength}")
+        if self.ramp_days < 0:
+            raise ValueError(f"ramp_days must be >= 0, got {self.ramp_days}")
+
     def feature_fraction(self, day: datetime.date) -> float:
         """Share of the full feature drift in force on `day` (0 before it starts)."""
         return _ramp(self.feature_drift_from, day, self.ramp_days)
@@ -171,7 +181,10 @@ class DriftSchedule:
 
 
 def _ramp(start: datetime.date | None, day: datetime.date, ramp_days: int) -> float:
-    if start is None or day < start:
+    if start is None:
+        return 0.0
+    start, day = _as_date(start), _as_date(day)
+    if day < start:
         return 0.0
     if ramp_days <= 1:
         return 1.0
@@ -188,6 +201,8 @@ def _as_date(value: datetime.date) -> datetime.date:
 
 
 def _rng(seed: int, stream: int, key: int) -> np.random.Generator:
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     return np.random.default_rng(np.random.SeedSequence([int(seed), stream, key]))
 
 
@@ -248,42 +263,39 @@ def _simulate(
     rest_diff = rest_diff + _SHIFT_SIGN["rest_days_diff"] * shift * NOMINAL_SD["rest_days_diff"]
     elo_diff = home_elo - away_elo
 
-    def structure(concept_now: float, detail: float) -> np.ndarray:
-        elo_factor = 1.0 + (_CONCEPT_ELO_FACTOR - 1.0) * concept_now
+    def structure(concept_now: float, *, bookmaker: bool) -> np.ndarray:
+        elo_effect = _ELO_COEF * (1.0 + (_CONCEPT_ELO_FACTOR - 1.0) * concept_now) / 100.0
         league_adv = _blend(_LEAGUE_HOME_ADV, _CONCEPT_LEAGUE_HOME_ADV, concept_now)
         kickoff_adv = _blend(_KICKOFF_HOME_ADV, _CONCEPT_KICKOFF_HOME_ADV, concept_now)
-        exact = (
+        if bookmaker:
+            return (
+                league_adv @ _LEAGUE_SHARES
+                + kickoff_adv @ _KICKOFF_SHARES
+                + elo_effect * (_WEATHER_ELO_FACTOR @ _WEATHER_SHARES) * elo_diff
+                + _BOOK_FORM_COEF * (home_form - away_form)
+                + _BOOK_GOALS_COEF * (home_goals - away_goals)
+                + _REST_COEF * rest_diff
+            )
+        return (
             league_adv[league]
             + kickoff_adv[kickoff]
-            + elo_factor * _ELO_COEF * _WEATHER_ELO_FACTOR[weather] * elo_diff / 100.0
+            + elo_effect * _WEATHER_ELO_FACTOR[weather] * elo_diff
             + _FORM_COEF * np.tanh(home_form - away_form)
             + _GOALS_COEF * np.tanh(home_goals - away_goals)
+            + _REST_COEF * np.clip(rest_diff, -3.0, 3.0)
         )
-        if detail >= 1.0:
-            return exact
-        # The bookmaker's shortcut: one home advantage, an average weather effect, straight lines.
-        simple = (
-            league_adv @ _LEAGUE_SHARES
-            + kickoff_adv @ _KICKOFF_SHARES
-            + elo_factor * _ELO_COEF * (_WEATHER_ELO_FACTOR @ _WEATHER_SHARES) * elo_diff / 100.0
-            + _BOOK_FORM_COEF * (home_form - away_form)
-            + _BOOK_GOALS_COEF * (home_goals - away_goals)
-        )
-        return detail * exact + (1.0 - detail) * simple
 
-    rest_term = _REST_COEF * np.clip(rest_diff, -3.0, 3.0)
-    true_logit = _BASE_LOGIT + structure(concept, 1.0) + rest_term + known_news + unknown_news
+    true_logit = _BASE_LOGIT + structure(concept, bookmaker=False) + known_news + unknown_news
     outcome = (u[:, 3] < _sigmoid(true_logit)).astype(np.int64)
 
-    book_view = (
-        structure(_BOOK_CONCEPT_ADAPTATION * concept, _BOOK_DETAIL)
-        + _REST_COEF * rest_diff
+    book_logit = (
+        _BASE_LOGIT
+        + structure(_BOOK_CONCEPT_ADAPTATION * concept, bookmaker=True)
         + known_news
         + book_noise
     )
-    # Shrinking by what the bookmaker cannot see keeps its prices calibrated on average.
-    p_book = _sigmoid(_BOOK_CAL_SLOPE * (_BASE_LOGIT + book_view) + _BOOK_CAL_SHIFT)
-    odds = np.clip(np.round(1.0 / (p_book * (1.0 + _BOOK_MARGIN)), 2), 1.01, _MAX_ODDS)
+    p_book = _sigmoid(_BOOK_SHRINK * book_logit)
+    odds = np.clip(np.round(1.0 / (p_book * (1.0 + _BOOK_MARGIN)), 2), _MIN_ODDS, _MAX_ODDS)
 
     return pd.DataFrame(
         {
@@ -332,7 +344,7 @@ def production_day(
     day: datetime.date,
     n_rows: int = 1000,
     seed: int = 7,
-    drift: DriftSchedule = DriftSchedule(),  # noqa: B008 - frozen, so a shared default is safe
+    drift: DriftSchedule = DriftSchedule(),
 ) -> pd.DataFrame:
     """`n_rows` matches played on `day`, with whatever drift `drift` puts in force that day.
 

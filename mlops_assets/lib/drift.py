@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -44,6 +46,9 @@ PSI_EPSILON = 1e-4
 # A high-cardinality column (ids, free text) can bring thousands of new values a day; the
 # report keeps the most frequent ones and says how many there were.
 MAX_LISTED_UNSEEN = 100
+SORT_THREADS = max(1, min(4, os.cpu_count() or 1))
+# Below this many values in total, starting threads costs more than it saves.
+_THREADED_SORT_MIN_VALUES = 500_000
 
 _TIER_RANK: dict[str, int] = {"no_verdict": -1, "no_drift": 0, "possible_drift": 1, "drift": 2}
 _TIER_NAME: dict[int, Verdict] = {0: "no_drift", 1: "possible_drift", 2: "drift"}
@@ -201,13 +206,18 @@ class _Prepared:
 
     name: str
     kind: FeatureKind
+    n_ref: int
+    n_cur: int
     missing_rate_ref: float | None
     missing_rate_cur: float | None
     excluded_cur: int
     coerced: int
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
-    # numeric
+    # numeric: finite values, possibly views of the caller's frames until sorted into
+    # storage of their own (_sort_numeric)
+    ref_values: np.ndarray | None = None
+    cur_values: np.ndarray | None = None
     ref_sorted: np.ndarray | None = None
     cur_sorted: np.ndarray | None = None
     # categorical: codes index ``labels``; reference categories come first
@@ -217,53 +227,48 @@ class _Prepared:
     ref_counts: np.ndarray | None = None
     cur_counts: np.ndarray | None = None
 
-    @property
-    def n_ref(self) -> int:
-        arr = self.ref_sorted if self.kind == "numeric" else self.ref_codes
-        return 0 if arr is None else len(arr)
 
-    @property
-    def n_cur(self) -> int:
-        arr = self.cur_sorted if self.kind == "numeric" else self.cur_codes
-        return 0 if arr is None else len(arr)
+def _rate(count: int, rows: int) -> float | None:
+    return count / rows if rows else None
 
 
-def _missing_rate(series: pd.Series) -> float | None:
-    return float(series.isna().mean()) if len(series) else None
+def _numeric_values(series: pd.Series) -> tuple[np.ndarray, int, int]:
+    """Finite float64 values of a column, its null count, and how many values were not numbers.
 
-
-def _numeric_values(series: pd.Series) -> tuple[np.ndarray, int]:
-    """Finite float64 values of a column and how many non-null values were not numbers."""
+    The array may be a view of the frame: it must not be modified in place.
+    """
     coerced = 0
     if isinstance(series.dtype, pd.CategoricalDtype):
         series = series.astype(object)
     if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        nulls = int(np.isnan(values).sum())
     else:
+        is_null = series.isna()
+        nulls = int(is_null.sum())
         numbers = pd.to_numeric(series, errors="coerce")
-        coerced = int((numbers.isna() & series.notna()).sum())
+        coerced = int(numbers.isna().sum()) - nulls
         values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
     finite = np.isfinite(values)
-    # Both branches return a fresh array: the caller sorts it in place, and to_numpy may
-    # hand back a view of the caller's frame.
-    values = values[finite] if not finite.all() else values.copy()
-    return values, coerced
+    if not finite.all():
+        values = values[finite]
+    return values, nulls, coerced
 
 
 def _prepare_numeric(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared:
-    ref_values, coerced_ref = _numeric_values(ref)
-    cur_values, coerced_cur = _numeric_values(cur)
-    ref_values.sort()
-    cur_values.sort()
+    ref_values, ref_nulls, coerced_ref = _numeric_values(ref)
+    cur_values, cur_nulls, coerced_cur = _numeric_values(cur)
     prep = _Prepared(
         name=name,
         kind="numeric",
-        missing_rate_ref=_missing_rate(ref),
-        missing_rate_cur=_missing_rate(cur),
+        n_ref=len(ref_values),
+        n_cur=len(cur_values),
+        missing_rate_ref=_rate(ref_nulls, len(ref)),
+        missing_rate_cur=_rate(cur_nulls, len(cur)),
         excluded_cur=len(cur) - len(cur_values),
         coerced=coerced_ref + coerced_cur,
-        ref_sorted=ref_values,
-        cur_sorted=cur_values,
+        ref_values=ref_values,
+        cur_values=cur_values,
     )
     if coerced_ref or coerced_cur:
         prep.notes.append(
@@ -271,6 +276,39 @@ def _prepare_numeric(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared:
             "and were left out"
         )
     return prep
+
+
+def _sort_numeric(
+    jobs: Sequence[tuple[_Prepared, np.ndarray | None, np.ndarray | None]],
+) -> None:
+    """Sort numeric features' values into the given arrays (fresh ones where None).
+
+    Every numeric statistic here works on sorted samples, so each column is sorted once;
+    copying into storage this module owns also keeps the caller's frame untouched. numpy
+    releases the GIL while sorting, so large inputs are sorted on several cores: sorting
+    is most of the cost of a drift run.
+    """
+    tasks: list[tuple[np.ndarray, np.ndarray]] = []
+    for prep, ref_out, cur_out in jobs:
+        assert prep.ref_values is not None and prep.cur_values is not None
+        ref_out = np.empty(prep.n_ref, dtype=np.float64) if ref_out is None else ref_out
+        cur_out = np.empty(prep.n_cur, dtype=np.float64) if cur_out is None else cur_out
+        tasks += [(prep.ref_values, ref_out), (prep.cur_values, cur_out)]
+        prep.ref_sorted, prep.cur_sorted = ref_out, cur_out
+        prep.ref_values = prep.cur_values = None
+
+    def sort_one(task: tuple[np.ndarray, np.ndarray]) -> None:
+        values, out = task
+        out[:] = values
+        out.sort()
+
+    threads = min(SORT_THREADS, len(tasks))
+    if threads > 1 and sum(len(out) for _, out in tasks) >= _THREADED_SORT_MIN_VALUES:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(sort_one, tasks))
+    else:
+        for task in tasks:
+            sort_one(task)
 
 
 def _prepare_categorical(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared:
@@ -300,8 +338,10 @@ def _prepare_categorical(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared
     prep = _Prepared(
         name=name,
         kind="categorical",
-        missing_rate_ref=_missing_rate(ref),
-        missing_rate_cur=_missing_rate(cur),
+        n_ref=len(ref_valid),
+        n_cur=len(cur_valid),
+        missing_rate_ref=_rate(len(ref) - len(ref_valid), len(ref)),
+        missing_rate_cur=_rate(len(cur) - len(cur_valid), len(cur)),
         excluded_cur=len(cur) - len(cur_valid),
         coerced=0,
         ref_codes=ref_valid,
@@ -360,38 +400,55 @@ def _no_verdict_reason(prep: _Prepared, n_cur_rows: int, min_rows: int) -> str |
 # --------------------------------------------------------------------------- statistics
 
 
-def _merged_ecdfs(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[float, float]:
-    """KS statistic and raw Wasserstein-1 distance from two sorted samples.
+def _run_ends(sorted_values: np.ndarray) -> np.ndarray:
+    return np.append(
+        np.flatnonzero(sorted_values[1:] != sorted_values[:-1]), len(sorted_values) - 1
+    )
 
-    Both are functionals of the two empirical CDFs on the merged sample, so one merge
-    serves both. The merge places each current value after the reference values it is
-    not below, which is cheaper than sorting the concatenation or searching twice.
-    The KS statistic equals scipy's bit for bit: scipy evaluates the CDFs (count / n) at
-    every value of the pooled sample, and within a run of tied values every such count
-    equals the count at the run's end, which is where it is evaluated here.
+
+def _ks_statistic(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> float:
+    """Two-sided KS statistic, equal bit for bit to scipy's ``ks_2samp``.
+
+    scipy evaluates count/n1 - count/n2 at every value of the pooled sample. The supremum is
+    reached at sample values, and within a run of tied values all counts equal those at the
+    run's end, so it is enough to evaluate at run ends, where each sample's own count is the
+    index: one search into the other sample instead of two searches of the pooled sample.
     """
     n1 = len(ref_sorted)
     n2 = len(cur_sorted)
-    total = n1 + n2
-    position = np.searchsorted(ref_sorted, cur_sorted, side="right")
-    position += np.arange(n2)
-    from_cur = np.zeros(total, dtype=bool)
-    from_cur[position] = True
-    merged = np.empty(total, dtype=np.float64)
-    merged[from_cur] = cur_sorted
-    merged[~from_cur] = ref_sorted
-    count_cur = np.cumsum(from_cur)
-    count_ref = np.arange(1, total + 1) - count_cur
-    cdf_diff = count_ref / n1 - count_cur / n2
+    ends_ref = _run_ends(ref_sorted)
+    ends_cur = _run_ends(cur_sorted)
+    at_ref = (ends_ref + 1) / n1 - np.searchsorted(
+        cur_sorted, ref_sorted[ends_ref], side="right"
+    ) / n2
+    at_cur = (
+        np.searchsorted(ref_sorted, cur_sorted[ends_cur], side="right") / n1 - (ends_cur + 1) / n2
+    )
+    lowest = min(float(at_ref.min()), float(at_cur.min()))
+    highest = max(float(at_ref.max()), float(at_cur.max()))
+    return max(min(max(-lowest, 0.0), 1.0), highest)
 
-    gaps = np.diff(merged)
-    # Inside a run of ties the gap is zero, so those positions add nothing.
-    wasserstein = float(np.dot(np.abs(cdf_diff[:-1]), gaps))
 
-    run_end = np.flatnonzero(gaps != 0)
-    at_ends = np.append(cdf_diff[run_end], cdf_diff[-1])
-    ks = max(float(np.clip(-at_ends.min(), 0.0, 1.0)), float(at_ends.max()))
-    return ks, wasserstein
+def _wasserstein(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> float:
+    """Wasserstein-1 distance as the integral of |Q_ref(u) - Q_cur(u)| over u in [0, 1].
+
+    The quantile functions step at i/n1 and j/n2; the merged order of those steps follows
+    from the sample sizes alone, so no data-dependent merge or search is needed.
+    """
+    n1 = len(ref_sorted)
+    n2 = len(cur_sorted)
+    if n1 == n2:
+        return float(np.mean(np.abs(ref_sorted - cur_sorted)))
+    # Step starts in units of 1/(n1*n2): i*n2 for the reference, j*n1 for current. A step
+    # of each at the same point gives a zero-width segment, which adds nothing.
+    i = np.arange(n1, dtype=np.int64)
+    j = np.arange(n2, dtype=np.int64)
+    starts = np.empty(n1 + n2, dtype=np.int64)
+    starts[i + (i * n2 + n1 - 1) // n1] = i * n2
+    starts[j + (j * n1) // n2 + 1] = j * n1
+    widths = np.diff(starts, append=n1 * n2)
+    gaps = np.abs(ref_sorted[starts // n2] - cur_sorted[starts // n1])
+    return float(np.dot(widths, gaps)) / (n1 * n2)
 
 
 def _ks_asymptotic_p(statistics: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
@@ -471,11 +528,11 @@ def _chi2_table(prep: _Prepared) -> np.ndarray:
 
 
 def _scipy_tests(
-    numeric: list[_Prepared], categorical: list[_Prepared], ks_stats: dict[str, float]
+    numeric: list[_Prepared], categorical: list[_Prepared]
 ) -> dict[str, tuple[float, float]]:
     results: dict[str, tuple[float, float]] = {}
     if numeric:
-        d = np.array([ks_stats[p.name] for p in numeric])
+        d = np.array([_ks_statistic(p.ref_sorted, p.cur_sorted) for p in numeric])
         n1 = np.array([p.n_ref for p in numeric])
         n2 = np.array([p.n_cur for p in numeric])
         p_values = _ks_asymptotic_p(d, n1, n2)
@@ -493,9 +550,10 @@ def _alibi_tests(
     """p-values and statistics from alibi-detect's TabularDrift.
 
     TabularDrift needs one matrix, so features are grouped by their numbers of usable values
-    (usually all features share them). Each column is passed sorted: the univariate tests
-    do not depend on row order, the columns are sorted here anyway for the effect sizes,
-    and the sort inside scipy's KS test is then nearly free. alibi-detect's own correction
+    (usually all features share them). Numeric columns are sorted straight into the
+    column-major matrix: the univariate tests do not depend on row order, the effect sizes
+    need the sorted columns anyway (they are views into the matrix), and the sort inside
+    scipy's KS test is then nearly free. alibi-detect's own correction
     is ignored because it would only cover one group; the correction across all features
     is applied by compute_drift.
     """
@@ -510,19 +568,24 @@ def _alibi_tests(
     for prep in [*numeric, *categorical]:
         groups.setdefault((prep.n_ref, prep.n_cur), []).append(prep)
 
-    results: dict[str, tuple[float, float]] = {}
+    matrices = []
+    sort_jobs: list[tuple[_Prepared, np.ndarray | None, np.ndarray | None]] = []
     for (n_ref, n_cur), members in groups.items():
         x_ref = np.empty((n_ref, len(members)), dtype=np.float64, order="F")
         x_cur = np.empty((n_cur, len(members)), dtype=np.float64, order="F")
         categories: dict[int, None] = {}
         for j, prep in enumerate(members):
             if prep.kind == "numeric":
-                x_ref[:, j] = prep.ref_sorted
-                x_cur[:, j] = prep.cur_sorted
+                sort_jobs.append((prep, x_ref[:, j], x_cur[:, j]))
             else:
                 x_ref[:, j] = prep.ref_codes
                 x_cur[:, j] = prep.cur_codes
                 categories[j] = None
+        matrices.append((members, x_ref, x_cur, categories))
+    _sort_numeric(sort_jobs)
+
+    results: dict[str, tuple[float, float]] = {}
+    for members, x_ref, x_cur, categories in matrices:
         detector = TabularDrift(
             x_ref,
             p_val=config.p_value,
@@ -590,18 +653,16 @@ def compute_drift(
     numeric = [p for p in testable if p.kind == "numeric"]
     categorical = [p for p in testable if p.kind == "categorical"]
 
-    ks_stats: dict[str, float] = {}
-    wasserstein: dict[str, float] = {}
-    for prep in numeric:
-        assert prep.ref_sorted is not None and prep.cur_sorted is not None
-        ks, raw = _merged_ecdfs(prep.ref_sorted, prep.cur_sorted)
-        ks_stats[prep.name] = ks
-        wasserstein[prep.name] = _wasserstein_norm(prep, raw)
-
     if config.engine == "alibi":
         tests = _alibi_tests(numeric, categorical, config)
-    else:
-        tests = _scipy_tests(numeric, categorical, ks_stats)
+    _sort_numeric(
+        [(p, None, None) for p in prepared if p.kind == "numeric" and p.ref_sorted is None]
+    )
+    if config.engine == "scipy":
+        tests = _scipy_tests(numeric, categorical)
+    wasserstein = {
+        p.name: _wasserstein_norm(p, _wasserstein(p.ref_sorted, p.cur_sorted)) for p in numeric
+    }
 
     raw_p = np.array([tests[p.name][1] for p in testable], dtype=np.float64)
     adjusted = dict(zip([p.name for p in testable], _adjust(raw_p, config.correction), strict=True))

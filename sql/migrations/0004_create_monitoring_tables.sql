@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS mlops.ml_performance_alerts (
     ok_days                INTEGER NOT NULL DEFAULT 0,
     first_seen             DATE NOT NULL,
     last_seen              DATE NOT NULL,
+    last_evaluated         DATE,
     message                TEXT,
     training_local_run_id  TEXT,
     mlflow_experiment_id   TEXT,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from mlops_assets.defs.partitions import MODELS
 from mlops_assets.lib import demo_data
 from mlops_assets.lib.features import FeatureSpec
 from mlops_assets.lib.metrics import bootstrap_metric_std, classification_metrics
@@ -43,6 +44,12 @@ class TrainingConfig(dg.Config):
     test_size: float = Field(default=0.25, gt=0.05, lt=0.9)
     seed: int = Field(default=42)
     value_margin: float = Field(default=0.02, ge=0, description="Bet when p*odds > 1 + margin.")
+    promotion_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="A new version becomes champion unless its accuracy or ROC AUC is more "
+        "than this below the current champion's.",
+    )
 
 
 class BaselineConfig(dg.Config):
@@ -93,14 +100,25 @@ def training_dataset(
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"lightgbm", "mlflow"})
+@dg.asset(
+    group_name=GROUP,
+    kinds={"lightgbm", "mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            name="champion_gate",
+            asset="training_run",
+            blocking=True,
+            description="The new version must not be worse than the champion beyond tolerance",
+        )
+    ],
+)
 def training_run(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
     training_dataset: pd.DataFrame,
     mlflow: MLflowResource,
     warehouse: WarehouseResource,
-) -> dg.Output[TrainingRunOutput]:
+):
     """Train LightGBM, evaluate on a held-out split, track it in MLflow, register a version.
 
     Everything goes through the MLflow buffer first; when MLflow is down the run finishes
@@ -168,7 +186,11 @@ def training_run(
             input_example=example,
         )
         (run.artifact_dir / "feature_spec.json").write_text(spec.to_json())
+        # Serving loads this plain LightGBM file: it needs neither MLflow nor its slow imports.
+        model.booster_.save_model(str(run.artifact_dir / "booster.txt"))
     replay = tracker.replay(run.local_run_id)
+    if not context.instance.has_dynamic_partition(MODELS.name, config.model_name):
+        context.instance.add_dynamic_partitions(MODELS.name, [config.model_name])
 
     output = TrainingRunOutput(
         local_run_id=run.local_run_id,
@@ -208,7 +230,8 @@ def training_run(
             f"MLflow unavailable, run {output.local_run_id} buffered for replay: {replay.error}"
         )
     link = tracker.config.run_link(output.mlflow_experiment_id, output.mlflow_run_id)
-    return dg.Output(
+    gate = _champion_gate(warehouse.get(), tracker, output, config.promotion_tolerance)
+    yield dg.Output(
         output,
         metadata={
             **{k: float(v) for k, v in result.values.items() if v is not None},
@@ -222,8 +245,67 @@ def training_run(
             "mlflow_run": dg.MetadataValue.url(link) if link else "no MLflow UI link",
             "rows_train": len(train),
             "rows_test": len(test),
+            "champion": gate["promoted"],
         },
     )
+    yield dg.AssetCheckResult(
+        check_name="champion_gate",
+        passed=gate["promoted"],
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={k: v for k, v in gate.items() if v is not None},
+    )
+
+
+def _champion_gate(wh, tracker, output: TrainingRunOutput, tolerance: float) -> dict:
+    """Promote the new run to champion unless it is worse than the current one."""
+    rows = wh.query(
+        "SELECT local_run_id, model_version, accuracy, roc_auc FROM mlops.training_runs "
+        "WHERE model_name = :m AND is_champion AND local_run_id <> :id",
+        {"m": output.model_name, "id": output.local_run_id},
+    )
+    new_acc, new_auc = output.metrics.get("accuracy"), output.metrics.get("roc_auc")
+    result = {
+        "promoted": True,
+        "accuracy": new_acc,
+        "roc_auc": new_auc,
+        "champion_accuracy": rows[0]["accuracy"] if rows else None,
+        "champion_roc_auc": rows[0]["roc_auc"] if rows else None,
+        "tolerance": tolerance,
+        "reason": "no champion yet" if not rows else "not worse than the champion",
+    }
+    if rows:
+        champion = rows[0]
+        worse = [
+            name
+            for name, new, old in (
+                ("accuracy", new_acc, champion["accuracy"]),
+                ("roc_auc", new_auc, champion["roc_auc"]),
+            )
+            if new is None or (old is not None and new < old - tolerance)
+        ]
+        if worse:
+            result |= {
+                "promoted": False,
+                "reason": f"worse than champion {champion['local_run_id']} on {', '.join(worse)}",
+            }
+    with wh.transaction() as tx:
+        if result["promoted"]:
+            tx.execute(
+                "UPDATE mlops.training_runs SET is_champion = (local_run_id = :id) "
+                "WHERE model_name = :m",
+                {"id": output.local_run_id, "m": output.model_name},
+            )
+        tx.execute(
+            "UPDATE mlops.training_runs SET promotion_note = :n WHERE local_run_id = :id",
+            {"n": result["reason"], "id": output.local_run_id},
+        )
+    if result["promoted"] and output.model_version:
+        try:
+            tracker.set_champion(output.model_name, output.model_version)
+            result["mlflow_alias"] = f"champion -> version {output.model_version}"
+        except Exception as error:  # noqa: BLE001 - the alias is advisory; our table decides
+            result["mlflow_alias"] = f"not set: {type(error).__name__}"
+    return result
 
 
 @dg.asset(group_name=GROUP, kinds={"duckdb", "postgres"})

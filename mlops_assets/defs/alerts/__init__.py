@@ -1,0 +1,1 @@
+"""Alert delivery and asset-check alerts: sensors only (the alert rows are written elsewhere)."""

@@ -1,0 +1,275 @@
+"""Sensors that get alerts to people.
+
+`alert_notification_sensor` delivers every undelivered alert event (performance, drift, MLflow
+service, asset check) through the notifier: the webhook when one is configured, else the log.
+
+`asset_check_failure_sensor` turns failed asset checks into `asset_check` alerts. A failed
+check does not fail its run, so run-failure sensors never see it; this sensor reads the
+instance's event log for check evaluations newer than its cursor instead.
+"""
+
+import datetime as dt
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
+from mlops_assets.storage.notify import (
+    CheckOutcome,
+    DeliveryError,
+    LogSender,
+    Sender,
+    WebhookSender,
+    deliver_pending,
+    message_builder,
+    record_asset_checks,
+)
+
+NOTIFY_INTERVAL_SECONDS = 30
+NOTIFY_BATCH = 50
+# The daemon gives one sensor evaluation 60 s by default; stop starting sends well before.
+NOTIFY_BUDGET_SECONDS = 40.0
+
+CHECK_INTERVAL_SECONDS = 60
+CHECK_BATCH = 500
+# On its first tick the sensor looks this far back, rather than alerting on all history.
+CHECK_INITIAL_LOOKBACK = dt.timedelta(days=1)
+# Run-sharded SQLite storage (plain `dagster dev`) has no global event order: read by
+# timestamp with this overlap and skip events already seen.
+CHECK_OVERLAP_SECONDS = 300.0
+# A check whose metadata has this key already has its own alert path (e.g. "performance").
+ALERTED_AS_KEY = "alerted_as"
+
+_SEVERITY = {dg.AssetCheckSeverity.WARN: "warning", dg.AssetCheckSeverity.ERROR: "critical"}
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+def _notify_cursor(raw: str | None) -> dict[str, Any]:
+    state = {"last_event_id": None, "delivered": 0, "failed": 0}
+    if raw:
+        try:
+            loaded = json.loads(raw)
+        except ValueError:
+            loaded = {}
+        if isinstance(loaded, dict):
+            state.update({k: loaded[k] for k in state if k in loaded})
+    return state
+
+
+def _sender(notifier: NotifierResource, log: Any) -> Sender:
+    if notifier.webhook_url:
+        return WebhookSender(
+            notifier.webhook_url,
+            timeout=notifier.timeout_seconds,
+            max_attempts=notifier.max_attempts,
+        )
+    return LogSender(log)
+
+
+@dg.sensor(
+    name="alert_notification_sensor",
+    minimum_interval_seconds=NOTIFY_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Delivers alert events (opened, escalated, resolved) to the webhook or the log.",
+)
+def alert_notification_sensor(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    notifier: NotifierResource,
+    mlflow: MLflowResource,
+) -> dg.SensorResult:
+    state = _notify_cursor(context.cursor)
+    build = message_builder(
+        mlflow_ui_url=mlflow.runtime().mlflow_config.link_base,
+        dagster_ui_url=notifier.dagster_ui_url,
+    )
+    report = deliver_pending(
+        warehouse.get(),
+        sender=_sender(notifier, context.log),
+        build_message=build,
+        limit=NOTIFY_BATCH,
+        deadline=time.monotonic() + NOTIFY_BUDGET_SECONDS,
+    )
+    if report.failed:
+        # A broken alert channel must show as a failed tick, not a quiet skip. The events stay
+        # undelivered in the warehouse and are retried on the next tick.
+        raise DeliveryError(
+            f"delivered {len(report.delivered)} alert event(s), then event(s) "
+            f"{list(report.failed)} failed ({report.remaining} still undelivered): "
+            + "; ".join(report.errors)
+        )
+    if report.nothing_to_do:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason("no undelivered alert events"), cursor=json.dumps(state)
+        )
+    state["last_event_id"] = report.last_delivered_event_id
+    state["delivered"] = int(state["delivered"] or 0) + len(report.delivered)
+    context.log.info(
+        f"delivered {len(report.delivered)} alert event(s); {report.remaining} still pending"
+    )
+    return dg.SensorResult(
+        skip_reason=dg.SkipReason(
+            f"delivered {len(report.delivered)} alert event(s), {report.remaining} pending"
+        ),
+        cursor=json.dumps(state),
+    )
+
+
+# --------------------------------------------------------------------------- asset checks
+
+
+@dataclass
+class _CheckCursor:
+    """Global storage: the last storage id read. Run-sharded SQLite: a timestamp and the
+    (run id, storage id) pairs already read within the overlap window."""
+
+    storage_id: int | None = None
+    timestamp: float | None = None
+    seen: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "_CheckCursor":
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+            return cls(
+                storage_id=data.get("storage_id"),
+                timestamp=data.get("timestamp"),
+                seen=tuple((str(r), int(s)) for r, s in data.get("seen", ())),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+    def dump(self) -> str:
+        data: dict[str, Any] = {}
+        if self.storage_id is not None:
+            data["storage_id"] = self.storage_id
+        if self.timestamp is not None:
+            data["timestamp"] = self.timestamp
+            data["seen"] = [list(pair) for pair in self.seen]
+        return json.dumps(data)
+
+
+def _check_records(
+    instance: dg.DagsterInstance, cursor: _CheckCursor, now: float
+) -> tuple[list[Any], _CheckCursor]:
+    """Check-evaluation records newer than the cursor, oldest first, and the next cursor."""
+    storage = instance.event_log_storage
+    first_tick_after = now - CHECK_INITIAL_LOOKBACK.total_seconds()
+    event_type = dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    if not storage.is_run_sharded:
+        # Storage ids are global and increasing (PostgreSQL, consolidated SQLite, in-memory).
+        if cursor.storage_id is None:
+            records_filter = dg.EventRecordsFilter(
+                event_type=event_type, after_timestamp=first_tick_after
+            )
+        else:
+            records_filter = dg.EventRecordsFilter(
+                event_type=event_type, after_cursor=cursor.storage_id
+            )
+        # The storage method: `DagsterInstance.get_event_records` is deprecated in 1.13.
+        records = list(storage.get_event_records(records_filter, CHECK_BATCH, True))
+        last = records[-1].storage_id if records else cursor.storage_id
+        return records, _CheckCursor(storage_id=last)
+    # Storage ids repeat across run shards and the storage ignores id cursors, so read a
+    # window by timestamp (no limit: the window is small) and drop what was already read.
+    since = cursor.timestamp if cursor.timestamp is not None else first_tick_after
+    records_filter = dg.EventRecordsFilter(
+        event_type=event_type, after_timestamp=since - CHECK_OVERLAP_SECONDS
+    )
+    found = storage.get_event_records(records_filter, None, True)
+    seen = set(cursor.seen)
+    fresh = [r for r in found if (r.run_id, r.storage_id) not in seen]
+    fresh.sort(key=lambda r: (r.timestamp, r.storage_id))
+    newest = max([since, *(r.timestamp for r in found)])
+    keep = {
+        (r.run_id, r.storage_id) for r in found if r.timestamp > newest - CHECK_OVERLAP_SECONDS
+    }
+    return fresh, _CheckCursor(timestamp=newest, seen=tuple(sorted(keep)))
+
+
+def _metadata_value(metadata: Any, key: str) -> Any:
+    value = metadata.get(key)
+    return getattr(value, "value", value)
+
+
+def _metadata_number(metadata: Any, key: str) -> float | None:
+    value = _metadata_value(metadata, key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _metadata_text(metadata: Any, key: str) -> str | None:
+    value = _metadata_value(metadata, key)
+    return str(value) if value not in (None, "") else None
+
+
+def check_outcome(record: Any) -> CheckOutcome | None:
+    """The outcome in one ASSET_CHECK_EVALUATION record; None when it is alerted elsewhere."""
+    evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
+    metadata = evaluation.metadata or {}
+    if _metadata_text(metadata, ALERTED_AS_KEY):
+        return None
+    at = dt.datetime.fromtimestamp(record.timestamp, dt.UTC).replace(tzinfo=None)
+    return CheckOutcome(
+        asset_key=tuple(evaluation.asset_key.path),
+        check_name=evaluation.check_name,
+        passed=bool(evaluation.passed),
+        severity=_SEVERITY.get(evaluation.severity, "critical"),
+        at=at,
+        model_name=_metadata_text(metadata, "model_name"),
+        model_version=_metadata_text(metadata, "model_version"),
+        description=evaluation.description,
+        partition=evaluation.partition,
+        observed=_metadata_number(metadata, "observed"),
+        baseline=_metadata_number(metadata, "baseline"),
+        threshold=_metadata_number(metadata, "threshold"),
+        degradation=_metadata_number(metadata, "degradation"),
+    )
+
+
+def _outcomes(records: Sequence[Any]) -> list[CheckOutcome]:
+    return [o for o in (check_outcome(r) for r in records) if o is not None]
+
+
+@dg.sensor(
+    name="asset_check_failure_sensor",
+    minimum_interval_seconds=CHECK_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Opens an asset_check alert for each failed asset check; resolves it on a pass.",
+)
+def asset_check_failure_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+) -> dg.SensorResult:
+    cursor = _CheckCursor.parse(context.cursor)
+    records, next_cursor = _check_records(context.instance, cursor, time.time())
+    outcomes = _outcomes(records)
+    # Recorded before the cursor moves: a crash in between re-reads the same evaluations,
+    # which only moves last_seen of the same alerts again.
+    report = record_asset_checks(warehouse.get(), outcomes)
+    if report.changed:
+        context.log.info(
+            f"asset checks: opened {report.opened}, updated {report.updated}, "
+            f"escalated {report.escalated}, resolved {report.resolved}"
+        )
+        reason = (
+            f"{len(report.opened)} opened, {len(report.updated)} updated, "
+            f"{len(report.resolved)} resolved asset_check alert(s)"
+        )
+    elif records:
+        reason = f"{len(records)} check evaluation(s), no alert change"
+    else:
+        reason = "no new asset check evaluations"
+    return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=next_cursor.dump())
+
+
+sensors = [alert_notification_sensor, asset_check_failure_sensor]

@@ -1,0 +1,208 @@
+"""Feature drift: the day's production inputs against the training baseline's reference sample."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mlops_assets.defs.partitions import DAY_MODEL, day_and_model
+from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
+from mlops_assets.lib.drift import DriftConfig, DriftInputError, compute_drift
+from mlops_assets.lib.drift_html import render_html
+from mlops_assets.resources import MLflowResource, WarehouseResource
+from mlops_assets.storage.monitoring import (
+    UnknownModelError,
+    active_model,
+    evaluate_alerts,
+    replace_partition,
+)
+
+GROUP = "drift"
+_LEVEL = {"no_drift": "ok", "possible_drift": "warning", "drift": "critical"}
+
+
+class DriftReportConfig(dg.Config):
+    engine: str = Field(
+        default="alibi",
+        description="alibi (alibi-detect, Business Source License) or scipy (same p-values).",
+    )
+    correction: str = Field(default="bonferroni", description="bonferroni or fdr")
+    p_value: float = Field(default=0.05, gt=0, lt=1)
+    drift_share: float = Field(default=0.5, gt=0, le=1, description="Share for dataset drift.")
+    escalate_after_days: int = Field(default=3, ge=1)
+    resolve_after_days: int = Field(default=2, ge=1)
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=DAY_MODEL,
+    deps=["production_predictions"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            name="no_dataset_drift",
+            asset="feature_drift_report",
+            description="WARN on possible drift, ERROR on drift of the day's inputs",
+        )
+    ],
+)
+def feature_drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftReportConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+):
+    """Per-feature tests, effect sizes and data quality; an HTML report logged to MLflow."""
+    day_key, model_name = day_and_model(context)
+    day = dt.date.fromisoformat(day_key)
+    wh = warehouse.get()
+    try:
+        model = active_model(wh, model_name)
+    except UnknownModelError as error:
+        raise dg.Failure(str(error)) from error
+    if config.engine not in ("alibi", "scipy") or config.correction not in ("bonferroni", "fdr"):
+        raise dg.Failure(
+            f"engine must be alibi|scipy and correction bonferroni|fdr, got "
+            f"{config.engine!r}/{config.correction!r}"
+        )
+    rows = wh.query(
+        "SELECT features_json FROM mlops.production_predictions "
+        "WHERE model_name = :m AND prediction_date = :d",
+        {"m": model_name, "d": day},
+    )
+    current = pd.DataFrame([json.loads(r["features_json"]) for r in rows])
+    if current.empty:
+        current = pd.DataFrame(columns=list(model.features))
+    reference = model.reference()
+    drift_config = DriftConfig(
+        engine=config.engine,  # type: ignore[arg-type]
+        correction=config.correction,  # type: ignore[arg-type]
+        p_value=config.p_value,
+        drift_share=config.drift_share,
+    )
+    try:
+        report = compute_drift(reference, current, model.features, drift_config)
+    except DriftInputError as error:
+        raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
+
+    tracker = mlflow.tracker()
+    report_dir = mlflow.runtime().settings.home / "reports" / model_name
+    report_dir.mkdir(parents=True, exist_ok=True)
+    html_path = report_dir / f"drift_{day_key}.html"
+    html_path.write_text(
+        render_html(report, reference, current, title=f"Feature drift: {model_name}, {day_key}")
+    )
+    # Logged to the baseline's MLflow run through the buffer: replayed later if MLflow is down.
+    tracker.add_artifact(model.local_run_id, html_path, f"drift_reports/{day_key}")
+    logged = tracker.replay(model.local_run_id)
+
+    frame = report.to_frame()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    frame = frame.assign(
+        model_name=model_name,
+        model_version=model.model_version,
+        partition_date=day,
+        dataset_verdict=report.verdict,
+        dataset_share_drifted=report.share_drifted,
+        baseline_local_run_id=model.local_run_id,
+        baseline_mlflow_run_id=model.mlflow_run_id,
+        mlflow_experiment_id=model.mlflow_experiment_id,
+        report_path=str(html_path),
+        computed_at=now,
+    ).rename(columns={"kind": "feature_kind"})
+    columns = [c for c in _TABLE_COLUMNS if c in frame.columns]
+    replace_partition(
+        wh,
+        "mlops.ml_feature_drift_detection",
+        model=model_name,
+        day=day,
+        day_column="partition_date",
+        rows=frame[columns],
+    )
+    changes = []
+    if report.verdict in _LEVEL:
+        changes = evaluate_alerts(
+            wh,
+            kind="drift",
+            model=model,
+            evaluations={
+                "dataset_drift": DayEvaluation(
+                    day=day,
+                    level=_LEVEL[report.verdict],  # type: ignore[arg-type]
+                    observed=float(report.share_drifted or 0.0),
+                    baseline=0.0,
+                    threshold=config.drift_share,
+                    degradation=report.share_drifted,
+                )
+            },
+            policy=AlertPolicy(config.escalate_after_days, config.resolve_after_days),
+        )
+    top = [
+        {"feature": f.feature, "verdict": f.verdict, f.effect_size_name: f.effect_size}
+        for f in report.top_drifting(5)
+    ]
+    yield dg.Output(
+        None,
+        metadata={
+            "dataset_verdict": report.verdict,
+            "share_drifted": report.share_drifted,
+            "rows_current": report.n_current,
+            "rows_reference": report.n_reference,
+            "ignored_columns": ", ".join(report.ignored_columns) or "none",
+            "report": dg.MetadataValue.path(str(html_path)),
+            "logged_to_mlflow": "yes" if logged.state == "replayed" else "buffered for replay",
+            "baseline_mlflow_run_id": model.run_ref,
+            "top_drifting": dg.MetadataValue.json(top),
+            "alert_changes": dg.MetadataValue.json(changes),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_dataset_drift",
+        passed=report.verdict in ("no_drift", "no_verdict"),
+        severity=dg.AssetCheckSeverity.ERROR
+        if report.verdict == "drift"
+        else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "model_name": model_name,
+            "day": day_key,
+            "verdict": report.verdict,
+            "share_drifted": report.share_drifted,
+            "threshold": config.drift_share,
+            "top_drifting": dg.MetadataValue.json(top),
+        },
+    )
+
+
+_TABLE_COLUMNS = [
+    "model_name",
+    "model_version",
+    "partition_date",
+    "feature",
+    "feature_kind",
+    "test",
+    "statistic",
+    "p_value",
+    "p_value_adjusted",
+    "effect_size_name",
+    "effect_size",
+    "psi",
+    "wasserstein_norm",
+    "js_distance",
+    "verdict",
+    "reason",
+    "n_reference",
+    "n_current",
+    "missing_rate_reference",
+    "missing_rate_current",
+    "unseen_categories",
+    "share_outside_reference_range",
+    "non_finite_current",
+    "dataset_verdict",
+    "dataset_share_drifted",
+    "baseline_local_run_id",
+    "baseline_mlflow_run_id",
+    "mlflow_experiment_id",
+    "report_path",
+    "computed_at",
+]

@@ -1,0 +1,38 @@
+"""Daily monitoring of yesterday's traffic for every model, and weekly retraining."""
+
+import datetime as dt
+
+import dagster as dg
+
+from mlops_assets.defs.partitions import DAY_MODEL, MODELS, partition_key
+
+daily_monitoring_job = dg.define_asset_job(
+    "daily_monitoring",
+    selection=dg.AssetSelection.groups("production", "drift"),
+    partitions_def=DAY_MODEL,
+    description="Predictions, metrics and alerts, then drift, for one day and model.",
+)
+retraining_job = dg.define_asset_job(
+    "weekly_retraining", selection=dg.AssetSelection.groups("training")
+)
+
+
+@dg.schedule(job=daily_monitoring_job, cron_schedule="0 6 * * *", execution_timezone="UTC")
+def daily_monitoring_schedule(context: dg.ScheduleEvaluationContext):
+    """At 06:00 UTC, monitor yesterday for every model that has been trained."""
+    day = (context.scheduled_execution_time.date() - dt.timedelta(days=1)).isoformat()
+    models = context.instance.get_dynamic_partitions(MODELS.name)
+    if not models:
+        return dg.SkipReason("no trained model yet (materialize the training group first)")
+    return [
+        dg.RunRequest(run_key=f"{day}|{model}", partition_key=partition_key(day, model))
+        for model in models
+    ]
+
+
+weekly_retraining_schedule = dg.ScheduleDefinition(
+    job=retraining_job, cron_schedule="0 3 * * 1", execution_timezone="UTC"
+)
+
+schedules = [daily_monitoring_schedule, weekly_retraining_schedule]
+jobs = [daily_monitoring_job, retraining_job]

@@ -1,0 +1,208 @@
+"""Warehouse reads and writes for the production side: active model, baselines, metrics, alerts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mlops_assets.lib.alert_policy import AlertPolicy, AlertState, DayEvaluation, step
+from mlops_assets.storage.alerts import add_event, open_alert, utcnow
+from mlops_assets.storage.warehouse import Warehouse, frame_from_parquet, sql_file
+
+
+class UnknownModelError(LookupError):
+    """No trained (and baselined) run exists for the model name asked for."""
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    model_name: str
+    model_version: str | None
+    local_run_id: str
+    mlflow_experiment_id: str | None
+    mlflow_run_id: str | None
+    metrics: dict[str, float | None]
+    metric_std: dict[str, float]
+    features: dict[str, str]
+    n_validation: int
+    reference_blob: bytes
+
+    @property
+    def run_ref(self) -> str:
+        """The MLflow run id, or the local id while the run waits for replay."""
+        return self.mlflow_run_id or self.local_run_id
+
+    def reference(self) -> pd.DataFrame:
+        return frame_from_parquet(self.reference_blob)
+
+    def booster_path(self, artifact_root: Path) -> Path:
+        return artifact_root / self.local_run_id / "booster.txt"
+
+    def feature_spec_path(self, artifact_root: Path) -> Path:
+        return artifact_root / self.local_run_id / "feature_spec.json"
+
+
+def active_model(warehouse: Warehouse, model_name: str) -> ActiveModel:
+    """The champion run of `model_name` (else its latest baselined run) with its baseline."""
+    rows = warehouse.query(sql_file("queries/select_active_model"), {"model": model_name})
+    if not rows:
+        known = [r["model_name"] for r in warehouse.query(
+            "SELECT DISTINCT model_name FROM mlops.training_baselines ORDER BY model_name"
+        )]
+        raise UnknownModelError(
+            f"no baselined training run for model {model_name!r}; "
+            f"known models: {', '.join(known) or 'none (materialize training_baseline first)'}"
+        )
+    r = rows[0]
+    return ActiveModel(
+        model_name=r["model_name"],
+        model_version=r["model_version"],
+        local_run_id=r["local_run_id"],
+        mlflow_experiment_id=r["mlflow_experiment_id"],
+        mlflow_run_id=r["mlflow_run_id"],
+        metrics=json.loads(r["metrics_json"]),
+        metric_std=json.loads(r["metric_std_json"]),
+        features=json.loads(r["features_json"]),
+        n_validation=int(r["n_validation"]),
+        reference_blob=bytes(r["reference_sample"]),
+    )
+
+
+def replace_partition(
+    warehouse: Warehouse, table: str, *, model: str, day: dt.date, day_column: str, rows: pd.DataFrame
+) -> None:
+    """Delete-then-insert one (model, day) slice in one transaction: reruns replace, never add."""
+    with warehouse.transaction() as tx:
+        tx.execute(
+            f"DELETE FROM {table} WHERE model_name = :m AND {day_column} = :d",  # noqa: S608
+            {"m": model, "d": day},
+        )
+        tx.insert_frame(table, rows)
+
+
+def evaluate_alerts(
+    warehouse: Warehouse,
+    *,
+    kind: str,
+    model: ActiveModel,
+    evaluations: dict[str, DayEvaluation],
+    policy: AlertPolicy,
+) -> list[dict]:
+    """Advance each (model, kind, metric) alert by one day; returns the state changes."""
+    changes = []
+    with warehouse.transaction() as tx:
+        for metric, today in evaluations.items():
+            rows = tx.query(
+                "SELECT * FROM mlops.ml_performance_alerts WHERE model_name = :m AND kind = :k "
+                "AND metric = :metric AND status IN ('open', 'acknowledged') "
+                "ORDER BY alert_id DESC LIMIT 1",
+                {"m": model.model_name, "k": kind, "metric": metric},
+            )
+            previous = _state(rows[0]) if rows else None
+            transition = step(previous, today, policy)
+            if transition.state is None:
+                continue
+            context = {
+                "model_version": model.model_version,
+                "training_local_run_id": model.local_run_id,
+                "mlflow_experiment_id": model.mlflow_experiment_id,
+                "mlflow_run_id": model.mlflow_run_id,
+            }
+            s = transition.state
+            if transition.event == "opened":
+                alert_id = open_alert(
+                    tx,
+                    kind=kind,
+                    model_name=model.model_name,
+                    metric=metric,
+                    severity=s.severity,
+                    observed=today.observed,
+                    baseline=today.baseline,
+                    threshold=today.threshold,
+                    degradation=today.degradation,
+                    breach_days=s.breach_days,
+                    ok_days=s.ok_days,
+                    first_seen=s.first_seen,
+                    last_seen=s.last_seen,
+                    message=f"{metric} {today.level} on {today.day}",
+                    **context,
+                )
+                tx.execute(
+                    "UPDATE mlops.ml_performance_alerts SET last_evaluated = :d WHERE alert_id = :a",
+                    {"d": today.day, "a": alert_id},
+                )
+            else:
+                alert_id = rows[0]["alert_id"]
+                tx.execute(
+                    sql_file("queries/update_alert_state"),
+                    {
+                        "a": alert_id,
+                        "severity": s.severity,
+                        "status": s.status,
+                        "observed": s.observed,
+                        "threshold": s.threshold,
+                        "degradation": today.degradation,
+                        "baseline": today.baseline,
+                        "breach_days": s.breach_days,
+                        "ok_days": s.ok_days,
+                        "last_seen": s.last_seen,
+                        "last_evaluated": s.last_evaluated or today.day,
+                        "t": utcnow(),
+                        "resolved": s.status == "resolved",
+                    },
+                )
+                if transition.event in ("escalated", "resolved"):
+                    add_event(tx, alert_id, transition.event, s.severity)
+            changes.append(
+                {"alert_id": alert_id, "metric": metric, "event": transition.event,
+                 "severity": s.severity, "status": s.status}
+            )
+    return changes
+
+
+def _state(row: dict) -> AlertState:
+    return AlertState(
+        status=row["status"],
+        severity=row["severity"],
+        first_seen=_as_date(row["first_seen"]),
+        last_seen=_as_date(row["last_seen"]),
+        breach_days=int(row["breach_days"]),
+        ok_days=int(row["ok_days"]),
+        observed=row["observed"] if row["observed"] is not None else float("nan"),
+        threshold=row["threshold"] if row["threshold"] is not None else float("nan"),
+        acknowledged=row["status"] == "acknowledged",
+        notified_severity=row["severity"],
+        last_evaluated=_as_date(row["last_evaluated"]) if row["last_evaluated"] else None,
+    )
+
+
+def _as_date(value: object) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def acknowledge_alert(warehouse: Warehouse, alert_id: int, *, by: str) -> dict:
+    """Record an acknowledgement; an acknowledged alert is re-notified only if it escalates."""
+    with warehouse.transaction() as tx:
+        rows = tx.query(
+            "SELECT alert_id, status, severity, model_name, metric FROM "
+            "mlops.ml_performance_alerts WHERE alert_id = :a",
+            {"a": alert_id},
+        )
+        if not rows:
+            raise LookupError(f"no alert with id {alert_id}")
+        if rows[0]["status"] == "resolved":
+            raise ValueError(f"alert {alert_id} is already resolved")
+        tx.execute(
+            "UPDATE mlops.ml_performance_alerts SET status = 'acknowledged', "
+            "acknowledged_at = :t, acknowledged_by = :by, updated_at = :t WHERE alert_id = :a",
+            {"t": utcnow(), "by": by, "a": alert_id},
+        )
+    return {**rows[0], "status": "acknowledged"}

@@ -1,0 +1,510 @@
+"""Alert delivery: every undelivered row of `mlops.alert_events` goes out once, oldest first.
+
+`deliver_pending` reads the pending events with their alert rows, turns each into an
+`AlertMessage` and hands it to a sender (a webhook, or the log when none is configured). A
+delivery that fails is never lost: the event stays undelivered with `attempts` and
+`last_error` updated, the batch stops there so later events do not overtake it, and the next
+call retries it. Delivery is at-least-once: if the process dies between a successful send and
+the update that records it, that one event is sent again.
+
+The webhook URL is a secret (Slack incoming-webhook URLs embed their token), so no error,
+log line or repr produced here contains it.
+
+Failed Dagster asset checks become alerts of kind `asset_check` through `record_asset_checks`,
+so they reach people through the same events and the same delivery.
+
+No Dagster imports here: the sensors in `mlops_assets.defs.alerts` are thin wrappers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from mlops_assets.lib.notify_format import AlertMessage, plain_text, slack_payload
+from mlops_assets.storage.alerts import add_event, open_alert, utcnow
+from mlops_assets.storage.warehouse import Transaction, Warehouse, sql_file
+
+Row = Mapping[str, Any]
+Sender = Callable[[AlertMessage], None]
+MessageBuilder = Callable[[Row], AlertMessage]
+
+# The Dagster asset a notification links to, per alert kind (asset-check alerts carry their own).
+ASSET_FOR_KIND: dict[str, tuple[str, ...] | None] = {
+    "performance": ("production_metrics",),
+    "drift": ("feature_drift_report",),
+    "mlflow_service": None,
+}
+MAX_ERROR_CHARS = 1000
+MAX_BODY_CHARS = 200
+MAX_RETRY_AFTER_SECONDS = 30.0
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+class DeliveryError(RuntimeError):
+    """A notification could not be delivered. The message never contains the webhook URL."""
+
+
+# --------------------------------------------------------------------------- senders
+
+
+def _check_webhook_url(url: str) -> None:
+    # Errors never echo the URL: it is the secret.
+    if not isinstance(url, str) or not url:
+        raise ValueError("webhook URL is empty")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"webhook URL must be an http(s) URL with a host (scheme {parts.scheme or 'missing'!r})"
+        )
+
+
+def _redact(text: str, url: str) -> str:
+    """Remove the URL and any piece of its path or query from `text` (a server may echo them)."""
+    parts = urlsplit(url)
+    secrets = {url, url.rstrip("/"), parts.path, parts.query, parts.netloc}
+    secrets |= {p for p in parts.path.split("/") if len(p) >= 4}
+    secrets |= {p for p in re.split(r"[&=]", parts.query) if len(p) >= 4}
+    for secret in sorted((s for s in secrets if s and s != "/"), key=len, reverse=True):
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+class WebhookSender:
+    """POSTs the Slack-compatible payload of each message as JSON.
+
+    Connection errors, timeouts, 5xx and 429 are retried up to `max_attempts` times in total,
+    sleeping `backoff_base * 2**(n-1)` seconds after the n-th failed attempt (or the server's
+    Retry-After, capped at 30 s, when longer). Other answers (4xx, redirects) fail at once:
+    repeating the same request cannot change them. Failure raises `DeliveryError`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 5.0,
+        max_attempts: int = 3,
+        backoff_base: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        _check_webhook_url(url)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
+        if backoff_base < 0:
+            raise ValueError(f"backoff_base must be >= 0, got {backoff_base!r}")
+        self._url = url
+        self.timeout = float(timeout)
+        self.max_attempts = int(max_attempts)
+        self.backoff_base = float(backoff_base)
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return (
+            f"WebhookSender(url=<secret>, timeout={self.timeout:g}, "
+            f"max_attempts={self.max_attempts})"
+        )
+
+    def __call__(self, message: AlertMessage) -> None:
+        self.post(slack_payload(message))
+
+    def post(self, payload: Mapping[str, Any]) -> None:
+        """Send one JSON body; return on any 2xx, raise `DeliveryError` otherwise."""
+        problem = "not attempted"
+        attempt = 0
+        for attempt in range(1, self.max_attempts + 1):  # noqa: B007 - reported after the loop
+            retryable, wait = True, 0.0
+            try:
+                response = requests.post(
+                    self._url, json=dict(payload), timeout=self.timeout, allow_redirects=False
+                )
+            except requests.Timeout:
+                problem = f"no answer within {self.timeout:g} s"
+            except requests.ConnectionError:
+                problem = "could not connect to the webhook"
+            except requests.RequestException as error:
+                # The exception text names the URL; its type is enough to act on.
+                problem = f"request failed ({type(error).__name__})"
+                retryable = False
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return
+                body = " ".join(response.text.split())[:MAX_BODY_CHARS]
+                problem = f"HTTP {status}" + (f": {_redact(body, self._url)}" if body else "")
+                retryable = status >= 500 or status == 429
+                if status in (429, 503):
+                    wait = _retry_after(response) or 0.0
+            if not retryable or attempt == self.max_attempts:
+                break
+            self._sleep(max(self.backoff_base * 2 ** (attempt - 1), wait))
+        # Raised outside every `except` block, so no chained exception carries the URL along.
+        raise DeliveryError(f"webhook delivery failed after {attempt} attempt(s): {problem}")
+
+
+class _Logger(Protocol):
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class LogSender:
+    """Writes each notification to a logger as plain text (used when no webhook is set);
+    critical alerts at ERROR level, warnings at WARNING, resolutions and info at INFO."""
+
+    def __init__(self, logger: _Logger | None = None):
+        self.logger = logger or logging.getLogger("mlops_assets.alerts")
+
+    def __call__(self, message: AlertMessage) -> None:
+        text = plain_text(message)
+        if message.event == "resolved" or message.severity == "info":
+            self.logger.info(text)
+        elif message.severity == "warning":
+            self.logger.warning(text)
+        else:
+            self.logger.error(text)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def safe_base_url(url: str | None) -> str | None:
+    """`url` if it can be shown in a notification as a link base, else None.
+
+    A tracking URI with credentials or a query string would make every `AlertMessage` invalid
+    and block delivery; such a base is dropped so alerts still go out, without links.
+    """
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        return None
+    return url.rstrip("/")
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _date(value: Any) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+def message_from_row(
+    row: Row, *, mlflow_ui_url: str | None = None, dagster_ui_url: str | None = None
+) -> AlertMessage:
+    """The notification for one row of `select_undelivered_alert_events`."""
+    kind = row["kind"]
+    if kind == "asset_check":
+        asset_key = asset_key_from_message(row.get("message"))
+    elif kind in ASSET_FOR_KIND:
+        asset_key = ASSET_FOR_KIND[kind]
+    else:
+        raise ValueError(f"unknown alert kind {kind!r}")
+    run_id, run_pending = row.get("mlflow_run_id"), False
+    if run_id is None and row.get("training_local_run_id"):
+        # The training run exists only in the outage buffer: show its local id, unlinked.
+        run_id, run_pending = row["training_local_run_id"], True
+    observed, baseline = _float(row.get("observed")), _float(row.get("baseline"))
+    degradation = _float(row.get("degradation"))
+    degradation_rel = None
+    if kind == "performance" and degradation is not None and baseline:
+        degradation_rel = degradation / abs(baseline)
+    return AlertMessage(
+        alert_id=str(row["alert_id"]),
+        kind=kind,
+        event=row["event_type"],
+        severity=row["event_severity"],
+        metric=row["metric"],
+        first_seen=_date(row["first_seen"]),
+        last_seen=_date(row["last_seen"]),
+        model_name=None if kind == "mlflow_service" else row.get("model_name"),
+        model_version=row.get("model_version"),
+        observed=observed,
+        baseline=baseline,
+        threshold=_float(row.get("threshold")),
+        degradation=degradation,
+        degradation_rel=degradation_rel,
+        mlflow_ui_url=safe_base_url(mlflow_ui_url),
+        experiment_id=row.get("mlflow_experiment_id"),
+        run_id=run_id,
+        run_pending=run_pending,
+        dagster_ui_url=safe_base_url(dagster_ui_url),
+        asset_key=asset_key,
+        detail=row.get("message"),
+    )
+
+
+def message_builder(
+    *, mlflow_ui_url: str | None = None, dagster_ui_url: str | None = None
+) -> MessageBuilder:
+    """`message_from_row` with the UI link bases bound (unusable bases are dropped)."""
+    mlflow_base, dagster_base = safe_base_url(mlflow_ui_url), safe_base_url(dagster_ui_url)
+
+    def build(row: Row) -> AlertMessage:
+        return message_from_row(row, mlflow_ui_url=mlflow_base, dagster_ui_url=dagster_base)
+
+    return build
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one `deliver_pending` call did. Event ids are in the order they were handled."""
+
+    delivered: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()  # one per failed event, same order; never the webhook URL
+    remaining: int = 0  # events still undelivered after the call
+
+    @property
+    def last_delivered_event_id(self) -> int | None:
+        return self.delivered[-1] if self.delivered else None
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.delivered and not self.failed
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, DeliveryError):
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return text[:MAX_ERROR_CHARS]
+
+
+def deliver_pending(
+    warehouse: Warehouse,
+    *,
+    sender: Sender,
+    build_message: MessageBuilder,
+    limit: int = 100,
+    deadline: float | None = None,
+) -> DeliveryReport:
+    """Send up to `limit` undelivered alert events, oldest first, each through `sender`.
+
+    A sent event gets `delivered_at`. A send that raises increments `attempts`, stores
+    `last_error` and ends the batch (order is kept; the next call retries it). An event whose
+    message cannot be built (a malformed row) is recorded the same way but does not end the
+    batch: it would fail forever and hold back every later alert. `deadline` is a
+    `time.monotonic()` value after which no further send starts.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    rows = warehouse.query(sql_file("queries/select_undelivered_alert_events"), {"limit": limit})
+    delivered: list[int] = []
+    failed: list[int] = []
+    errors: list[str] = []
+    for row in rows:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        event_id = int(row["event_id"])
+        try:
+            message = build_message(row)
+        except Exception as error:  # noqa: BLE001 - any formatting failure is recorded
+            reason = f"cannot build the notification: {_describe(error)}"[:MAX_ERROR_CHARS]
+            _record_failure(warehouse, event_id, reason)
+            failed.append(event_id)
+            errors.append(reason)
+            continue
+        try:
+            sender(message)
+        except Exception as error:  # noqa: BLE001 - recorded on the event, retried next call
+            reason = _describe(error)
+            _record_failure(warehouse, event_id, reason)
+            failed.append(event_id)
+            errors.append(reason)
+            break
+        warehouse.execute(
+            sql_file("queries/notify_mark_delivered"), {"event_id": event_id, "at": utcnow()}
+        )
+        delivered.append(event_id)
+    remaining = warehouse.query(sql_file("queries/notify_count_undelivered"))[0]["n"]
+    return DeliveryReport(tuple(delivered), tuple(failed), tuple(errors), int(remaining))
+
+
+def _record_failure(warehouse: Warehouse, event_id: int, reason: str) -> None:
+    warehouse.execute(
+        sql_file("queries/notify_record_failure"), {"event_id": event_id, "error": reason}
+    )
+
+
+# --------------------------------------------------------------------------- asset checks
+
+# The alerts table has no asset column: an asset-check alert names its asset and check in the
+# first words of `message`, which is also the text people read. Check names are identifiers.
+_CHECK_MESSAGE = re.compile(r"^Asset check (?P<check>\S+) on (?P<asset>.+?) (?:failed|passed)")
+
+
+def asset_check_message(
+    asset_key: Sequence[str],
+    check_name: str,
+    *,
+    passed: bool,
+    partition: str | None = None,
+    description: str | None = None,
+) -> str:
+    text = f"Asset check {check_name} on {'/'.join(asset_key)} {'passed' if passed else 'failed'}"
+    if partition:
+        text += f" (partition {partition})"
+    if description:
+        text += f": {description}"
+    return text
+
+
+def asset_key_from_message(message: str | None) -> tuple[str, ...] | None:
+    """The asset path an asset-check alert's message names (None if it names none)."""
+    match = _CHECK_MESSAGE.match(message or "")
+    return tuple(match["asset"].split("/")) if match else None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One asset-check evaluation, without Dagster types. `severity`: warning | critical."""
+
+    asset_key: tuple[str, ...]
+    check_name: str
+    passed: bool
+    severity: str
+    at: dt.datetime  # naive UTC
+    model_name: str | None = None  # else the asset path names the alert
+    model_version: str | None = None
+    description: str | None = None
+    partition: str | None = None
+    observed: float | None = None
+    baseline: float | None = None
+    threshold: float | None = None
+    degradation: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.severity not in _SEVERITY_RANK:
+            raise ValueError(f"severity must be one of {tuple(_SEVERITY_RANK)}, got {self.severity!r}")
+        if not self.asset_key or not all(self.asset_key):
+            raise ValueError(f"asset_key must be non-empty strings, got {self.asset_key!r}")
+
+    @property
+    def alert_model(self) -> str:
+        return self.model_name or "/".join(self.asset_key)
+
+
+@dataclass
+class CheckReport:
+    opened: list[int] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
+    escalated: list[int] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return len(self.opened) + len(self.updated) + len(self.resolved)
+
+
+def _current_check_alert(tx: Transaction, outcome: CheckOutcome) -> Row | None:
+    rows = tx.query(
+        sql_file("queries/notify_select_open_check_alerts"),
+        {"model_name": outcome.alert_model, "metric": outcome.check_name},
+    )
+    for row in rows:
+        if asset_key_from_message(row["message"]) == outcome.asset_key:
+            return row
+    return None
+
+
+def record_asset_checks(warehouse: Warehouse, outcomes: Sequence[CheckOutcome]) -> CheckReport:
+    """Fold check evaluations (oldest first) into `asset_check` alerts, in one transaction.
+
+    A failure opens an alert, or - when one is open or acknowledged for the same asset, check
+    and model - moves its `last_seen` forward (a new `escalated` event only if the severity
+    rose). A pass resolves the open alert, if any (a `resolved` event).
+    """
+    report = CheckReport()
+    if not outcomes:
+        return report
+    with warehouse.transaction() as tx:
+        for outcome in outcomes:
+            current = _current_check_alert(tx, outcome)
+            message = asset_check_message(
+                outcome.asset_key,
+                outcome.check_name,
+                passed=outcome.passed,
+                partition=outcome.partition,
+                description=outcome.description,
+            )
+            day = outcome.at.date()
+            if outcome.passed:
+                if current is not None:
+                    tx.execute(
+                        sql_file("queries/notify_resolve_alert"),
+                        {"alert_id": current["alert_id"], "at": outcome.at, "message": message},
+                    )
+                    add_event(tx, current["alert_id"], "resolved", current["severity"])
+                    report.resolved.append(int(current["alert_id"]))
+                continue
+            values = {
+                "observed": outcome.observed,
+                "baseline": outcome.baseline,
+                "threshold": outcome.threshold,
+                "degradation": outcome.degradation,
+            }
+            if current is None:
+                alert_id = open_alert(
+                    tx,
+                    kind="asset_check",
+                    model_name=outcome.alert_model,
+                    model_version=outcome.model_version,
+                    metric=outcome.check_name,
+                    severity=outcome.severity,
+                    first_seen=day,
+                    last_seen=day,
+                    message=message,
+                    **values,
+                )
+                report.opened.append(alert_id)
+                continue
+            alert_id = int(current["alert_id"])
+            severity = current["severity"]
+            raised = _SEVERITY_RANK[outcome.severity] > _SEVERITY_RANK.get(severity, 0)
+            if raised:
+                severity = outcome.severity
+            tx.execute(
+                sql_file("queries/notify_update_check_alert"),
+                {
+                    "alert_id": alert_id,
+                    "severity": severity,
+                    "day": day,
+                    "at": outcome.at,
+                    "message": message,
+                    **values,
+                },
+            )
+            report.updated.append(alert_id)
+            if raised:
+                add_event(tx, alert_id, "escalated", severity)
+                report.escalated.append(alert_id)
+    return report
