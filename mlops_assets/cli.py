@@ -28,16 +28,88 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from mlops_assets.demo import format_health
+    from mlops_assets.runtime import build_runtime
+
+    print(format_health(build_runtime(home=args.home).warehouse))
+    return 0
+
+
+def _ack(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mlops_assets.runtime import build_runtime
+    from mlops_assets.storage.monitoring import acknowledge_alert
+
+    warehouse = build_runtime(home=args.home).warehouse  # SettingsError (a ValueError) -> exit 2
+    try:
+        row = acknowledge_alert(warehouse, args.alert_id, by=args.by or getpass.getuser())
+    except (LookupError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"alert {row['alert_id']} ({row['model_name']}/{row['metric']}) acknowledged")
+    return 0
+
+
+def _flush(args: argparse.Namespace) -> int:
+    from mlops_assets.runtime import build_runtime
+
+    report = build_runtime(home=args.home).tracker.flush()
+    if report.skipped_reason:
+        print(f"nothing replayed: {report.skipped_reason}")
+    for r in report.replayed:
+        print(
+            f"replayed {r.local_run_id} -> MLflow run {r.mlflow_run_id} ({r.metrics_sent} metrics)"
+        )
+    for r in report.parked:
+        print(f"parked {r.local_run_id}: {r.error}")
+    for r in report.failed:
+        print(f"still pending {r.local_run_id}: {r.error}")
+    return 1 if report.failed else 0
+
+
+def _buffer(args: argparse.Namespace) -> int:
+    from mlops_assets.runtime import build_runtime
+
+    runtime = build_runtime(home=args.home)
+    summary = runtime.tracker.buffer.summary()
+    state = runtime.breaker.current_state()
+    print(
+        f"circuit breaker: {state.state} (failures {state.failure_count})"
+        + (f", last error: {state.last_error}" if state.last_error else "")
+    )
+    age = summary.oldest_pending_age_s
+    print(
+        f"pending runs: {summary.pending_runs}, parked: {summary.parked_runs}, "
+        f"recording: {summary.recording_runs}, unsent metrics: {summary.pending_metrics}"
+        + (f", oldest pending {age:.0f}s ago" if age is not None else "")
+    )
+    for run in summary.runs:
+        print(
+            f"  {run.local_run_id}  {run.state:<9} {run.run_name}  attempts {run.attempts}"
+            + (f"  last error: {run.last_error}" if run.last_error else "")
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     parser.add_argument("--home", help="data directory (default: MLOPS_HOME or .mlops)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the main job on the embedded default").set_defaults(
-        fn=_demo
-    )
+    sub.add_parser("demo", help="run the main job on the embedded default").set_defaults(fn=_demo)
     query = sub.add_parser("query", help="run one read-only SQL statement, print CSV")
     query.add_argument("sql")
     query.set_defaults(fn=_query)
+    sub.add_parser("status", help="print the model health table").set_defaults(fn=_status)
+    ack = sub.add_parser("ack", help="acknowledge an alert")
+    ack.add_argument("alert_id", type=int)
+    ack.add_argument("--by", help="who acknowledges (default: current user)")
+    ack.set_defaults(fn=_ack)
+    sub.add_parser("flush", help="replay the MLflow buffer once").set_defaults(fn=_flush)
+    sub.add_parser("buffer", help="show pending MLflow runs and the breaker").set_defaults(
+        fn=_buffer
+    )
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

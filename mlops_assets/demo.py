@@ -93,11 +93,7 @@ def run_demo(*, home: str | None = None, echo: Callable[[str], None] = print) ->
             "FROM mlops.ml_feature_drift_detection WHERE model_name = :m AND partition_date = :d",
             {"m": run.model_name, "d": day},
         )[0]
-        failed = [
-            e.check_name
-            for e in result.get_asset_check_evaluations()
-            if not e.passed
-        ]
+        failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
         day_alerts[day] = levels
         echo(
             f"   day {number:2d} {day}: accuracy {levels.get('accuracy', ('n/a',))[0]}, "
@@ -116,9 +112,28 @@ def run_demo(*, home: str | None = None, echo: Callable[[str], None] = print) ->
             f"first seen {a['first_seen']}, last seen {a['last_seen']}"
         )
     echo("")
+    echo("3. Lifecycle: health table and curated views")
+    lifecycle = [
+        defs.get_assets_def(dg.AssetKey(k))
+        for k in (
+            "ml_model_health_status",
+            "unified_model_lifecycle",
+            "unified_monitoring_alerts",
+            "feature_drift_with_training_context",
+        )
+    ]
+    dg.materialize(lifecycle, resources=defs.resources, instance=instance, raise_on_error=True)
+    echo(format_health(runtime.warehouse))
+    for title, sql in SHOWCASE_QUERIES:
+        rows = runtime.warehouse.query_readonly(sql)
+        echo(f"   {title}: {len(rows)} row(s)")
+        echo(f"     {sql}")
+        for r in rows[:5]:
+            echo("     " + ", ".join(f"{k}={_fmt(v)}" for k, v in list(r.items())[:8]))
+    echo("")
     echo("Where things are:")
-    echo(f"  warehouse tables: mlops-assets query \"SELECT * FROM mlops.training_runs\"")
-    echo(f"  Dagster UI:       make dev   (then http://127.0.0.1:3000)")
+    echo('  warehouse tables: mlops-assets query "SELECT * FROM mlops.training_runs"')
+    echo("  Dagster UI:       make dev   (then http://127.0.0.1:3000)")
     echo(f"  MLflow UI:        .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}")
     return {"training_run": run, "days": days, "drift_from": drift_from, "alerts": alerts}
 
@@ -143,6 +158,51 @@ def _levels(warehouse, model: str, day: dt.date) -> dict[str, tuple[str, str]]:
 def _worst(levels: dict[str, tuple[str, str]]) -> str:
     found = [lvl for _, lvl in levels.values() if lvl in _RANK]
     return max(found, key=_RANK.__getitem__) if found else "no verdict"
+
+
+SHOWCASE_QUERIES = (
+    (
+        "models in trouble",
+        "SELECT * FROM curated.unified_model_lifecycle WHERE overall_status IN "
+        "('CRITICAL', 'WARNING') ORDER BY accuracy_degradation DESC;",
+    ),
+    (
+        "critical alerts far from the best training run",
+        "SELECT * FROM curated.unified_monitoring_alerts WHERE severity = 'critical' "
+        "AND degradation_from_training_best > 5.0;",
+    ),
+)
+
+
+def format_health(warehouse) -> str:
+    rows = warehouse.query(
+        "SELECT model_name, model_version, overall_status, latest_accuracy, baseline_accuracy, "
+        "open_alerts_warning, open_alerts_critical, latest_drift_verdict, champion_version, "
+        "active_mlflow_run_ids, pending_replay FROM mlops.ml_model_health_status "
+        "ORDER BY model_name, model_version"
+    )
+    header = (
+        f"   {'model':<16}{'ver':>4}  {'status':<9}{'acc':>7}{'base':>7}{'warn':>6}{'crit':>6}"
+        f"  {'drift':<15}{'champ':>6}  mlflow run"
+    )
+    lines = [header]
+    for r in rows:
+        lines.append(
+            f"   {r['model_name']:<16}{r['model_version']:>4}  {r['overall_status']:<9}"
+            f"{_fmt(r['latest_accuracy']):>7}{_fmt(r['baseline_accuracy']):>7}"
+            f"{r['open_alerts_warning']:>6}{r['open_alerts_critical']:>6}"
+            f"  {r['latest_drift_verdict'] or '-':<15}{r['champion_version'] or '-':>6}  "
+            f"{r['active_mlflow_run_ids']}{' (pending replay)' if r['pending_replay'] else ''}"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
 
 
 def _share(value: float | None) -> str:

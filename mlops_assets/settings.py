@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -90,6 +90,14 @@ class WarehouseSettings(BaseSettings):
         if self.backend == "postgres" and not self.dsn:
             raise ValueError("MLOPS_WAREHOUSE_BACKEND=postgres needs MLOPS_WAREHOUSE_DSN")
         return self
+
+
+class NotifierSettings(BaseSettings):
+    """The alert webhook is a secret (Slack URLs embed a token): kept as SecretStr, never logged."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_ALERT_", extra="ignore")
+
+    webhook_url: SecretStr | None = None
 
 
 class Settings:

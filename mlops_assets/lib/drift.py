@@ -351,7 +351,10 @@ def _prepare_categorical(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared
         cur_counts=np.bincount(cur_valid, minlength=k),
     )
     if k > n_ref_labels:
-        prep.notes.append(f"{k - n_ref_labels} categories in current are not in reference")
+        new = k - n_ref_labels
+        prep.notes.append(
+            f"{new} {'category' if new == 1 else 'categories'} in current not in reference"
+        )
     return prep
 
 

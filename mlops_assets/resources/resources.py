@@ -44,7 +44,19 @@ class MLflowResource(dg.ConfigurableResource):
 class NotifierResource(dg.ConfigurableResource):
     """Where alert notifications go: a Slack-compatible webhook, or the log when unset."""
 
-    webhook_url: str | None = Field(default=None, description="Secret; set via dg.EnvVar.")
+    webhook_url: str | None = Field(
+        default=None,
+        description="Secret. Set with dg.EnvVar(...) here, or leave unset to read "
+        "MLOPS_ALERT_WEBHOOK_URL at launch; unset everywhere = alerts go to the log.",
+    )
     dagster_ui_url: str = Field(default="http://127.0.0.1:3000")
     timeout_seconds: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
+
+    def resolved_webhook_url(self) -> str | None:
+        from mlops_assets.settings import NotifierSettings
+
+        if self.webhook_url:
+            return self.webhook_url
+        secret = NotifierSettings().webhook_url
+        return secret.get_secret_value() if secret else None

@@ -79,6 +79,10 @@ def record_service_alert(warehouse: Warehouse, event: BreakerEvent) -> None:
             tx.execute(
                 "UPDATE mlops.ml_performance_alerts SET status = 'resolved', resolved_at = :t, "
                 "updated_at = :t, message = :m WHERE alert_id = :a",
-                {"t": at, "m": f"MLflow reachable again: {event.reason}", "a": current[0]["alert_id"]},
+                {
+                    "t": at,
+                    "m": f"MLflow reachable again: {event.reason}",
+                    "a": current[0]["alert_id"],
+                },
             )
             add_event(tx, current[0]["alert_id"], "resolved", "critical")

@@ -50,9 +50,12 @@ def active_model(warehouse: Warehouse, model_name: str) -> ActiveModel:
     """The champion run of `model_name` (else its latest baselined run) with its baseline."""
     rows = warehouse.query(sql_file("queries/select_active_model"), {"model": model_name})
     if not rows:
-        known = [r["model_name"] for r in warehouse.query(
-            "SELECT DISTINCT model_name FROM mlops.training_baselines ORDER BY model_name"
-        )]
+        known = [
+            r["model_name"]
+            for r in warehouse.query(
+                "SELECT DISTINCT model_name FROM mlops.training_baselines ORDER BY model_name"
+            )
+        ]
         raise UnknownModelError(
             f"no baselined training run for model {model_name!r}; "
             f"known models: {', '.join(known) or 'none (materialize training_baseline first)'}"
@@ -73,7 +76,13 @@ def active_model(warehouse: Warehouse, model_name: str) -> ActiveModel:
 
 
 def replace_partition(
-    warehouse: Warehouse, table: str, *, model: str, day: dt.date, day_column: str, rows: pd.DataFrame
+    warehouse: Warehouse,
+    table: str,
+    *,
+    model: str,
+    day: dt.date,
+    day_column: str,
+    rows: pd.DataFrame,
 ) -> None:
     """Delete-then-insert one (model, day) slice in one transaction: reruns replace, never add."""
     with warehouse.transaction() as tx:
@@ -132,7 +141,8 @@ def evaluate_alerts(
                     **context,
                 )
                 tx.execute(
-                    "UPDATE mlops.ml_performance_alerts SET last_evaluated = :d WHERE alert_id = :a",
+                    "UPDATE mlops.ml_performance_alerts SET last_evaluated = :d "
+                    "WHERE alert_id = :a",
                     {"d": today.day, "a": alert_id},
                 )
             else:
@@ -158,8 +168,13 @@ def evaluate_alerts(
                 if transition.event in ("escalated", "resolved"):
                     add_event(tx, alert_id, transition.event, s.severity)
             changes.append(
-                {"alert_id": alert_id, "metric": metric, "event": transition.event,
-                 "severity": s.severity, "status": s.status}
+                {
+                    "alert_id": alert_id,
+                    "metric": metric,
+                    "event": transition.event,
+                    "severity": s.severity,
+                    "status": s.status,
+                }
             )
     return changes
 

@@ -10,6 +10,7 @@ the daemon, the webserver and run workers are separate processes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import random
@@ -124,7 +125,7 @@ class Warehouse(ABC):
         except _Rollback as done:
             return done.rows
 
-    def _make_readonly(self, tx: Transaction) -> None:
+    def _make_readonly(self, tx: Transaction) -> None:  # noqa: B027 - optional hook
         """Engines that can enforce read-only transactions do so (PostgreSQL)."""
 
     def schema_version(self) -> int:
@@ -272,10 +273,9 @@ class DuckDBWarehouse(Warehouse):
             yield _DuckTransaction(con)
             con.execute("COMMIT")
         except BaseException:
-            try:
+            # The original error matters more than a failed rollback.
+            with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
             raise
         finally:
             con.close()

@@ -64,9 +64,10 @@ def _notify_cursor(raw: str | None) -> dict[str, Any]:
 
 
 def _sender(notifier: NotifierResource, log: Any) -> Sender:
-    if notifier.webhook_url:
+    url = notifier.resolved_webhook_url()
+    if url:
         return WebhookSender(
-            notifier.webhook_url,
+            url,
             timeout=notifier.timeout_seconds,
             max_attempts=notifier.max_attempts,
         )
@@ -187,12 +188,10 @@ def _check_records(
     )
     found = storage.get_event_records(records_filter, None, True)
     seen = set(cursor.seen)
-    fresh = [r for r in found if (r.run_id, r.storage_id) not in seen]
+    fresh = list(found)
     fresh.sort(key=lambda r: (r.timestamp, r.storage_id))
     newest = max([since, *(r.timestamp for r in found)])
-    keep = {
-        (r.run_id, r.storage_id) for r in found if r.timestamp > newest - CHECK_OVERLAP_SECONDS
-    }
+    keep = {(r.run_id, r.storage_id) for r in found if r.timestamp > newest - CHECK_OVERLAP_SECONDS}
     return fresh, _CheckCursor(timestamp=newest, seen=tuple(sorted(keep)))
 
 

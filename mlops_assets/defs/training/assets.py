@@ -1,5 +1,4 @@
-"""Training side: dataset -> LightGBM run tracked in MLflow -> the baseline production is judged by."""
-
+"""Training side: dataset -> LightGBM run tracked in MLflow -> the baseline for production."""
 
 import datetime as dt
 import json
@@ -129,8 +128,10 @@ def training_run(
     from mlflow.models import infer_signature
 
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    frame = training_dataset.sort_values("match_date") if "match_date" in training_dataset else (
-        training_dataset
+    frame = (
+        training_dataset.sort_values("match_date")
+        if "match_date" in training_dataset
+        else (training_dataset)
     )
     # Time-ordered split: the model is judged on matches after the ones it learned from.
     cut = int(len(frame) * (1 - config.test_size))

@@ -1,0 +1,189 @@
+"""Replays the MLflow write-ahead buffer once MLflow answers again.
+
+Training never waits for MLflow: a run it could not deliver stays pending in the buffer under
+its local id. Each tick of `mlflow_buffer_flush_sensor` looks at the buffer, asks the shared
+circuit breaker whether MLflow may be called, and replays pending runs oldest first. Every
+replayed run then gets one refresh of the assets whose output carries MLflow context, so their
+metadata can show the real MLflow ids; the `run_key` makes that refresh happen once per run.
+
+The cursor is a JSON summary of the last tick (what was replayed, what is still waiting, the
+breaker state) plus a running total, for the sensor page in the UI.
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import dagster as dg
+
+from mlops_assets.resources import MLflowResource
+from mlops_assets.storage.tracking import FlushReport, MlflowTracker
+
+# Unpartitioned assets refreshed once per replayed run. Production assets are partitioned by
+# day and model; they read MLflow ids from the warehouse, which the replay already updated.
+REFRESH_AFTER_REPLAY = ["training_baseline"]
+
+MINIMUM_INTERVAL_SECONDS = 60
+# Dagster cancels a sensor evaluation after 60 s. Replay is resumable, so rather than being cut
+# off mid-run the tick stops starting new runs once this budget is spent.
+FLUSH_BUDGET_SECONDS = 40.0
+
+
+@dataclass(frozen=True)
+class FlushCursor:
+    """What the last tick did (`replayed`, `metrics_sent`, `failed`, `parked`), what the buffer
+    holds after it (`still_pending`, `parked_runs`, ...), and `replayed_total` over all ticks."""
+
+    replayed_total: int = 0
+    replayed: int = 0
+    metrics_sent: int = 0
+    failed: int = 0
+    parked: int = 0
+    parked_runs: int = 0
+    still_pending: int = 0
+    pending_metrics: int = 0
+    oldest_pending_age_s: float | None = None
+    breaker_state: str = "closed"
+    evaluated_at: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> "FlushCursor":
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def flush_within(tracker: MlflowTracker, budget_s: float) -> FlushReport:
+    """`tracker.flush`, one run at a time, until the buffer is empty, a replay fails or the
+    budget is spent. `skipped_reason` is set only when nothing at all was attempted."""
+    total = FlushReport()
+    deadline = time.monotonic() + budget_s
+    while True:
+        report = tracker.flush(limit=1)
+        total.replayed += report.replayed
+        total.failed += report.failed
+        total.parked += report.parked
+        if report.skipped_reason:
+            if not (total.replayed or total.parked):
+                total.skipped_reason = report.skipped_reason
+            return total
+        if report.failed or time.monotonic() >= deadline:
+            return total
+
+
+def refresh_request(result_local_run_id: str, mlflow_run_id: str | None) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"replayed-{result_local_run_id}",
+        asset_selection=[dg.AssetKey(key) for key in REFRESH_AFTER_REPLAY],
+        tags={
+            "mlops/local_run_id": result_local_run_id,
+            "mlops/mlflow_run_id": mlflow_run_id or "",
+            "mlops/reason": "mlflow_replay",
+        },
+    )
+
+
+@dg.sensor(
+    name="mlflow_buffer_flush_sensor",
+    description=(
+        "Replays training runs buffered while MLflow was unavailable, once the circuit breaker "
+        "allows calls again, then refreshes the assets that carry MLflow ids."
+    ),
+    minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=REFRESH_AFTER_REPLAY,
+)
+def mlflow_buffer_flush_sensor(
+    context: dg.SensorEvaluationContext, mlflow: MLflowResource
+) -> dg.SensorResult:
+    previous = FlushCursor.parse(context.cursor)
+    tracker = mlflow.tracker()
+    before = tracker.buffer.summary()
+    breaker = tracker.breaker.current_state()
+
+    def cursor(**changes: object) -> str:
+        summary = tracker.buffer.summary()
+        values = {
+            "replayed_total": previous.replayed_total,
+            "still_pending": summary.pending_runs,
+            "pending_metrics": summary.pending_metrics,
+            "parked_runs": summary.parked_runs,
+            "oldest_pending_age_s": summary.oldest_pending_age_s,
+            "breaker_state": tracker.breaker.current_state().state,
+            "evaluated_at": time.time(),
+            **changes,
+        }
+        return FlushCursor(**values).dump()  # type: ignore[arg-type]
+
+    parked_note = ""
+    if before.parked_runs:
+        parked_note = f"; {before.parked_runs} parked run(s) need attention"
+    for run in before.runs:
+        if run.state == "parked":
+            context.log.warning(f"run {run.local_run_id} is parked: {run.last_error}")
+
+    if before.pending_runs == 0:
+        reason = f"nothing pending in the MLflow buffer{parked_note}"
+        return dg.SensorResult(skip_reason=reason, cursor=cursor())
+
+    if not tracker.breaker.allows_request():
+        reason = (
+            f"{before.pending_runs} run(s) pending ({before.pending_metrics} metrics), but the "
+            f"MLflow circuit breaker is {breaker.state}; retry after "
+            f"{tracker.breaker.retry_after():.0f}s; last error: {breaker.last_error or 'none'}"
+            f"{parked_note}"
+        )
+        context.log.info(reason)
+        return dg.SensorResult(skip_reason=reason, cursor=cursor())
+
+    started = time.monotonic()
+    report = flush_within(tracker, FLUSH_BUDGET_SECONDS)
+    elapsed = time.monotonic() - started
+    for result in report.replayed:
+        context.log.info(
+            f"replayed {result.local_run_id} into MLflow run {result.mlflow_run_id} "
+            f"(experiment {result.mlflow_experiment_id}, model version "
+            f"{result.model_version or 'none'}, {result.metrics_sent} metrics sent)"
+        )
+    for result in report.parked:
+        context.log.error(
+            f"MLflow rejected {result.local_run_id}; parked until someone fixes it: {result.error}"
+        )
+    for result in report.failed:
+        context.log.warning(
+            f"replay of {result.local_run_id} stopped ({result.metrics_sent} metrics sent, "
+            f"resumes next tick): {result.error}"
+        )
+    context.log.info(
+        f"flush took {elapsed:.1f}s: {len(report.replayed)} replayed, {len(report.parked)} "
+        f"parked, {len(report.failed)} failed, {report.metrics_sent} metrics sent"
+    )
+    new_cursor = cursor(
+        replayed_total=previous.replayed_total + len(report.replayed),
+        replayed=len(report.replayed),
+        metrics_sent=report.metrics_sent,
+        failed=len(report.failed),
+        parked=len(report.parked),
+    )
+    requests = [refresh_request(r.local_run_id, r.mlflow_run_id) for r in report.replayed]
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+
+    if report.skipped_reason:
+        reason = f"flush skipped: {report.skipped_reason}"
+    elif report.failed:
+        reason = f"replay did not complete, will resume: {report.failed[0].error}"
+    else:
+        reason = f"no run replayed; {len(report.parked)} parked by MLflow"
+    return dg.SensorResult(skip_reason=reason + parked_note, cursor=new_cursor)
+
+
+sensors = [mlflow_buffer_flush_sensor]

@@ -1,0 +1,73 @@
+"""The `mlops-assets` command: bad settings exit 2 with one line per problem; queries print CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from mlops_assets.cli import main
+
+BAD_ENV = {
+    "MLOPS_MLFLOW_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "0",
+    "MLOPS_MLFLOW_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "301",
+    "MLOPS_WAREHOUSE_BACKEND": "oracle",
+}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["query", "SELECT 1"], ["demo"], ["status"], ["flush"], ["buffer"], ["ack", "1"]],
+    ids=lambda c: c[0],
+)
+def test_bad_settings_exit_2_with_one_line_per_problem(mlops_home, monkeypatch, capsys, command):
+    for key, value in BAD_ENV.items():
+        monkeypatch.setenv(key, value)
+    assert main(command) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("error: ")
+    problems = lines[1:]
+    assert len(problems) == len(BAD_ENV)
+    for variable, value in BAD_ENV.items():
+        matching = [line for line in problems if line.strip().startswith(f"{variable}=")]
+        assert len(matching) == 1, f"{variable} should be on exactly one line: {err}"
+        assert repr(value) in matching[0]
+    assert "greater than or equal to 1" in err
+    assert "less than or equal to 300" in err
+    assert "'embedded' or 'postgres'" in err
+    # Nothing was created: the configuration was rejected before any I/O.
+    assert not mlops_home.exists()
+
+
+def test_single_bad_value_is_one_problem_line(mlops_home, monkeypatch, capsys):
+    monkeypatch.setenv("MLOPS_WAREHOUSE_DSN", "mysql://root@localhost/db")
+    assert main(["query", "SELECT 1"]) == 2
+    err = capsys.readouterr().err
+    problem_lines = err.strip().splitlines()[1:]
+    assert len(problem_lines) == 1
+    assert problem_lines[0].strip().startswith("MLOPS_WAREHOUSE_DSN='mysql://root@localhost/db'")
+
+
+def test_query_prints_csv_from_the_embedded_warehouse(mlops_home, tmp_path, capsys):
+    home = tmp_path / "cli-home"
+    assert main(["--home", str(home), "query", "SELECT 41 + 1 AS answer, 'a,b' AS text"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows == [["answer", "text"], ["42", "a,b"]]
+    # --home wins over MLOPS_HOME.
+    assert (home / "warehouse.duckdb").is_file()
+    assert not mlops_home.exists()
+
+
+def test_query_reads_migrated_tables(mlops_home, capsys):
+    assert main(["query", "SELECT count(*) AS n FROM mlops.training_runs"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["n", "0"]
+
+
+def test_missing_command_is_a_usage_error(mlops_home, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main([])
+    assert caught.value.code == 2
+    assert "usage: mlops-assets" in capsys.readouterr().err

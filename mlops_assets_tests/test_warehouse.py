@@ -1,0 +1,347 @@
+"""The warehouse on both engines: migrations, product tables, bound values, read-only queries,
+and several processes writing to one embedded file at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+import mlops_assets.storage.warehouse as warehouse_module
+from mlops_assets.storage.warehouse import (
+    DuckDBWarehouse,
+    PostgresWarehouse,
+    Warehouse,
+    WarehouseError,
+    migrations,
+    sql_file,
+)
+
+HOSTILE_NAME = "x'; DROP TABLE y; --"
+
+# Tables the product documents, with the columns that tie rows to MLflow and to alerts.
+PRODUCT_TABLES: dict[str, set[str]] = {
+    "training_runs": {
+        "local_run_id",
+        "model_name",
+        "model_version",
+        "mlflow_experiment_id",
+        "mlflow_run_id",
+        "tracking_status",
+    },
+    "training_baselines": {
+        "local_run_id",
+        "baseline_mlflow_run_id",
+        "mlflow_experiment_id",
+        "reference_sample",
+    },
+    "production_predictions": {"prediction_id", "model_name", "mlflow_run_id"},
+    "production_metrics": {"model_name", "metric", "mlflow_experiment_id", "mlflow_run_id"},
+    "ml_performance_alerts": {
+        "alert_id",
+        "severity",
+        "status",
+        "mlflow_experiment_id",
+        "mlflow_run_id",
+    },
+    "ml_feature_drift_detection": {
+        "feature",
+        "baseline_mlflow_run_id",
+        "mlflow_experiment_id",
+    },
+    "ml_model_health_status": {"model_name", "overall_status", "active_mlflow_run_ids"},
+}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(params=["embedded", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
+    """An empty warehouse on each engine (a DuckDB file, a fresh PostgreSQL database)."""
+    if request.param == "embedded":
+        return DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    return PostgresWarehouse(request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture
+def migrated(engine: Warehouse) -> Warehouse:
+    engine.migrate()
+    return engine
+
+
+def _columns(wh: Warehouse) -> set[tuple[str, str, str, str]]:
+    rows = wh.query(
+        "SELECT table_schema, table_name, column_name, data_type "
+        "FROM information_schema.columns WHERE table_schema IN ('mlops', 'curated')"
+    )
+    return {(r["table_schema"], r["table_name"], r["column_name"], r["data_type"]) for r in rows}
+
+
+def _tables(wh: Warehouse) -> set[tuple[str, str, str]]:
+    rows = wh.query(
+        "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+        "WHERE table_schema IN ('mlops', 'curated')"
+    )
+    return {(r["table_schema"], r["table_name"], r["table_type"]) for r in rows}
+
+
+def _training_run(local_run_id: str, model_name: str = "match_outcome") -> dict:
+    now = dt.datetime(2026, 1, 2, 3, 4, 5)
+    return {
+        "local_run_id": local_run_id,
+        "model_name": model_name,
+        "model_version": "1",
+        "mlflow_experiment_id": "7",
+        "mlflow_run_id": f"mlflow-{local_run_id}",
+        "experiment_name": "mlops_assets",
+        "status": "FINISHED",
+        "tracking_status": "TRACKED",
+        "m_accuracy": 0.7,
+        "m_precision": 0.6,
+        "m_recall": 0.5,
+        "m_f1": 0.55,
+        "m_roc_auc": 0.75,
+        "m_log_loss": 0.58,
+        "m_roi": 0.04,
+        "n_train": 600,
+        "n_test": 200,
+        "params_json": '{"n_estimators": 10}',
+        "started_at": now,
+        "finished_at": now + dt.timedelta(seconds=30),
+    }
+
+
+def _insert_run(wh: Warehouse, params: dict) -> None:
+    sql = sql_file("queries/insert_training_run")
+    missing = set(warehouse_module._PLACEHOLDER.findall(sql)) - set(params)
+    assert not missing, f"insert_training_run.sql has new placeholders: {missing}"
+    wh.execute(sql, params)
+
+
+def _count_runs(wh: Warehouse) -> int:
+    return wh.query("SELECT count(*) AS n FROM mlops.training_runs")[0]["n"]
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def test_migrations_are_idempotent(engine: Warehouse):
+    expected = [m.name for m in migrations()]
+    assert engine.schema_version() == 0
+
+    first = engine.migrate()
+    assert first == expected
+    version = engine.schema_version()
+    assert version == max(m.version for m in migrations())
+    tables, columns = _tables(engine), _columns(engine)
+    assert columns, "migrations created no columns"
+
+    assert engine.migrate() == []
+    assert engine.schema_version() == version
+    assert _tables(engine) == tables
+    assert _columns(engine) == columns
+    recorded = engine.query("SELECT version, checksum FROM mlops.schema_migrations")
+    assert {r["version"]: r["checksum"] for r in recorded} == {
+        m.version: m.checksum for m in migrations()
+    }
+
+
+def test_a_new_migration_is_applied_and_a_changed_one_is_refused(
+    engine: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(warehouse_module.SQL_DIR, sql_dir)
+    monkeypatch.setattr(warehouse_module, "SQL_DIR", sql_dir)
+    engine.migrate()
+
+    (sql_dir / "migrations" / "9001_probe.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS mlops.migration_probe (x INTEGER);\n"
+    )
+    assert engine.migrate() == ["9001_probe"]
+    assert engine.schema_version() == 9001
+    before = _columns(engine)
+    assert ("mlops", "migration_probe", "x", "INTEGER") in before
+
+    first = sorted((sql_dir / "migrations").glob("0002_*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited after it was applied\n")
+    with pytest.raises(WarehouseError, match="changed after it was applied"):
+        engine.migrate()
+    assert _columns(engine) == before
+    assert engine.schema_version() == 9001
+
+
+def test_product_tables_exist_with_their_columns(migrated: Warehouse):
+    rows = migrated.query(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'mlops'"
+    )
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        found.setdefault(row["table_name"], set()).add(row["column_name"])
+    for table, columns in PRODUCT_TABLES.items():
+        assert table in found, f"mlops.{table} missing"
+        assert columns <= found[table], f"mlops.{table} lacks {columns - found[table]}"
+
+
+# --------------------------------------------------------------------------- bound values
+
+
+@pytest.mark.parametrize(
+    "model_name",
+    [
+        HOSTILE_NAME,
+        "100% sure %s %(model_name)s :model_name $1 ?",
+        'naïve "quoted" name\\with\nnewline — ✓',
+    ],
+    ids=["sql-injection", "placeholders", "unicode"],
+)
+def test_values_are_bound_never_formatted(migrated: Warehouse, model_name: str):
+    migrated.execute("CREATE TABLE y (k INTEGER)")
+    migrated.execute("INSERT INTO y VALUES (1)")
+    _insert_run(migrated, _training_run("run-1", model_name=model_name))
+    _insert_run(migrated, _training_run("run-'2'", model_name=model_name))
+
+    rows = migrated.query(
+        "SELECT local_run_id, model_name FROM mlops.training_runs WHERE model_name = :name "
+        "ORDER BY local_run_id",
+        {"name": model_name},
+    )
+    assert [(r["local_run_id"], r["model_name"]) for r in rows] == [
+        ("run-'2'", model_name),
+        ("run-1", model_name),
+    ]
+    assert migrated.query("SELECT k FROM y") == [{"k": 1}]
+
+
+# --------------------------------------------------------------------------- read-only queries
+
+
+@pytest.fixture
+def seeded(migrated: Warehouse) -> Warehouse:
+    for i in range(3):
+        _insert_run(migrated, _training_run(f"run-{i}"))
+    return migrated
+
+
+def test_query_readonly_returns_rows(seeded: Warehouse):
+    rows = seeded.query_readonly(
+        "SELECT local_run_id, ';' AS semicolon\n"
+        "FROM mlops.training_runs  -- a trailing comment;\n"
+        "ORDER BY local_run_id;"
+    )
+    assert rows == [{"local_run_id": f"run-{i}", "semicolon": ";"} for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 AS a;\nDELETE FROM mlops.training_runs;",
+        "SELECT 1 AS a; DELETE FROM mlops.training_runs",
+        "COMMIT; DELETE FROM mlops.training_runs",
+        "SELECT 1 AS a; COMMIT; DELETE FROM mlops.training_runs;",
+    ],
+    ids=["two-lines", "one-line", "commit-then-delete", "select-commit-delete"],
+)
+def test_query_readonly_refuses_two_statements(seeded: Warehouse, sql: str):
+    with pytest.raises(WarehouseError, match="exactly one SQL statement"):
+        seeded.query_readonly(sql)
+    assert _count_runs(seeded) == 3
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM mlops.training_runs",
+        "UPDATE mlops.training_runs SET model_name = 'changed'",
+        "INSERT INTO mlops.training_runs (local_run_id) SELECT 'x'",
+        "DROP TABLE mlops.training_runs",
+        "CREATE TABLE mlops.created_by_readonly AS SELECT 1 AS a",
+        "COMMIT",
+    ],
+    ids=["delete", "update", "insert", "drop", "create", "commit"],
+)
+def test_query_readonly_changes_nothing(seeded: Warehouse, sql: str):
+    before = seeded.query("SELECT * FROM mlops.training_runs ORDER BY local_run_id")
+    tables = _tables(seeded)
+    try:
+        seeded.query_readonly(sql)
+    except Exception:  # noqa: BLE001 - refusing is fine; only the data matters here
+        pass
+    assert seeded.query("SELECT * FROM mlops.training_runs ORDER BY local_run_id") == before
+    assert _tables(seeded) == tables
+
+
+# --------------------------------------------------------------------------- concurrent writers
+
+WRITERS = 4
+ROWS_PER_WRITER = 60
+
+
+def _writer(path: str, worker: int, rows: int, start, results) -> None:
+    """Child process: insert `rows` rows, one short transaction each, into the shared file."""
+    try:
+        wh = DuckDBWarehouse(Path(path))
+        start.wait(timeout=120)
+        first = time.time()
+        for seq in range(rows):
+            wh.execute(
+                "INSERT INTO mlops.concurrent_writes (worker, seq, pid) VALUES (:w, :s, :p)",
+                {"w": worker, "s": seq, "p": multiprocessing.current_process().pid},
+            )
+        results.put((worker, None, first, time.time()))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
+        results.put((worker, traceback.format_exc(), 0.0, 0.0))
+
+
+@pytest.mark.slow
+def test_concurrent_writer_processes_on_the_embedded_file(tmp_path: Path):
+    path = tmp_path / "shared.duckdb"
+    wh = DuckDBWarehouse(path)
+    wh.migrate()
+    wh.execute(
+        "CREATE TABLE mlops.concurrent_writes ("
+        " worker INTEGER NOT NULL, seq INTEGER NOT NULL, pid INTEGER NOT NULL,"
+        " PRIMARY KEY (worker, seq))"
+    )
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_writer, args=(str(path), w, ROWS_PER_WRITER, start, results))
+        for w in range(WRITERS)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        start.set()
+        reports = [results.get(timeout=480) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+    errors = {worker: error for worker, error, _, _ in reports if error}
+    assert not errors, "\n".join(f"writer {w}:\n{e}" for w, e in errors.items())
+    assert [proc.exitcode for proc in procs] == [0] * WRITERS
+    # The writers really overlapped: each began before the others had all finished.
+    finished_first = min(end for _, _, _, end in reports)
+    assert max(begin for _, _, begin, _ in reports) < finished_first
+
+    rows = wh.query(
+        "SELECT worker, count(*) AS n, min(seq) AS lo, max(seq) AS hi, count(DISTINCT pid) AS p "
+        "FROM mlops.concurrent_writes GROUP BY worker ORDER BY worker"
+    )
+    assert rows == [
+        {"worker": w, "n": ROWS_PER_WRITER, "lo": 0, "hi": ROWS_PER_WRITER - 1, "p": 1}
+        for w in range(WRITERS)
+    ]
+    pids = wh.query("SELECT count(DISTINCT pid) AS n FROM mlops.concurrent_writes")
+    assert pids == [{"n": WRITERS}]
