@@ -292,10 +292,8 @@ class DeliveryReport:
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, DeliveryError):
-        text = str(error)
-    else:
-        text = f"{type(error).__name__}: {error}"
+    # Only DeliveryError promises a URL-free message; other senders are trusted to do the same.
+    text = str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}"
     return text[:MAX_ERROR_CHARS]
 
 
@@ -404,7 +402,9 @@ class CheckOutcome:
 
     def __post_init__(self) -> None:
         if self.severity not in _SEVERITY_RANK:
-            raise ValueError(f"severity must be one of {tuple(_SEVERITY_RANK)}, got {self.severity!r}")
+            raise ValueError(
+                f"severity must be one of {tuple(_SEVERITY_RANK)}, got {self.severity!r}"
+            )
         if not self.asset_key or not all(self.asset_key):
             raise ValueError(f"asset_key must be non-empty strings, got {self.asset_key!r}")
 

@@ -52,7 +52,8 @@ _SEVERITY = {dg.AssetCheckSeverity.WARN: "warning", dg.AssetCheckSeverity.ERROR:
 
 
 def _notify_cursor(raw: str | None) -> dict[str, Any]:
-    state = {"last_event_id": None, "delivered": 0, "failed": 0}
+    # Informational: the warehouse (delivered_at) is what decides what is sent.
+    state = {"last_event_id": None, "delivered": 0}
     if raw:
         try:
             loaded = json.loads(raw)
@@ -64,10 +65,9 @@ def _notify_cursor(raw: str | None) -> dict[str, Any]:
 
 
 def _sender(notifier: NotifierResource, log: Any) -> Sender:
-    url = notifier.resolved_webhook_url()
-    if url:
+    if notifier.webhook_url:
         return WebhookSender(
-            url,
+            notifier.webhook_url,
             timeout=notifier.timeout_seconds,
             max_attempts=notifier.max_attempts,
         )
@@ -188,7 +188,7 @@ def _check_records(
     )
     found = storage.get_event_records(records_filter, None, True)
     seen = set(cursor.seen)
-    fresh = list(found)
+    fresh = [r for r in found if (r.run_id, r.storage_id) not in seen]
     fresh.sort(key=lambda r: (r.timestamp, r.storage_id))
     newest = max([since, *(r.timestamp for r in found)])
     keep = {(r.run_id, r.storage_id) for r in found if r.timestamp > newest - CHECK_OVERLAP_SECONDS}
