@@ -253,6 +253,9 @@ class MlflowBuffer:
         )
 
     def park(self, local_run_id: str, error: str) -> None:
+        """MLflow refused the run (a 4xx): stop retrying it and raise an alert, atomically."""
+        from mlops_assets.storage.alerts import SERVICE_MODEL, open_alert
+
         with self.warehouse.transaction() as tx:
             tx.execute(
                 "UPDATE mlops.mlflow_buffer_runs SET state = :s, last_error = :e "
@@ -263,6 +266,29 @@ class MlflowBuffer:
                 "UPDATE mlops.training_runs SET tracking_status = 'PARKED' "
                 "WHERE local_run_id = :id",
                 {"id": local_run_id},
+            )
+            rows = tx.query(
+                "SELECT registered_model_name, mlflow_experiment_id, mlflow_run_id "
+                "FROM mlops.mlflow_buffer_runs WHERE local_run_id = :id",
+                {"id": local_run_id},
+            )
+            run = rows[0] if rows else {}
+            today = utcnow().date()
+            # Its own kind: `mlflow_service` alerts track availability and are resolved when
+            # the breaker closes, which does nothing for a run MLflow refused.
+            open_alert(
+                tx,
+                kind="mlflow_replay",
+                model_name=run.get("registered_model_name") or SERVICE_MODEL,
+                metric="replay_parked",
+                severity="warning",
+                first_seen=today,
+                last_seen=today,
+                message=f"MLflow refused buffered run {local_run_id}; it is parked until "
+                f"fixed: {error}",
+                training_local_run_id=local_run_id,
+                mlflow_experiment_id=run.get("mlflow_experiment_id"),
+                mlflow_run_id=run.get("mlflow_run_id"),
             )
 
     def in_flight_metrics(self, local_run_id: str) -> list[tuple[int, MetricPoint]]:
