@@ -24,7 +24,7 @@ def _query(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from mlops_assets.demo import run_demo
 
-    run_demo(home=args.home)
+    run_demo(home=args.home, postgres_dsn=args.postgres)
     return 0
 
 
@@ -97,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     parser.add_argument("--home", help="data directory (default: MLOPS_HOME or .mlops)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the main job on the embedded default").set_defaults(fn=_demo)
+    demo = sub.add_parser("demo", help="run the main job (embedded warehouse by default)")
+    demo.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="use this PostgreSQL database as the warehouse, e.g. "
+        "postgresql://postgres@127.0.0.1:5432/mlops",
+    )
+    demo.set_defaults(fn=_demo)
     query = sub.add_parser("query", help="run one read-only SQL statement, print CSV")
     query.add_argument("sql")
     query.set_defaults(fn=_query)

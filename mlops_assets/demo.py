@@ -1,17 +1,83 @@
-"""The main job: the model's story on the embedded default, printed as it happens."""
+"""The main job: the model's whole story, printed as it happens.
+
+1. MLflow up: train, baseline, 14 production days with drift and degradation from day 8.
+2. MLflow goes down: retraining still finishes fast on a local run id; monitoring goes on.
+3. MLflow comes back: the flush sensor replays the buffer; real ids reach every table and view.
+
+It starts and stops its own `mlflow server` on a free loopback port, and runs every asset
+through `dg.materialize` on a persistent Dagster instance under the data directory, so
+`make dev` shows the same runs afterwards.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from mlops_assets.defs.partitions import partition_key
-from mlops_assets.runtime import build_runtime
+from mlops_assets.local_mlflow import LocalMlflowServer
+from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 from mlops_assets.settings import load_settings
+
+DEMO_DAYS = 14
+DRIFT_FROM_DAY = 8
+# The demo trips the breaker after 2 failures (default 5) so the outage shows within a few
+# calls; the recovery timeout is the smallest allowed, 30 s.
+DEMO_BREAKER_ENV = {
+    "MLOPS_MLFLOW_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2",
+    "MLOPS_MLFLOW_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "30",
+    "MLOPS_MLFLOW_CONNECTION_TIMEOUT": "2",
+}
+TRAINING = ("training_dataset", "training_run", "training_baseline")
+PRODUCTION = (
+    "production_predictions",
+    "production_metrics",
+    "performance_alerts",
+    "feature_drift_report",
+)
+LIFECYCLE = (
+    "ml_model_health_status",
+    "unified_model_lifecycle",
+    "unified_monitoring_alerts",
+    "feature_drift_with_training_context",
+)
+SHOWCASE_QUERIES = (
+    (
+        "models in trouble",
+        "SELECT * FROM curated.unified_model_lifecycle WHERE overall_status IN "
+        "('CRITICAL', 'WARNING') ORDER BY accuracy_degradation DESC;",
+    ),
+    (
+        "critical alerts far from the best training run",
+        "SELECT * FROM curated.unified_monitoring_alerts WHERE severity = 'critical' "
+        "AND degradation_from_training_best > 5.0;",
+    ),
+)
+_RANK = {"ok": 0, "warning": 1, "critical": 2}
+
+
+@dataclass
+class DemoResult:
+    home: Path
+    tracking_uri: str
+    first_run: Any = None
+    outage_run: Any = None
+    days: list[dt.date] = field(default_factory=list)
+    drift_from: dt.date | None = None
+    day_levels: dict[dt.date, str] = field(default_factory=dict)
+    alerts: list[dict] = field(default_factory=list)
+    pending_before_replay: dict = field(default_factory=dict)
+    replayed: list[str] = field(default_factory=list)
+    showcase: dict[str, list[dict]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def local_instance(home: Path) -> dg.DagsterInstance:
@@ -25,122 +91,226 @@ def local_instance(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home))
 
 
-def run_demo(*, home: str | None = None, echo: Callable[[str], None] = print) -> dict:
-    from mlops_assets.definitions import defs
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
-    settings = load_settings(home=home)
-    runtime = build_runtime(settings)
-    instance = local_instance(settings.home)
+
+def run_demo(
+    *,
+    home: str | None = None,
+    postgres_dsn: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    with _environment(DEMO_BREAKER_ENV):
+        return _story(home=home, postgres_dsn=postgres_dsn, echo=echo)
+
+
+def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], None]):
+    from mlops_assets.definitions import defs
+    from mlops_assets.defs.tracking.sensors import REFRESH_AFTER_REPLAY, mlflow_buffer_flush_sensor
+
+    backend = "postgres" if postgres_dsn else None
+    settings = load_settings(home=home, backend=backend, dsn=postgres_dsn)
+    server = LocalMlflowServer(settings.home / "mlflow-server")
+    started = time.monotonic()
     echo(f"mlops_assets demo — data directory {settings.home}")
-    echo(f"  warehouse: {runtime.warehouse.describe()}")
-    echo(f"  MLflow:    {settings.tracking_uri}")
-    echo("")
-    echo("1. Training: training_dataset -> training_run -> training_baseline")
-    keys = [dg.AssetKey(k) for k in ("training_dataset", "training_run", "training_baseline")]
-    result = dg.materialize(
-        [defs.get_assets_def(k) for k in keys],
-        resources=defs.resources,
-        instance=instance,
-        raise_on_error=True,
-    )
-    run = result.output_for_node("training_run")
-    m = run.metrics
-    echo(
-        f"   trained {run.model_name} version {run.model_version or '(pending)'}: "
-        f"accuracy {m['accuracy']:.3f}, F1 {m['f1']:.3f}, ROC AUC {m['roc_auc']:.3f}, "
-        f"ROI {_pct(m['roi'])}"
-    )
-    echo(f"   MLflow run {run.mlflow_run_id or run.local_run_id} ({run.tracking_status})")
-    echo("")
-    days = [dt.date.today() - dt.timedelta(days=n) for n in range(DEMO_DAYS, 0, -1)]
-    drift_from = days[DRIFT_FROM_DAY - 1]
-    echo(
-        f"2. Production: {DEMO_DAYS} days {days[0]} .. {days[-1]}, feature and concept drift "
-        f"switched on from day {DRIFT_FROM_DAY} ({drift_from})"
-    )
-    production = [
-        defs.get_assets_def(dg.AssetKey(k))
-        for k in (
-            "production_predictions",
-            "production_metrics",
-            "performance_alerts",
-            "feature_drift_report",
+    echo("   starting a local mlflow server ...")
+    server.start()
+    result = DemoResult(home=settings.home, tracking_uri=server.uri)
+    try:
+        warehouse_resource = WarehouseResource(
+            home=str(settings.home), backend=backend, dsn=postgres_dsn
         )
-    ]
-    run_config = {
-        "ops": {
-            "production_predictions": {
-                "config": {
-                    "feature_drift_from": drift_from.isoformat(),
-                    "concept_drift_from": drift_from.isoformat(),
+        mlflow_resource = MLflowResource(warehouse=warehouse_resource, tracking_uri=server.uri)
+        resources = {
+            "warehouse": warehouse_resource,
+            "mlflow": mlflow_resource,
+            "notifier": NotifierResource(),
+        }
+        runtime = mlflow_resource.runtime()
+        wh = runtime.warehouse
+        instance = local_instance(settings.home)
+        echo(f"   warehouse: {wh.describe()}")
+        echo(f"   MLflow:    {server.uri} (UI at the same address)")
+        echo("")
+
+        def materialize(keys, **kwargs):
+            return dg.materialize(
+                [defs.get_assets_def(dg.AssetKey(k)) for k in keys],
+                resources=resources,
+                instance=instance,
+                raise_on_error=True,
+                **kwargs,
+            )
+
+        # ---------------------------------------------------------------- 1. MLflow up
+        echo("1. MLflow up: training_dataset -> training_run -> training_baseline")
+        t0 = time.monotonic()
+        run = materialize(TRAINING).output_for_node("training_run")
+        result.first_run = run
+        result.seconds["training"] = time.monotonic() - t0
+        echo(_describe_run(run))
+        result.days = [dt.date.today() - dt.timedelta(days=n) for n in range(DEMO_DAYS, 0, -1)]
+        result.drift_from = result.days[DRIFT_FROM_DAY - 1]
+        echo(
+            f"   {DEMO_DAYS} production days {result.days[0]} .. {result.days[-1]}; feature "
+            f"and concept drift from day {DRIFT_FROM_DAY} ({result.drift_from})"
+        )
+        drift_day = result.drift_from.isoformat()
+        run_config = {
+            "ops": {
+                "production_predictions": {
+                    "config": {"feature_drift_from": drift_day, "concept_drift_from": drift_day}
                 }
             }
         }
-    }
-    day_alerts = {}
-    for number, day in enumerate(days, start=1):
-        result = dg.materialize(
-            production,
-            resources=defs.resources,
-            instance=instance,
-            partition_key=partition_key(day.isoformat(), run.model_name),
+        t0 = time.monotonic()
+        for number, day in enumerate(result.days, start=1):
+            outcome = materialize(
+                PRODUCTION,
+                partition_key=partition_key(day.isoformat(), run.model_name),
+                run_config=run_config,
+            )
+            failed = [e.check_name for e in outcome.get_asset_check_evaluations() if not e.passed]
+            levels = _levels(wh, run.model_name, day)
+            result.day_levels[day] = _worst(levels)
+            echo(
+                f"   day {number:2d} {day}: accuracy {levels.get('accuracy', ('n/a',))[0]}, "
+                f"ROI {levels.get('roi', ('n/a',))[0]}, worst metric {_worst(levels)}, "
+                f"drift {_drift(wh, run.model_name, day)}, failed checks {len(failed)}"
+            )
+        result.seconds["production_days"] = time.monotonic() - t0
+        result.alerts = wh.query(
+            "SELECT alert_id, kind, metric, severity, status, first_seen, last_seen "
+            "FROM mlops.ml_performance_alerts WHERE model_name = :m ORDER BY alert_id",
+            {"m": run.model_name},
+        )
+        echo(f"   alerts raised: {len(result.alerts)}")
+        for a in result.alerts:
+            echo(
+                f"     #{a['alert_id']} {a['kind']}/{a['metric']}: {a['severity']} "
+                f"({a['status']}), first seen {a['first_seen']}, last seen {a['last_seen']}"
+            )
+        echo("")
+
+        # ---------------------------------------------------------------- 2. MLflow down
+        echo("2. MLflow goes down (server killed): retrain, keep monitoring")
+        server.stop()
+        t0 = time.monotonic()
+        outage = materialize(TRAINING).output_for_node("training_run")
+        result.outage_run = outage
+        result.seconds["training_during_outage"] = time.monotonic() - t0
+        echo(_describe_run(outage) + f" in {result.seconds['training_during_outage']:.1f}s")
+        last_day = result.days[-1]
+        materialize(
+            PRODUCTION,
+            partition_key=partition_key(last_day.isoformat(), run.model_name),
             run_config=run_config,
-            raise_on_error=True,
         )
-        levels = _levels(runtime.warehouse, run.model_name, day)
-        drift = runtime.warehouse.query(
-            "SELECT max(dataset_verdict) AS verdict, max(dataset_share_drifted) AS share "
-            "FROM mlops.ml_feature_drift_detection WHERE model_name = :m AND partition_date = :d",
-            {"m": run.model_name, "d": day},
+        echo(f"   day {last_day} re-scored by the new champion under its local run id")
+        state = runtime.breaker.current_state()
+        summary = runtime.tracker.buffer.summary()
+        result.pending_before_replay = {
+            "pending_runs": summary.pending_runs,
+            "breaker": state.state,
+            "training_runs": wh.query(
+                "SELECT local_run_id, mlflow_run_id, tracking_status FROM mlops.training_runs "
+                "WHERE local_run_id = :id",
+                {"id": outage.local_run_id},
+            ),
+        }
+        echo(
+            f"   MLflow buffer: {summary.pending_runs} run(s) pending, "
+            f"{summary.pending_metrics} metrics; circuit breaker {state.state}"
+        )
+        tick = _sensor_tick(mlflow_buffer_flush_sensor, instance, mlflow_resource)
+        echo(f"   flush sensor tick: {tick}")
+        echo("")
+
+        # ---------------------------------------------------------------- 3. MLflow back
+        echo("3. MLflow comes back: the flush sensor replays the buffer")
+        server.start()
+        wait = runtime.breaker.retry_after()
+        if wait > 0:
+            echo(f"   breaker open; its half-open trial is due in {wait:.0f}s, waiting")
+            time.sleep(wait + 0.5)
+        tick = _sensor_tick(mlflow_buffer_flush_sensor, instance, mlflow_resource)
+        echo(f"   flush sensor tick: {tick}")
+        replayed = wh.query(
+            "SELECT local_run_id, mlflow_run_id, model_version FROM mlops.training_runs "
+            "WHERE local_run_id = :id",
+            {"id": outage.local_run_id},
         )[0]
-        failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
-        day_alerts[day] = levels
+        result.replayed = [replayed["mlflow_run_id"]] if replayed["mlflow_run_id"] else []
         echo(
-            f"   day {number:2d} {day}: accuracy {levels.get('accuracy', ('n/a',))[0]}, "
-            f"ROI {levels.get('roi', ('n/a',))[0]}, worst level {_worst(levels)}, "
-            f"drift {drift['verdict']} ({_share(drift['share'])}), failed checks {len(failed)}"
+            f"   {outage.local_run_id} is now MLflow run {replayed['mlflow_run_id']}, "
+            f"model version {replayed['model_version']}"
         )
-    alerts = runtime.warehouse.query(
-        "SELECT alert_id, kind, metric, severity, status, first_seen, last_seen "
-        "FROM mlops.ml_performance_alerts WHERE model_name = :m ORDER BY alert_id",
-        {"m": run.model_name},
+        # What the sensor's run request does under the daemon: refresh the assets whose
+        # metadata carries MLflow ids.
+        materialize(TRAINING, selection=REFRESH_AFTER_REPLAY)
+        echo(f"   refreshed {', '.join(REFRESH_AFTER_REPLAY)} with the real MLflow ids")
+        echo("")
+
+        # ---------------------------------------------------------------- lifecycle
+        echo("Lifecycle: health table and curated views")
+        materialize(LIFECYCLE)
+        echo(format_health(wh))
+        for title, sql in SHOWCASE_QUERIES:
+            rows = wh.query_readonly(sql)
+            result.showcase[title] = rows
+            echo(f"   {title}: {len(rows)} row(s)")
+            echo(f"     {sql}")
+            for r in rows[:4]:
+                echo("     " + ", ".join(f"{k}={_fmt(v)}" for k, v in list(r.items())[:9]))
+        result.seconds["total"] = time.monotonic() - started
+        echo("")
+        echo(f"Done in {result.seconds['total']:.0f}s. Where things are:")
+        echo(f"   data directory:  {settings.home}")
+        echo(
+            '   warehouse:       mlops-assets query "SELECT * FROM curated.unified_model_lifecycle"'
+        )
+        echo("   health:          mlops-assets status")
+        echo("   Dagster UI:      make dev   (then http://127.0.0.1:3000)")
+        echo(
+            "   MLflow UI:       .venv/bin/mlflow server --backend-store-uri "
+            f"sqlite:///{server.root / 'mlflow.db'} --artifacts-destination "
+            f"{server.root / 'artifacts'}"
+        )
+        return result
+    finally:
+        server.stop()
+
+
+def _sensor_tick(sensor: dg.SensorDefinition, instance, mlflow_resource) -> str:
+    with dg.build_sensor_context(
+        instance=instance, resources={"mlflow": mlflow_resource}
+    ) as context:
+        outcome = sensor(context)
+    if outcome.skip_reason:
+        return f"skipped: {outcome.skip_reason.skip_message}"
+    keys = [r.run_key for r in outcome.run_requests or []]
+    return f"replayed, refresh requested for {', '.join(keys)}"
+
+
+def _describe_run(run) -> str:
+    m = run.metrics
+    ref = run.mlflow_run_id or f"{run.local_run_id} (local id, pending replay)"
+    return (
+        f"   trained {run.model_name} version {run.model_version or '(pending)'}: "
+        f"accuracy {m['accuracy']:.3f}, F1 {m['f1']:.3f}, ROC AUC {m['roc_auc']:.3f}, "
+        f"ROI {_pct(m['roi'])}; MLflow run {ref}"
     )
-    echo(f"   alerts: {len(alerts)}")
-    for a in alerts:
-        echo(
-            f"     #{a['alert_id']} {a['kind']}/{a['metric']}: {a['severity']} ({a['status']}), "
-            f"first seen {a['first_seen']}, last seen {a['last_seen']}"
-        )
-    echo("")
-    echo("3. Lifecycle: health table and curated views")
-    lifecycle = [
-        defs.get_assets_def(dg.AssetKey(k))
-        for k in (
-            "ml_model_health_status",
-            "unified_model_lifecycle",
-            "unified_monitoring_alerts",
-            "feature_drift_with_training_context",
-        )
-    ]
-    dg.materialize(lifecycle, resources=defs.resources, instance=instance, raise_on_error=True)
-    echo(format_health(runtime.warehouse))
-    for title, sql in SHOWCASE_QUERIES:
-        rows = runtime.warehouse.query_readonly(sql)
-        echo(f"   {title}: {len(rows)} row(s)")
-        echo(f"     {sql}")
-        for r in rows[:5]:
-            echo("     " + ", ".join(f"{k}={_fmt(v)}" for k, v in list(r.items())[:8]))
-    echo("")
-    echo("Where things are:")
-    echo('  warehouse tables: mlops-assets query "SELECT * FROM mlops.training_runs"')
-    echo("  Dagster UI:       make dev   (then http://127.0.0.1:3000)")
-    echo(f"  MLflow UI:        .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}")
-    return {"training_run": run, "days": days, "drift_from": drift_from, "alerts": alerts}
-
-
-DEMO_DAYS = 14
-DRIFT_FROM_DAY = 8
-_RANK = {"ok": 0, "warning": 1, "critical": 2}
 
 
 def _levels(warehouse, model: str, day: dt.date) -> dict[str, tuple[str, str]]:
@@ -160,18 +330,14 @@ def _worst(levels: dict[str, tuple[str, str]]) -> str:
     return max(found, key=_RANK.__getitem__) if found else "no verdict"
 
 
-SHOWCASE_QUERIES = (
-    (
-        "models in trouble",
-        "SELECT * FROM curated.unified_model_lifecycle WHERE overall_status IN "
-        "('CRITICAL', 'WARNING') ORDER BY accuracy_degradation DESC;",
-    ),
-    (
-        "critical alerts far from the best training run",
-        "SELECT * FROM curated.unified_monitoring_alerts WHERE severity = 'critical' "
-        "AND degradation_from_training_best > 5.0;",
-    ),
-)
+def _drift(warehouse, model: str, day: dt.date) -> str:
+    row = warehouse.query(
+        "SELECT max(dataset_verdict) AS verdict, max(dataset_share_drifted) AS share "
+        "FROM mlops.ml_feature_drift_detection WHERE model_name = :m AND partition_date = :d",
+        {"m": model, "d": day},
+    )[0]
+    share = "n/a" if row["share"] is None else f"{row['share']:.0%} of features drifted"
+    return f"{row['verdict']} ({share})"
 
 
 def format_health(warehouse) -> str:
@@ -181,16 +347,15 @@ def format_health(warehouse) -> str:
         "active_mlflow_run_ids, pending_replay FROM mlops.ml_model_health_status "
         "ORDER BY model_name, model_version"
     )
-    header = (
-        f"   {'model':<16}{'ver':>4}  {'status':<9}{'acc':>7}{'base':>7}{'warn':>6}{'crit':>6}"
-        f"  {'drift':<15}{'champ':>6}  mlflow run"
-    )
-    lines = [header]
+    lines = [
+        f"   {'model':<15}{'ver':>4}  {'status':<9}{'acc':>7}{'base':>7}{'warn':>5}{'crit':>5}"
+        f"  {'drift':<15}{'champ':>6}  MLflow run"
+    ]
     for r in rows:
         lines.append(
-            f"   {r['model_name']:<16}{r['model_version']:>4}  {r['overall_status']:<9}"
+            f"   {r['model_name']:<15}{r['model_version']:>4}  {r['overall_status']:<9}"
             f"{_fmt(r['latest_accuracy']):>7}{_fmt(r['baseline_accuracy']):>7}"
-            f"{r['open_alerts_warning']:>6}{r['open_alerts_critical']:>6}"
+            f"{r['open_alerts_warning']:>5}{r['open_alerts_critical']:>5}"
             f"  {r['latest_drift_verdict'] or '-':<15}{r['champion_version'] or '-':>6}  "
             f"{r['active_mlflow_run_ids']}{' (pending replay)' if r['pending_replay'] else ''}"
         )
@@ -203,10 +368,6 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
-
-
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%} of features"
 
 
 def _pct(value: float | None) -> str:

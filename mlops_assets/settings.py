@@ -47,7 +47,9 @@ class MLflowSettings(BaseSettings):
         default=None, description="Base URL of the MLflow UI for links; defaults to the URI."
     )
     max_retries: int = Field(default=0, ge=0, le=10)
-    retry_delay: float = Field(default=0.5, ge=0.0, le=60.0)
+    retry_delay: int = Field(
+        default=1, ge=0, le=60, description="Backoff factor (s) of MLflow's own HTTP retries."
+    )
     connection_timeout: float = Field(default=5.0, gt=0.0, le=300.0)
     enable_circuit_breaker: bool = True
     circuit_breaker_failure_threshold: int = Field(default=5, ge=1, le=20)

@@ -238,6 +238,12 @@ def test_query_readonly_returns_rows(seeded: Warehouse):
     assert rows == [{"local_run_id": f"run-{i}", "semicolon": ";"} for i in range(3)]
 
 
+def test_query_readonly_returns_literals_verbatim(migrated: Warehouse):
+    """No parameters, so nothing in the text is a placeholder: ':name', '%s' stay as written."""
+    rows = migrated.query_readonly("SELECT 'at :noon' AS a, '100%s' AS b, 2::INTEGER AS c")
+    assert rows == [{"a": "at :noon", "b": "100%s", "c": 2}]
+
+
 @pytest.mark.parametrize(
     "sql",
     [

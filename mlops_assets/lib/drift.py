@@ -38,6 +38,7 @@ from scipy import stats
 
 Verdict = Literal["no_drift", "possible_drift", "drift", "no_verdict"]
 FeatureKind = Literal["numeric", "categorical"]
+_KINDS = ("numeric", "categorical")
 
 PSI_BINS = 10
 # Keeps PSI finite when a bin is empty on one side; small enough not to bias bins that
@@ -383,9 +384,6 @@ def _check_inputs(
     return tuple(str(c) for c in current.columns if c not in features)
 
 
-_KINDS = ("numeric", "categorical")
-
-
 def _no_verdict_reason(prep: _Prepared, n_cur_rows: int, min_rows: int) -> str | None:
     if n_cur_rows == 0:
         return "current batch is empty"
@@ -560,6 +558,8 @@ def _alibi_tests(
     is ignored because it would only cover one group; the correction across all features
     is applied by compute_drift.
     """
+    if not numeric and not categorical:
+        return {}
     try:
         from alibi_detect.cd import TabularDrift
     except ImportError as exc:  # pragma: no cover - alibi-detect is a dependency
@@ -638,7 +638,8 @@ def compute_drift(
     """Compare ``current`` with ``reference`` on ``features`` (name -> numeric|categorical).
 
     Raises DriftInputError when a feature column is missing from either frame or a kind is
-    unknown. Columns of ``current`` that are not features are ignored and listed.
+    unknown. Columns of ``current`` that are not features are ignored and listed. Neither
+    frame is modified.
     """
     ignored = _check_inputs(reference, current, features)
     n_cur_rows = len(current)
@@ -656,8 +657,10 @@ def compute_drift(
     numeric = [p for p in testable if p.kind == "numeric"]
     categorical = [p for p in testable if p.kind == "categorical"]
 
-    if config.engine == "alibi":
-        tests = _alibi_tests(numeric, categorical, config)
+    # The alibi engine sorts the features it tests straight into its detector's matrices;
+    # everything else numeric is sorted here, including untested features, for their
+    # range checks.
+    tests = _alibi_tests(numeric, categorical, config) if config.engine == "alibi" else {}
     _sort_numeric(
         [(p, None, None) for p in prepared if p.kind == "numeric" and p.ref_sorted is None]
     )

@@ -200,7 +200,7 @@ def _numeric_chart(ref_col: pd.Series, cur_col: pd.Series) -> str:
             for values in (ref, cur)
         ]
         labels = [_short(v) for v in distinct]
-        return _vertical_bars(labels, per_value[0], per_value[1], axis=(labels[0], labels[-1]))
+        return _vertical_bars(labels, per_value[0], per_value[1], ticks=None)
     # Central 99% of both samples: one extreme value must not squash the chart; values
     # beyond are counted in the outer bins, which are labelled as such.
     lo, hi = np.quantile(pooled, [0.005, 0.995])
@@ -214,7 +214,7 @@ def _numeric_chart(ref_col: pd.Series, cur_col: pd.Series) -> str:
     labels = [f"{_short(edges[i])} – {_short(edges[i + 1])}" for i in range(_HIST_BINS)]
     labels[0] = f"≤ {_short(edges[1])}"
     labels[-1] = f"> {_short(edges[-2])}"
-    return _vertical_bars(labels, shares[0], shares[1], axis=(_short(lo), _short(hi)))
+    return _vertical_bars(labels, shares[0], shares[1], ticks=(_short(lo), _short(hi)))
 
 
 def _short(x: float) -> str:
@@ -222,7 +222,7 @@ def _short(x: float) -> str:
 
 
 def _vertical_bars(
-    labels: list[str], ref: np.ndarray, cur: np.ndarray, axis: tuple[str, str]
+    labels: list[str], ref: np.ndarray, cur: np.ndarray, ticks: tuple[str, str] | None
 ) -> str:
     width, height, pad_l, pad_b, pad_t = _CHART_WIDTH, 190, 44, 22, 8
     plot_w, plot_h = width - pad_l - 8, height - pad_b - pad_t
@@ -247,10 +247,22 @@ def _vertical_bars(
                 f'height="{h:.1f}" fill="{_COLOURS[name]}"><title>{_e(label)}: {name} '
                 f"{100 * float(share):.2f}%</title></rect>"
             )
-    out.append(
-        f'<text x="{pad_l}" y="{height - 6}">{_e(axis[0])}</text>'
-        f'<text x="{width - 8}" y="{height - 6}" text-anchor="end">{_e(axis[1])}</text></svg>'
-    )
+    if ticks is not None:
+        # Binned: the range's ends sit at the outer edges of the first and last bins.
+        right = pad_l + len(labels) * slot
+        out.append(
+            f'<text x="{pad_l}" y="{height - 6}">{_e(ticks[0])}</text>'
+            f'<text x="{right:.1f}" y="{height - 6}" text-anchor="end">{_e(ticks[1])}</text>'
+        )
+    else:
+        # One bar per value: label under its bar, thinned out so labels do not collide.
+        step = max(1, math.ceil(len(labels) * 40 / plot_w))
+        for i in range(0, len(labels), step):
+            x = pad_l + (i + 0.5) * slot
+            out.append(
+                f'<text x="{x:.1f}" y="{height - 6}" text-anchor="middle">{_e(labels[i])}</text>'
+            )
+    out.append("</svg>")
     return "".join(out)
 
 

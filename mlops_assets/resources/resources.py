@@ -18,9 +18,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
     home: str | None = Field(default=None, description="Data directory; else MLOPS_HOME.")
     backend: str | None = Field(default=None, description="embedded | postgres")
+    dsn: str | None = Field(
+        default=None, description="PostgreSQL DSN without password (use PGPASSWORD)."
+    )
 
     def runtime(self) -> Runtime:
-        return build_runtime(home=self.home, backend=self.backend)
+        return build_runtime(home=self.home, backend=self.backend, dsn=self.dsn)
 
     def get(self) -> Warehouse:
         return self.runtime().warehouse
@@ -34,7 +37,10 @@ class MLflowResource(dg.ConfigurableResource):
 
     def runtime(self) -> Runtime:
         return build_runtime(
-            home=self.warehouse.home, backend=self.warehouse.backend, tracking_uri=self.tracking_uri
+            home=self.warehouse.home,
+            backend=self.warehouse.backend,
+            dsn=self.warehouse.dsn,
+            tracking_uri=self.tracking_uri,
         )
 
     def tracker(self) -> MlflowTracker:

@@ -15,6 +15,7 @@ version, end status), so a replay interrupted anywhere resumes without duplicate
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import uuid
@@ -46,7 +47,7 @@ class MlflowConfig:
     experiment_name: str
     artifact_root: Path
     max_retries: int = 0
-    retry_delay: float = 0.5
+    retry_delay: int = 1
     connection_timeout: float = 5.0
     ui_url: str | None = None
 
@@ -74,10 +75,12 @@ def configure_mlflow_http(config: MlflowConfig) -> None:
     With MLflow's defaults one call against a stopped server blocked 247 s here (7 retries,
     backoff factor 2, 120 s timeout). MLflow reads these variables on every request.
     """
+    # MLflow parses the backoff factor and the timeout as int ("0.5" or "5.0" makes every
+    # request raise ValueError), so round fractional seconds up rather than down to zero.
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.max_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(config.retry_delay)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(math.ceil(config.retry_delay))
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(config.connection_timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(config.connection_timeout)))
 
 
 def is_outage(error: BaseException) -> bool:

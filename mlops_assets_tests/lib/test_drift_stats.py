@@ -179,5 +179,5 @@ def test_tiny_shift_on_many_rows_is_never_drift_over_days() -> None:
         assert feat.verdict != "drift"
         assert feat.verdict == "no_drift"
         significant += feat.p_value_adjusted < ALPHA
-    # KS power at this size is roughly 50-70%: the test sees the shift, the verdict ignores it.
-    assert significant >= days // 4
+    # The KS test sees the shift on most days (median p ~ 2e-4); the verdict ignores it.
+    assert significant >= days // 2

@@ -175,6 +175,8 @@ def feature_drift_report(
         metadata={
             "model_name": model_name,
             "day": day_key,
+            # The drift alert above already covers this verdict; the check sensor skips it.
+            "alerted_as": "drift",
             "verdict": report.verdict,
             "share_drifted": report.share_drifted,
             "threshold": config.drift_share,

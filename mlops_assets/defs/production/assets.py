@@ -280,6 +280,8 @@ def production_metrics(
             metadata={
                 "model_name": model_name,
                 "day": day_key,
+                # performance_alerts already alerts on this breach; the check sensor skips it.
+                "alerted_as": "performance",
                 "level": level,
                 "observed": _num(row["value"]),
                 "baseline": _num(row["baseline_value"]),
