@@ -20,6 +20,10 @@ from mlops_assets.storage.warehouse import DuckDBWarehouse, Warehouse, frame_fro
 TRAINING_PARAMS = {"n_estimators", "learning_rate", "num_leaves", "min_child_samples"}
 HELD_OUT_METRICS = ("accuracy", "f1", "roc_auc")
 
+# The demo runs once for the module and takes minutes (a local mlflow server, 14 production
+# days, an outage with the breaker's recovery wait): allow more than the default 600 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -71,7 +75,6 @@ def _mlflow_client_for(home: Path, run_id: str):
     raise AssertionError(f"MLflow run {run_id} is in none of {stores}")
 
 
-@pytest.mark.slow
 def test_first_training_run_is_tracked(demo: dict):
     run = _first_run(demo)
     assert run.tracking_status == "TRACKED"
@@ -94,7 +97,6 @@ def test_first_training_run_is_tracked(demo: dict):
         assert 0.0 <= row[metric] <= 1.0
 
 
-@pytest.mark.slow
 def test_mlflow_run_has_the_params_and_metrics(demo: dict):
     run = _first_run(demo)
     client, mlflow_run = _mlflow_client_for(demo["home"], run.mlflow_run_id)
@@ -117,7 +119,6 @@ def test_mlflow_run_has_the_params_and_metrics(demo: dict):
         assert version.run_id == run.mlflow_run_id
 
 
-@pytest.mark.slow
 def test_baseline_has_a_reference_sample_for_the_run(demo: dict):
     run = _first_run(demo)
     rows = demo["warehouse"].query(
@@ -137,7 +138,6 @@ def test_baseline_has_a_reference_sample_for_the_run(demo: dict):
     assert metrics["accuracy"] == pytest.approx(run.metrics["accuracy"])
 
 
-@pytest.mark.slow
 def test_every_training_run_ends_up_in_mlflow(demo: dict):
     rows = demo["warehouse"].query(
         "SELECT local_run_id, mlflow_run_id, tracking_status FROM mlops.training_runs"
@@ -147,7 +147,6 @@ def test_every_training_run_ends_up_in_mlflow(demo: dict):
     assert len({r["mlflow_run_id"] for r in rows}) == len(rows)
 
 
-@pytest.mark.slow
 def test_dagster_instance_under_home_has_the_materializations(demo: dict):
     instance = dg.DagsterInstance.from_config(str(demo["home"] / "dagster"))
     try:
@@ -158,7 +157,6 @@ def test_dagster_instance_under_home_has_the_materializations(demo: dict):
         instance.dispose()
 
 
-@pytest.mark.slow
 def test_data_stays_in_the_given_home(demo: dict):
     assert (demo["home"] / "warehouse.duckdb").is_file()
     assert not demo["env_home"].exists(), "the demo wrote into MLOPS_HOME instead of --home"

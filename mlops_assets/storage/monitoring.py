@@ -163,6 +163,7 @@ def evaluate_alerts(
                         "last_evaluated": s.last_evaluated or today.day,
                         "t": utcnow(),
                         "resolved": s.status == "resolved",
+                        **context,
                     },
                 )
                 if transition.event in ("escalated", "resolved"):

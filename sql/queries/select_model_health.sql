@@ -14,7 +14,9 @@ latest AS (
            max(CASE WHEN m.metric = 'accuracy' THEN m.value END) AS accuracy,
            max(CASE WHEN m.metric = 'accuracy' THEN m.baseline_value END) AS baseline_accuracy,
            max(CASE WHEN m.metric = 'roi' THEN m.value END) AS roi,
-           max(CASE WHEN m.metric = 'roi' THEN m.baseline_value END) AS baseline_roi
+           max(CASE WHEN m.metric = 'roi' THEN m.baseline_value END) AS baseline_roi,
+           max(CASE m.level WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 WHEN 'ok' THEN 0 END)
+               AS worst_level
     FROM mlops.production_metrics m
     JOIN latest_day l ON l.training_local_run_id = m.training_local_run_id
                      AND l.metric_date = m.metric_date
@@ -43,7 +45,7 @@ drift AS (
 )
 SELECT r.model_name, r.model_version, r.local_run_id, r.run_ref, r.tracking_status,
        r.finished_at, r.is_champion, l.metric_date, l.accuracy, l.baseline_accuracy, l.roi,
-       l.baseline_roi, coalesce(a.n_info, 0) AS n_info, coalesce(a.n_warning, 0) AS n_warning,
+       l.baseline_roi, l.worst_level, coalesce(a.n_info, 0) AS n_info, coalesce(a.n_warning, 0) AS n_warning,
        coalesce(a.n_critical, 0) AS n_critical, d.share AS drift_share, d.verdict AS drift_verdict
 FROM runs r
 LEFT JOIN latest l ON l.training_local_run_id = r.local_run_id

@@ -36,8 +36,15 @@ def _health_row(r: dict, all_rows: list[dict]) -> dict:
     champion = next((x["model_version"] for x in same_model if x["is_champion"]), None)
     if r["n_critical"]:
         status, reason = "CRITICAL", f"{r['n_critical']} critical alert(s) open"
+    elif r["worst_level"] == 2:
+        status, reason = (
+            "CRITICAL",
+            f"a metric is past its critical threshold on {r['metric_date']}",
+        )
     elif r["n_warning"]:
         status, reason = "WARNING", f"{r['n_warning']} warning alert(s) open"
+    elif r["worst_level"] == 1:
+        status, reason = "WARNING", f"a metric is past its warning threshold on {r['metric_date']}"
     elif r["metric_date"] is None:
         status, reason = "UNKNOWN", "no production metrics yet"
     else:
