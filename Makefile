@@ -23,7 +23,8 @@ test: lint
 	$(BIN)/pytest -ra
 
 dev: $(STAMP)
-	mkdir -p .mlops/dagster && touch .mlops/dagster/dagster.yaml
+	mkdir -p .mlops/dagster
+	test -f .mlops/dagster/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > .mlops/dagster/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.mlops/dagster $(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)

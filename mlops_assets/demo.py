@@ -34,7 +34,6 @@ DRIFT_FROM_DAY = 8
 DEMO_BREAKER_ENV = {
     "MLOPS_MLFLOW_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2",
     "MLOPS_MLFLOW_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "30",
-    "MLOPS_MLFLOW_CONNECTION_TIMEOUT": "2",
 }
 TRAINING = ("training_dataset", "training_run", "training_baseline")
 PRODUCTION = (
@@ -87,7 +86,9 @@ def local_instance(home: Path) -> dg.DagsterInstance:
         return dg.DagsterInstance.get()
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").touch()
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
     return dg.DagsterInstance.from_config(str(dagster_home))
 
 

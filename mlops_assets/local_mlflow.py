@@ -69,6 +69,13 @@ class LocalMlflowServer:
                 raise RuntimeError(f"mlflow server exited; see {self.root / 'server.log'}")
             try:
                 if requests.get(f"{self.uri}/health", timeout=1).status_code == 200:
+                    # /health answers before the tracking store is warm; the first API call
+                    # can take seconds, so make it here rather than in a timed client call.
+                    requests.get(
+                        f"{self.uri}/api/2.0/mlflow/experiments/search",
+                        params={"max_results": 1},
+                        timeout=max(1.0, deadline - time.monotonic()),
+                    ).raise_for_status()
                     return
             except requests.RequestException:
                 pass

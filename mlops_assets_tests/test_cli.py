@@ -9,9 +9,10 @@ import pytest
 
 from mlops_assets.cli import main
 
+# None of the variables `demo` deliberately sets itself (demo.DEMO_BREAKER_ENV).
 BAD_ENV = {
-    "MLOPS_MLFLOW_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "0",
-    "MLOPS_MLFLOW_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "301",
+    "MLOPS_MLFLOW_MAX_RETRIES": "11",
+    "MLOPS_MLFLOW_RETRY_DELAY": "-1",
     "MLOPS_WAREHOUSE_BACKEND": "oracle",
 }
 
@@ -35,11 +36,21 @@ def test_bad_settings_exit_2_with_one_line_per_problem(mlops_home, monkeypatch, 
         matching = [line for line in problems if line.strip().startswith(f"{variable}=")]
         assert len(matching) == 1, f"{variable} should be on exactly one line: {err}"
         assert repr(value) in matching[0]
-    assert "greater than or equal to 1" in err
-    assert "less than or equal to 300" in err
+    assert "less than or equal to 10" in err
+    assert "greater than or equal to 0" in err
     assert "'embedded' or 'postgres'" in err
     # Nothing was created: the configuration was rejected before any I/O.
     assert not mlops_home.exists()
+
+
+def test_breaker_value_out_of_range_exits_2(mlops_home, monkeypatch, capsys):
+    monkeypatch.setenv("MLOPS_MLFLOW_CIRCUIT_BREAKER_RECOVERY_TIMEOUT", "29")
+    assert main(["status"]) == 2
+    problem_lines = capsys.readouterr().err.strip().splitlines()[1:]
+    assert [line.strip() for line in problem_lines] == [
+        "MLOPS_MLFLOW_CIRCUIT_BREAKER_RECOVERY_TIMEOUT='29': "
+        "Input should be greater than or equal to 30"
+    ]
 
 
 def test_single_bad_value_is_one_problem_line(mlops_home, monkeypatch, capsys):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import dagster as dg
 
 from mlops_assets.resources import MLflowResource
-from mlops_assets.storage.tracking import FlushReport, MlflowTracker
+from mlops_assets.storage.tracking import FlushReport, MlflowTracker, ReplayResult
 
 # Unpartitioned assets refreshed once per replayed run. Production assets are partitioned by
 # day and model; they read MLflow ids from the warehouse, which the replay already updated.
@@ -77,6 +77,31 @@ def flush_within(tracker: MlflowTracker, budget_s: float) -> FlushReport:
             return total
         if report.failed or time.monotonic() >= deadline:
             return total
+
+
+def restore_champion_alias(
+    context: dg.SensorEvaluationContext, tracker: MlflowTracker, result: ReplayResult
+) -> None:
+    """The champion gate sets the MLflow alias only for runs MLflow already has. A run that
+    became champion during the outage gets its alias here, if it is still the champion."""
+    if not result.model_version:
+        return
+    rows = tracker.buffer.warehouse.query(
+        "SELECT model_name FROM mlops.training_runs WHERE local_run_id = :id AND is_champion",
+        {"id": result.local_run_id},
+    )
+    if not rows:
+        return
+    model_name = rows[0]["model_name"]
+    try:
+        tracker.set_champion(model_name, result.model_version)
+    except Exception as error:  # noqa: BLE001 - advisory; our table decides who is champion
+        context.log.warning(
+            f"could not point the champion alias of {model_name} at version "
+            f"{result.model_version}: {type(error).__name__}: {error}"
+        )
+        return
+    context.log.info(f"champion alias of {model_name} now points at version {result.model_version}")
 
 
 def refresh_request(result_local_run_id: str, mlflow_run_id: str | None) -> dg.RunRequest:
@@ -153,6 +178,7 @@ def mlflow_buffer_flush_sensor(
             f"(experiment {result.mlflow_experiment_id}, model version "
             f"{result.model_version or 'none'}, {result.metrics_sent} metrics sent)"
         )
+        restore_champion_alias(context, tracker, result)
     for result in report.parked:
         context.log.error(
             f"MLflow rejected {result.local_run_id}; parked until someone fixes it: {result.error}"
