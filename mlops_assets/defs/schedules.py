@@ -5,10 +5,12 @@ import datetime as dt
 import dagster as dg
 
 from mlops_assets.defs.partitions import DAY_MODEL, MODELS, partition_key
+from mlops_assets.defs.production.checks import yesterday_metrics_fresh
 
 daily_monitoring_job = dg.define_asset_job(
     "daily_monitoring",
-    selection=dg.AssetSelection.groups("production", "drift"),
+    selection=dg.AssetSelection.groups("production", "drift")
+    - dg.AssetSelection.checks(yesterday_metrics_fresh),
     partitions_def=DAY_MODEL,
     description="Predictions, metrics and alerts, then drift, for one day and model.",
 )
@@ -30,9 +32,16 @@ def daily_monitoring_schedule(context: dg.ScheduleEvaluationContext):
     ]
 
 
+freshness_job = dg.define_asset_job(
+    "metrics_freshness", selection=dg.AssetSelection.checks(yesterday_metrics_fresh)
+)
+hourly_freshness_schedule = dg.ScheduleDefinition(
+    job=freshness_job, cron_schedule="15 * * * *", execution_timezone="UTC"
+)
+
 weekly_retraining_schedule = dg.ScheduleDefinition(
     job=retraining_job, cron_schedule="0 3 * * 1", execution_timezone="UTC"
 )
 
-schedules = [daily_monitoring_schedule, weekly_retraining_schedule]
-jobs = [daily_monitoring_job, retraining_job]
+schedules = [daily_monitoring_schedule, weekly_retraining_schedule, hourly_freshness_schedule]
+jobs = [daily_monitoring_job, retraining_job, freshness_job]

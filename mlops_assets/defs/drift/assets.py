@@ -21,6 +21,7 @@ from mlops_assets.storage.monitoring import (
 
 GROUP = "drift"
 
+
 def _alert_level(verdict: str, share_drifted: float | None) -> str | None:
     """Dataset drift -> critical; some feature truly drifted -> warning. A lone "possible
     drift" stays in the check and the report: on null days it is the expected noise."""
