@@ -15,7 +15,10 @@ daily_monitoring_job = dg.define_asset_job(
     description="Predictions, metrics and alerts, then drift, for one day and model.",
 )
 retraining_job = dg.define_asset_job(
-    "weekly_retraining", selection=dg.AssetSelection.groups("training")
+    "weekly_retraining",
+    selection=dg.AssetSelection.groups("training"),
+    # dagster.yaml limits this pool to one run at a time: training is CPU-heavy.
+    tags={"mlops/pool": "training"},
 )
 
 

@@ -1,0 +1,244 @@
+"""A 30-day backfill of the daily monitoring job, run in parallel on a PostgreSQL deployment.
+
+Everything is real: a Dagster instance on PostgreSQL (this repo's dagster.yaml), the queued run
+coordinator drained by `dagster-daemon`, one subprocess per run, the warehouse on PostgreSQL
+and a local `mlflow server`. The script trains one model, launches the backfill with
+`dagster job backfill`, waits for it, and reports wall time, the sum of run durations and the
+largest number of runs that overlapped in time (the parallelism actually achieved).
+
+Reference, in the same run: the same 30 partitions executed one after another in-process
+(`dg.materialize`), i.e. what a single process would do. Ends with one JSON line.
+
+    .venv/bin/python bench/backfill_parallel.py [--days 30] [--admin-dsn postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _create_db(admin_dsn: str, name: str) -> str:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_dsn, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_db(admin_dsn: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_dsn, autocommit=True) as con:
+        con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--rows", type=int, default=500, help="simulated matches per day")
+    parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--timeout", type=float, default=1200.0)
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex[:8]
+    dagster_db, warehouse_db = f"bench_dagster_{tag}", f"bench_wh_{tag}"
+    root = Path(tempfile.mkdtemp(prefix="mlops-backfill-"))
+    dagster_dsn = _create_db(args.admin_dsn, dagster_db)
+    warehouse_dsn = _create_db(args.admin_dsn, warehouse_db)
+    daemon = None
+    server = None
+    try:
+        parts = urlsplit(dagster_dsn)
+        dagster_home = root / "dagster_home"
+        dagster_home.mkdir()
+        shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(dagster_home),
+            "DAGSTER_PG_USERNAME": parts.username or "postgres",
+            "DAGSTER_PG_PASSWORD": parts.password or "",
+            "DAGSTER_PG_HOST": parts.hostname or "127.0.0.1",
+            "DAGSTER_PG_PORT": str(parts.port or 5432),
+            "DAGSTER_PG_DB": dagster_db,
+            "MLOPS_HOME": str(root / "home"),
+            "MLOPS_WAREHOUSE_BACKEND": "postgres",
+            "MLOPS_WAREHOUSE_DSN": warehouse_dsn,
+        }
+        from mlops_assets.local_mlflow import LocalMlflowServer
+
+        server = LocalMlflowServer(root / "mlflow")
+        server.start()
+        env["MLOPS_MLFLOW_TRACKING_URI"] = server.uri
+        os.environ.update(env)
+
+        import dagster as dg
+
+        from mlops_assets.definitions import defs
+        from mlops_assets.defs.partitions import partition_key
+
+        instance = dg.DagsterInstance.get()
+        print(f"instance: {type(instance.run_storage).__name__} on {dagster_db}")
+        training = [
+            defs.get_assets_def(dg.AssetKey(k))
+            for k in ("training_dataset", "training_run", "training_baseline")
+        ]
+        dg.materialize(training, resources=defs.resources, instance=instance)
+        today = dt.date.today()
+        days = [today - dt.timedelta(days=n) for n in range(args.days, 0, -1)]
+        keys = [f"{d.isoformat()}|match_outcome" for d in days]
+        run_config = {"ops": {"production_predictions": {"config": {"n_rows": args.rows}}}}
+
+        log = open(root / "daemon.log", "wb")  # noqa: SIM115 - lives as long as the daemon
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        config_file = root / "run_config.json"
+        config_file.write_text(json.dumps(run_config))
+        started = time.monotonic()
+        subprocess.run(
+            [
+                str(BIN / "dagster"),
+                "job",
+                "backfill",
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "-j",
+                "daily_monitoring",
+                "--partitions",
+                ",".join(keys),
+                "--noprompt",
+            ],
+            cwd=REPO,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        finished = _wait(instance, len(keys), args.timeout)
+        wall_s = time.monotonic() - started
+        spans = []
+        for record in finished:
+            stats = instance.get_run_stats(record.run_id)
+            spans.append((stats.start_time, stats.end_time, record.status.value))
+        failed = [s for s in spans if s[2] != "SUCCESS"]
+        busy_s = sum(end - start for start, end, _ in spans if start and end)
+        overlap = _max_overlap([(s, e) for s, e, _ in spans if s and e])
+        rows = _count(warehouse_dsn, days)
+
+        # Reference, after the backfill so the row count above is the backfill's own: the
+        # same partitions one after another in this process.
+        production = [
+            defs.get_assets_def(dg.AssetKey(k))
+            for k in (
+                "production_predictions",
+                "production_metrics",
+                "performance_alerts",
+                "feature_drift_report",
+            )
+        ]
+        ref_instance = dg.DagsterInstance.ephemeral()
+        ref_instance.add_dynamic_partitions("models", ["match_outcome"])
+        started = time.monotonic()
+        for d in days:
+            dg.materialize(
+                production,
+                resources=defs.resources,
+                instance=ref_instance,
+                partition_key=partition_key(d.isoformat(), "match_outcome"),
+                run_config=run_config,
+            )
+        sequential_s = time.monotonic() - started
+        print(f"sequential in-process reference: {sequential_s:.1f}s for {len(days)} days")
+
+        print(f"backfill of {len(keys)} partitions: {wall_s:.1f}s wall, {busy_s:.1f}s of runs")
+        print(f"max runs in parallel: {overlap}; failed runs: {len(failed)}")
+        print(f"production_metrics days written on PostgreSQL: {rows}")
+        print(
+            json.dumps(
+                {
+                    "days": len(keys),
+                    "wall_s": round(wall_s, 1),
+                    "sum_of_run_durations_s": round(busy_s, 1),
+                    "max_parallel_runs": overlap,
+                    "failed_runs": len(failed),
+                    "metric_days_written": rows,
+                    "sequential_in_process_s": round(sequential_s, 1),
+                    "backfill_over_sequential": round(wall_s / sequential_s, 2),
+                }
+            )
+        )
+        if failed or rows != len(keys):
+            sys.exit(1)
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        if server is not None:
+            server.stop()
+        _drop_db(args.admin_dsn, dagster_db)
+        _drop_db(args.admin_dsn, warehouse_db)
+
+
+def _wait(instance, expected: int, timeout: float):
+    import dagster as dg
+
+    deadline = time.monotonic() + timeout
+    done_states = {
+        dg.DagsterRunStatus.SUCCESS,
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.CANCELED,
+    }
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name="daily_monitoring"))
+        if len(runs) >= expected and all(r.status in done_states for r in runs):
+            return runs
+        time.sleep(2)
+    raise TimeoutError(f"backfill did not finish within {timeout:.0f}s")
+
+
+def _max_overlap(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    current = best = 0
+    for _, delta in events:
+        current += delta
+        best = max(best, current)
+    return best
+
+
+def _count(dsn: str, days: list[dt.date]) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn) as con:
+        row = con.execute(
+            "SELECT count(DISTINCT metric_date) FROM mlops.production_metrics "
+            "WHERE metric_date BETWEEN %s AND %s",
+            (days[0], days[-1]),
+        ).fetchone()
+    return int(row[0])
+
+
+if __name__ == "__main__":
+    main()
