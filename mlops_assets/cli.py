@@ -7,6 +7,7 @@ import csv
 import sys
 
 from mlops_assets.settings import SettingsError
+from mlops_assets.storage.warehouse import WarehouseError
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except WarehouseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 
 from mlops_assets.settings import load_settings
 from mlops_assets.storage.warehouse import DuckDBWarehouse, Warehouse, frame_from_parquet
+from mlops_assets_tests.test_demo_story import check_story
 
 TRAINING_PARAMS = {"n_estimators", "learning_rate", "num_leaves", "min_child_samples"}
 HELD_OUT_METRICS = ("accuracy", "f1", "roc_auc")
@@ -161,3 +162,11 @@ def test_data_stays_in_the_given_home(demo: dict):
     assert (demo["home"] / "warehouse.duckdb").is_file()
     assert not demo["env_home"].exists(), "the demo wrote into MLOPS_HOME instead of --home"
     assert any(str(demo["home"]) in line for line in demo["output"])
+
+
+def test_whole_story_outcomes(demo: dict):
+    """Alerts only after day 8, pending ids before replay, real ids after, counts in MLflow,
+    and the two showcase queries on this engine."""
+    check_story(demo["result"], demo["warehouse"], "\n".join(demo["output"]))
+    text = "\n".join(demo["output"])
+    assert "MLflow goes down" in text and "flush sensor tick: replayed" in text

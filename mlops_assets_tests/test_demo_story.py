@@ -1,4 +1,5 @@
-"""The main job's whole story, end to end, on the embedded default and on PostgreSQL.
+"""The main job's whole story on PostgreSQL; `check_story` is shared with test_demo.py, which
+runs the same story on the embedded default.
 
 Real parts throughout: a real `mlflow server` that the demo starts, kills and restarts, a real
 Dagster instance, and the real warehouse engine. Assertions are on outcomes a user would check.
@@ -13,7 +14,7 @@ from mlops_assets.demo import run_demo
 from mlops_assets.runtime import build_runtime
 from mlops_assets.storage.tracking import LOCAL_RUN_TAG
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _story(home, dsn=None):
@@ -23,7 +24,7 @@ def _story(home, dsn=None):
     return result, runtime.warehouse, "\n".join(lines)
 
 
-def _check_story(result, wh, text):
+def check_story(result, wh, text):
     first, outage = result.first_run, result.outage_run
     # 1. MLflow up: tracked at once.
     assert first.tracking_status == "TRACKED" and first.mlflow_run_id
@@ -94,15 +95,8 @@ def _check_story(result, wh, text):
     assert {v.run_id for v in versions} == {first.mlflow_run_id, real["mlflow_run_id"]}
 
 
-def test_story_on_embedded_default(mlops_home, monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    result, wh, text = _story(mlops_home)
-    _check_story(result, wh, text)
-    assert "MLflow goes down" in text and "flush sensor tick: replayed" in text
-
-
 def test_story_on_postgres(mlops_home, monkeypatch, pg_dsn):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     result, wh, text = _story(mlops_home, pg_dsn)
     assert wh.engine == "postgres"
-    _check_story(result, wh, text)
+    check_story(result, wh, text)

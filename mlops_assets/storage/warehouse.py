@@ -112,18 +112,19 @@ class Warehouse(ABC):
             return tx.query_df(sql, params)
 
     def query_readonly(self, sql: str) -> list[dict[str, Any]]:
-        """Run one statement that cannot change anything: it runs in a transaction that is
-        read-only on PostgreSQL and rolled back on both engines."""
-        statements = split_statements(sql)
-        if len(statements) != 1:
-            raise WarehouseError(f"expected exactly one SQL statement, got {len(statements)}")
+        """Run one statement that cannot change anything: the engine's own parser must find
+        exactly one statement; it runs in a transaction that is read-only on PostgreSQL and
+        rolled back on both engines. The text is sent as written (no placeholders)."""
         try:
             with self.transaction() as tx:
                 self._make_readonly(tx)
-                rows = tx.query(statements[0])
+                rows = self._query_one_statement(tx, sql)
                 raise _Rollback(rows)
         except _Rollback as done:
             return done.rows
+
+    @abstractmethod
+    def _query_one_statement(self, tx: Transaction, sql: str) -> list[dict[str, Any]]: ...
 
     def _make_readonly(self, tx: Transaction) -> None:  # noqa: B027 - optional hook
         """Engines that can enforce read-only transactions do so (PostgreSQL)."""
@@ -283,6 +284,24 @@ class DuckDBWarehouse(Warehouse):
     def _lock_for_migration(self, tx: Transaction) -> None:
         """The DuckDB file lock already makes this process the only writer."""
 
+    def _query_one_statement(self, tx: Transaction, sql: str) -> list[dict[str, Any]]:
+        import duckdb
+
+        con = tx._con  # type: ignore[attr-defined]
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as error:
+            raise WarehouseError(f"could not parse the query: {error}") from error
+        if len(statements) != 1:
+            raise WarehouseError(f"expected exactly one SQL statement, got {len(statements)}")
+        if statements[0].type != duckdb.StatementType.SELECT:
+            raise WarehouseError(
+                f"only a SELECT can run read-only, got {statements[0].type.name}"
+            )
+        cursor = con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
 
 # --------------------------------------------------------------------------- PostgreSQL
 
@@ -355,6 +374,20 @@ class PostgresWarehouse(Warehouse):
 
     def _make_readonly(self, tx: Transaction) -> None:
         tx.execute("SET TRANSACTION READ ONLY")
+
+    def _query_one_statement(self, tx: Transaction, sql: str) -> list[dict[str, Any]]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with tx._con.cursor(row_factory=dict_row) as cur:  # type: ignore[attr-defined]
+            try:
+                # A prepared statement (extended protocol): the server accepts one command only.
+                cur.execute(sql, prepare=True)
+            except psycopg.errors.SyntaxError as error:
+                if "multiple commands" not in str(error):
+                    raise
+                raise WarehouseError("expected exactly one SQL statement, got several") from error
+            return list(cur.fetchall()) if cur.description else []
 
     def _lock_for_migration(self, tx: Transaction) -> None:
         # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; serialise.
