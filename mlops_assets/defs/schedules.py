@@ -13,12 +13,16 @@ daily_monitoring_job = dg.define_asset_job(
     - dg.AssetSelection.checks(yesterday_metrics_fresh),
     partitions_def=DAY_MODEL,
     description="Predictions, metrics and alerts, then drift, for one day and model.",
+    # One process per run, not per step: a step subprocess costs seconds of imports on a
+    # small machine, and parallelism comes from running many partitions at once.
+    executor_def=dg.in_process_executor,
 )
 retraining_job = dg.define_asset_job(
     "weekly_retraining",
     selection=dg.AssetSelection.groups("training"),
     # dagster.yaml limits this pool to one run at a time: training is CPU-heavy.
     tags={"mlops/pool": "training"},
+    executor_def=dg.in_process_executor,
 )
 
 

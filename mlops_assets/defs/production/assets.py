@@ -302,7 +302,10 @@ def performance_alerts(
     day_key, model_name = day_and_model(context)
     day = dt.date.fromisoformat(day_key)
     wh = warehouse.get()
-    model = active_model(wh, model_name)
+    try:
+        model = active_model(wh, model_name)
+    except UnknownModelError as error:
+        raise dg.Failure(str(error)) from error
     metrics = wh.query(
         "SELECT metric, value, baseline_value, warning_threshold, degradation_abs, level "
         "FROM mlops.production_metrics WHERE model_name = :m AND metric_date = :d",
