@@ -7,7 +7,7 @@ that turns settings into connections. No Dagster imports here.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 from mlops_assets.lib.breaker import BreakerEvent, CircuitBreaker
@@ -25,7 +25,6 @@ _migrated: set[str] = set()
 class Runtime:
     settings: Settings
     warehouse: Warehouse
-    breaker_listeners: list = field(default_factory=list)
 
     @cached_property
     def mlflow_config(self) -> MlflowConfig:
@@ -50,7 +49,7 @@ class Runtime:
             recovery_timeout=s.circuit_breaker_recovery_timeout,
             is_failure=is_outage,
             enabled=s.enable_circuit_breaker,
-            listeners=[self._on_breaker_event, *self.breaker_listeners],
+            listeners=[self._on_breaker_event],
         )
 
     @cached_property

@@ -170,3 +170,14 @@ def test_whole_story_outcomes(demo: dict):
     check_story(demo["result"], demo["warehouse"], "\n".join(demo["output"]))
     text = "\n".join(demo["output"])
     assert "MLflow goes down" in text and "flush sensor tick: replayed" in text
+
+
+def test_status_command_prints_the_health_table(demo: dict, capsys: pytest.CaptureFixture):
+    from mlops_assets.cli import main
+
+    assert main(["--home", str(demo["home"]), "status"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "match_outcome" in line]
+    assert len(lines) == 2, out  # versions 1 and 2
+    assert "CRITICAL" in lines[0]
+    assert demo["result"].first_run.mlflow_run_id in lines[0]

@@ -58,9 +58,7 @@ class FeatureSpec:
     @classmethod
     def from_json(cls, text: str) -> FeatureSpec:
         data = json.loads(text)
-        return cls(
-            tuple(data["numeric"]), {k: tuple(v) for k, v in data["categorical"].items()}
-        )
+        return cls(tuple(data["numeric"]), {k: tuple(v) for k, v in data["categorical"].items()})
 
 
 def _require(frame: pd.DataFrame, columns: list[str]) -> None:

@@ -4,7 +4,6 @@ Fields left as None fall back to the `MLOPS_*` settings, which are read when a r
 never at import time. Secrets (the webhook URL) come in through `dg.EnvVar`.
 """
 
-
 import dagster as dg
 from pydantic import Field
 

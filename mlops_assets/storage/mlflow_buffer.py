@@ -135,8 +135,7 @@ class MlflowBuffer:
 
     def set_model_artifact(self, local_run_id: str, artifact_path: str) -> None:
         self.warehouse.execute(
-            "UPDATE mlops.mlflow_buffer_runs SET model_artifact_path = :p "
-            "WHERE local_run_id = :id",
+            "UPDATE mlops.mlflow_buffer_runs SET model_artifact_path = :p WHERE local_run_id = :id",
             {"p": artifact_path, "id": local_run_id},
         )
 
@@ -182,8 +181,7 @@ class MlflowBuffer:
 
     def tags(self, local_run_id: str) -> dict[str, str]:
         rows = self.warehouse.query(
-            "SELECT key, value FROM mlops.mlflow_buffer_tags WHERE local_run_id = :id "
-            "ORDER BY key",
+            "SELECT key, value FROM mlops.mlflow_buffer_tags WHERE local_run_id = :id ORDER BY key",
             {"id": local_run_id},
         )
         return {r["key"]: r["value"] for r in rows}
@@ -193,8 +191,7 @@ class MlflowBuffer:
             runs = [
                 _run(r)
                 for r in tx.query(
-                    "SELECT * FROM mlops.mlflow_buffer_runs WHERE state <> :s "
-                    "ORDER BY created_at",
+                    "SELECT * FROM mlops.mlflow_buffer_runs WHERE state <> :s ORDER BY created_at",
                     {"s": REPLAYED},
                 )
             ]
@@ -358,11 +355,11 @@ class MlflowBuffer:
                 tx.execute(statement, params)
 
 
-
 _MARK_SENT = (
     "UPDATE mlops.mlflow_buffer_metrics SET sent_at = :t "
     "WHERE local_run_id = :id AND claimed_at IS NOT NULL AND sent_at IS NULL AND seq <= :last"
 )
+
 
 def _point(row: Mapping[str, object]) -> MetricPoint:
     return MetricPoint(

@@ -297,9 +297,7 @@ class MlflowTracker:
                 version = self._register(run, run_id)
                 self.buffer.set_model_version(local_run_id, version)
             if not run.run_terminated:
-                self._call(
-                    self.client.set_terminated, run_id, run.run_status, run.end_time_ms
-                )
+                self._call(self.client.set_terminated, run_id, run.run_status, run.end_time_ms)
                 self.buffer.set_flag(local_run_id, "run_terminated")
             self.buffer.complete(
                 local_run_id, experiment_id=experiment_id, run_id=run_id, model_version=version

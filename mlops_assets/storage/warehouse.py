@@ -75,8 +75,7 @@ class Transaction(ABC):
     def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
     @abstractmethod
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        ...
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
     @abstractmethod
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int: ...
@@ -295,9 +294,7 @@ class DuckDBWarehouse(Warehouse):
         if len(statements) != 1:
             raise WarehouseError(f"expected exactly one SQL statement, got {len(statements)}")
         if statements[0].type != duckdb.StatementType.SELECT:
-            raise WarehouseError(
-                f"only a SELECT can run read-only, got {statements[0].type.name}"
-            )
+            raise WarehouseError(f"only a SELECT can run read-only, got {statements[0].type.name}")
         cursor = con.execute(sql)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

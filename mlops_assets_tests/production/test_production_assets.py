@@ -144,7 +144,9 @@ def test_concept_drift_is_critical_on_accuracy_and_checks_carry_the_numbers(plat
         assert _meta(check, "level") == row["level"]
         assert check.passed is (row["level"] == "ok")
         expected = (
-            dg.AssetCheckSeverity.ERROR if row["level"] == "critical" else dg.AssetCheckSeverity.WARN
+            dg.AssetCheckSeverity.ERROR
+            if row["level"] == "critical"
+            else dg.AssetCheckSeverity.WARN
         )
         assert check.severity == expected, metric
         assert _meta(check, "observed") == pytest.approx(row["value"])
@@ -314,8 +316,7 @@ def _alerts(platform, model) -> list[dict]:
 
 def _events(platform, alert_id) -> list[tuple[str, str]]:
     rows = platform.wh.query(
-        "SELECT event_type, severity FROM mlops.alert_events WHERE alert_id = :a "
-        "ORDER BY event_id",
+        "SELECT event_type, severity FROM mlops.alert_events WHERE alert_id = :a ORDER BY event_id",
         {"a": alert_id},
     )
     return [(r["event_type"], r["severity"]) for r in rows]
@@ -404,9 +405,7 @@ def test_an_acknowledged_alert_is_quiet_until_it_escalates(platform, capsys):
 
     home = str(platform.home)
     assert main(["--home", home, "ack", str(alert_id), "--by", "oncall"]) == 0
-    assert capsys.readouterr().out.strip() == (
-        f"alert {alert_id} ({model}/accuracy) acknowledged"
-    )
+    assert capsys.readouterr().out.strip() == (f"alert {alert_id} ({model}/accuracy) acknowledged")
     [alert] = _alerts(platform, model)
     assert alert["status"] == "acknowledged" and alert["acknowledged_by"] == "oncall"
     assert alert["acknowledged_at"] is not None

@@ -4,7 +4,7 @@ import datetime as dt
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -385,9 +385,3 @@ def _points(key: str, values: list[float], ts: int):
     from mlops_assets.storage.mlflow_buffer import MetricPoint
 
     return [MetricPoint(key, v, ts, step=(i + 1) * 10) for i, v in enumerate(values)]
-
-
-def training_run_summary(output: TrainingRunOutput) -> dict:
-    data = asdict(output)
-    data.pop("validation")
-    return data
