@@ -74,12 +74,15 @@ class Platform:
     ) -> dg.ExecuteInProcessResult:
         from mlops_assets.definitions import defs
 
+        config = dict(run_config or {})
+        # Shared run configs name more assets than a run may select; keep the selected ones.
+        config["ops"] = {k: v for k, v in config.get("ops", {}).items() if k in keys}
         return dg.materialize(
             [defs.get_assets_def(dg.AssetKey(k)) for k in keys],
             resources=self.resources,
             instance=self.instance,
             partition_key=partition_key(day, model) if day else None,
-            run_config=dict(run_config or {}),
+            run_config=config,
             raise_on_error=raise_on_error,
         )
 
