@@ -42,8 +42,8 @@ import dagster as dg  # noqa: E402
 
 from mlops_assets.definitions import defs  # noqa: E402
 from mlops_assets.defs.training import assets as training_assets  # noqa: E402
+from mlops_assets.local_mlflow import LocalMlflowServer  # noqa: E402
 from mlops_assets.runtime import build_runtime  # noqa: E402
-from mlops_assets_tests.conftest import MlflowServer  # noqa: E402
 
 ASSETS = [training_assets.training_dataset, training_assets.training_run]
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -144,7 +144,7 @@ def main() -> None:
     os.environ["MLOPS_MLFLOW_CONNECTION_TIMEOUT"] = str(args.timeout)
     os.environ["MLOPS_MLFLOW_CIRCUIT_BREAKER_FAILURE_THRESHOLD"] = str(args.threshold)
     os.environ["MLOPS_MLFLOW_CIRCUIT_BREAKER_RECOVERY_TIMEOUT"] = "300"
-    server = MlflowServer(root / "mlflow")
+    server = LocalMlflowServer(root / "mlflow")
     hole = BlackHole()
     try:
         started = time.perf_counter()

@@ -35,11 +35,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mlops_assets.local_mlflow import LocalMlflowServer  # noqa: E402
 from mlops_assets.runtime import build_runtime  # noqa: E402
 from mlops_assets.storage import tracking  # noqa: E402
 from mlops_assets.storage.mlflow_buffer import MetricPoint, MlflowBuffer  # noqa: E402
 from mlops_assets.storage.tracking import MlflowTracker  # noqa: E402
-from mlops_assets_tests.conftest import MlflowServer  # noqa: E402
 
 T0_MS = 1_700_000_000_000
 
@@ -66,6 +66,12 @@ class TimedClient:
                 self.calls[name] = self.calls.get(name, 0) + 1
 
         return timed
+
+
+def mlflow_client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def make_points(n: int, keys: int) -> list[MetricPoint]:
@@ -99,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="replay-bench-"))
-    server = MlflowServer(root / "mlflow")
+    server = LocalMlflowServer(root / "mlflow")
     try:
         started = time.perf_counter()
         server.start(timeout=180)
@@ -111,7 +117,7 @@ def main() -> None:
             backend=args.backend,
             dsn=args.dsn,
         )
-        timed = TimedClient(server.client())
+        timed = TimedClient(mlflow_client(server.uri))
         tracker = MlflowTracker(
             runtime.mlflow_config,
             MlflowBuffer(runtime.warehouse),
@@ -119,7 +125,7 @@ def main() -> None:
             client_factory=lambda uri: timed,
         )
         points = make_points(args.metrics, args.keys)
-        client = server.client()
+        client = mlflow_client(server.uri)
         experiment_id = client.create_experiment("raw-log-batch")
         # The server's first requests are slow (lazy imports, a cold database): warm it up.
         warm = raw_log_batch(client, experiment_id, points[:10_000])

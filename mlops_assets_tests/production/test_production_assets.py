@@ -98,7 +98,7 @@ def test_predictions_log_the_day_for_the_active_model_and_reruns_replace(platfor
 
 
 def test_metrics_are_ok_on_a_day_without_drift(platform):
-    day = "2026-02-03"
+    day = "2026-02-04"
     result = platform.materialize(
         ["production_predictions", "production_metrics"], day=day, run_config=traffic()
     )
@@ -123,11 +123,13 @@ def test_metrics_are_ok_on_a_day_without_drift(platform):
 
 
 def test_concept_drift_is_critical_on_accuracy_and_checks_carry_the_numbers(platform):
-    day = "2026-02-10"
+    day = "2026-02-12"
+    # Concept drift at full strength (it ramps up over three days), on enough rows that the
+    # noise-aware thresholds shrink to the absolute levels.
     result = platform.materialize(
         ["production_predictions", "production_metrics"],
         day=day,
-        run_config=traffic(n_rows=1500, concept_drift_from="2026-02-07"),
+        run_config=traffic(n_rows=3000, concept_drift_from="2026-02-01"),
     )
     rows = platform.metric_rows(day)
     accuracy = rows["accuracy"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mlops_assets.runtime import Runtime, build_runtime
+from mlops_assets.runtime import build_runtime
 from mlops_assets.storage.mlflow_buffer import MlflowBuffer
 from mlops_assets.storage.tracking import MlflowTracker
 
@@ -23,6 +23,15 @@ def _restore_mlflow_http_env() -> Iterator[None]:
     for key in [k for k in os.environ if k.startswith("MLFLOW_HTTP_REQUEST_")]:
         del os.environ[key]
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _no_replay_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests tick right after recording; the grace period that leaves fresh runs to the
+    training run's own replay is tested on its own (it sets the constant back)."""
+    from mlops_assets.defs.tracking import sensors
+
+    monkeypatch.setattr(sensors, "REPLAY_GRACE_SECONDS", 0.0)
 
 
 @pytest.fixture(params=["embedded", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -60,7 +69,3 @@ def make_tracker(mlops_home: Path) -> TrackerFactory:
         )
 
     return make
-
-
-def runtime_for(tracker: MlflowTracker) -> Runtime:
-    return build_runtime(tracking_uri=tracker.config.tracking_uri)

@@ -9,7 +9,12 @@ from typing import ClassVar
 import dagster as dg
 import pytest
 
-from mlops_assets.defs.tracking import REFRESH_AFTER_REPLAY, mlflow_buffer_flush_sensor, sensors
+from mlops_assets.defs.tracking import sensors as sensors_module
+from mlops_assets.defs.tracking.sensors import (
+    REFRESH_AFTER_REPLAY,
+    mlflow_buffer_flush_sensor,
+    sensors,
+)
 from mlops_assets.defs.training import assets as training_assets
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage import tracking
@@ -274,4 +279,27 @@ def test_rejected_run_is_parked_reported_and_does_not_block_the_next(
     assert "Changing param values is not allowed" in (parked.last_error or "")
 
     later = tick(resources, cursor=result.cursor)
-    assert "1 parked run(s) need attention" in skip_text(later)
+    assert f"1 parked run(s) need attention: {bad_id}" in skip_text(later)
+
+
+def test_fresh_runs_are_left_to_the_training_runs_own_replay(
+    resources, tracker: MlflowTracker, fake: FakeMlflowClient, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(sensors_module, "REPLAY_GRACE_SECONDS", 120.0)
+    old_id = record(tracker, 10, name="old")
+    tracker.buffer.warehouse.execute(
+        "UPDATE mlops.mlflow_buffer_runs SET end_time_ms = end_time_ms - 600000 "
+        "WHERE local_run_id = :id",
+        {"id": old_id},
+    )
+    fresh_id = record(tracker, 10, name="fresh")
+
+    result = tick(resources)
+
+    assert [r.run_key for r in result.run_requests] == [f"replayed-{old_id}"]
+    assert cursor_of(result)["still_pending"] == 1
+    assert tracker.buffer.get(fresh_id).attempts == 0  # type: ignore[union-attr]
+    assert len(fake.runs) == 1
+
+    only_fresh = tick(resources, cursor=result.cursor)
+    assert "left to the training run's own replay" in skip_text(only_fresh)

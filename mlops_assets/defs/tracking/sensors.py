@@ -2,9 +2,11 @@
 
 Training never waits for MLflow: a run it could not deliver stays pending in the buffer under
 its local id. Each tick of `mlflow_buffer_flush_sensor` looks at the buffer, asks the shared
-circuit breaker whether MLflow may be called, and replays pending runs oldest first. Every
-replayed run then gets one refresh of the assets whose output carries MLflow context, so their
-metadata can show the real MLflow ids; the `run_key` makes that refresh happen once per run.
+circuit breaker whether MLflow may be called, and replays pending runs oldest first. The
+replay itself writes the real MLflow ids into our tables. Every replayed run then gets one
+refresh of the assets whose output carries MLflow context (`REFRESH_AFTER_REPLAY`), so a
+materialization recorded after the ids are known exists; the `run_key` makes that refresh
+happen once per run. A run MLflow refused (a 4xx) is parked, reported in the tick and alerted.
 
 The cursor is a JSON summary of the last tick (what was replayed, what is still waiting, the
 breaker state) plus a running total, for the sensor page in the UI.
@@ -17,6 +19,7 @@ from dataclasses import asdict, dataclass
 import dagster as dg
 
 from mlops_assets.resources import MLflowResource
+from mlops_assets.storage.mlflow_buffer import PARKED, REPLAYED
 from mlops_assets.storage.tracking import FlushReport, MlflowTracker, ReplayResult
 
 # Unpartitioned assets refreshed once per replayed run. Production assets are partitioned by
@@ -24,6 +27,9 @@ from mlops_assets.storage.tracking import FlushReport, MlflowTracker, ReplayResu
 REFRESH_AFTER_REPLAY = ["training_baseline"]
 
 MINIMUM_INTERVAL_SECONDS = 60
+# training_run replays its own run as soon as it is recorded; the sensor leaves a run alone
+# this long after it finished so the two do not replay it at the same time.
+REPLAY_GRACE_SECONDS = 120.0
 # Dagster cancels a sensor evaluation after 60 s. Replay is resumable, so rather than being cut
 # off mid-run the tick stops starting new runs once this budget is spent.
 FLUSH_BUDGET_SECONDS = 40.0
@@ -61,22 +67,27 @@ class FlushCursor:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def flush_within(tracker: MlflowTracker, budget_s: float) -> FlushReport:
-    """`tracker.flush`, one run at a time, until the buffer is empty, a replay fails or the
-    budget is spent. `skipped_reason` is set only when nothing at all was attempted."""
-    total = FlushReport()
+def flush_within(tracker: MlflowTracker, budget_s: float, *, min_age_s: float) -> FlushReport:
+    """Replay pending runs oldest first, like `tracker.flush`, until one fails (MLflow is down
+    again) or the budget is spent. Runs that finished less than `min_age_s` ago are left to
+    the training run's own replay: two replays of one run at once could both create it."""
+    report = FlushReport()
     deadline = time.monotonic() + budget_s
-    while True:
-        report = tracker.flush(limit=1)
-        total.replayed += report.replayed
-        total.failed += report.failed
-        total.parked += report.parked
-        if report.skipped_reason:
-            if not (total.replayed or total.parked):
-                total.skipped_reason = report.skipped_reason
-            return total
-        if report.failed or time.monotonic() >= deadline:
-            return total
+    young_before_ms = (time.time() - min_age_s) * 1000
+    for run in tracker.buffer.pending():
+        if run.end_time_ms is not None and run.end_time_ms > young_before_ms:
+            continue
+        if time.monotonic() >= deadline:
+            break
+        result = tracker.replay(run.local_run_id)
+        if result.state == REPLAYED:
+            report.replayed.append(result)
+        elif result.state == PARKED:
+            report.parked.append(result)
+        else:
+            report.failed.append(result)
+            break
+    return report
 
 
 def restore_champion_alias(
@@ -150,10 +161,9 @@ def mlflow_buffer_flush_sensor(
 
     parked_note = ""
     if before.parked_runs:
-        parked_note = f"; {before.parked_runs} parked run(s) need attention"
-    for run in before.runs:
-        if run.state == "parked":
-            context.log.warning(f"run {run.local_run_id} is parked: {run.last_error}")
+        parked_ids = [r.local_run_id for r in before.runs if r.state == "parked"]
+        shown = ", ".join(parked_ids[:3]) + (", ..." if len(parked_ids) > 3 else "")
+        parked_note = f"; {before.parked_runs} parked run(s) need attention: {shown}"
 
     if before.pending_runs == 0:
         reason = f"nothing pending in the MLflow buffer{parked_note}"
@@ -170,7 +180,7 @@ def mlflow_buffer_flush_sensor(
         return dg.SensorResult(skip_reason=reason, cursor=cursor())
 
     started = time.monotonic()
-    report = flush_within(tracker, FLUSH_BUDGET_SECONDS)
+    report = flush_within(tracker, FLUSH_BUDGET_SECONDS, min_age_s=REPLAY_GRACE_SECONDS)
     elapsed = time.monotonic() - started
     for result in report.replayed:
         context.log.info(
@@ -203,12 +213,15 @@ def mlflow_buffer_flush_sensor(
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
-    if report.skipped_reason:
-        reason = f"flush skipped: {report.skipped_reason}"
-    elif report.failed:
+    if report.failed:
         reason = f"replay did not complete, will resume: {report.failed[0].error}"
-    else:
+    elif report.parked:
         reason = f"no run replayed; {len(report.parked)} parked by MLflow"
+    else:
+        reason = (
+            f"{before.pending_runs} run(s) pending, all finished less than "
+            f"{REPLAY_GRACE_SECONDS:.0f}s ago; left to the training run's own replay"
+        )
     return dg.SensorResult(skip_reason=reason + parked_note, cursor=new_cursor)
 
 

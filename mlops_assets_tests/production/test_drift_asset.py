@@ -1,0 +1,141 @@
+"""feature_drift_report on a quiet day and on a day with feature drift (fixed days, real model)."""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlops_assets.lib.demo_data import FEATURES
+from mlops_assets_tests.production.conftest import MODEL, traffic
+
+# What DriftSchedule.feature_drift_from moves (mlops_assets.lib.demo_data docstring).
+DRIFTED = {"home_goals_avg", "away_goals_avg", "rest_days_diff", "league"}
+QUIET_DAY = "2026-02-20"
+DRIFT_DAY = "2026-02-24"  # drift starts 02-21 and is at full strength from 02-23
+
+
+def _drift_rows(platform, day: str) -> dict[str, dict]:
+    rows = platform.wh.query(
+        "SELECT * FROM mlops.ml_feature_drift_detection WHERE model_name = :m "
+        "AND partition_date = :d",
+        {"m": MODEL, "d": dt.date.fromisoformat(day)},
+    )
+    return {r["feature"]: r for r in rows}
+
+
+def _report(platform, day: str, engine: str = "alibi") -> tuple[dict, dg.AssetCheckEvaluation]:
+    result = platform.materialize(
+        ["feature_drift_report"],
+        day=day,
+        run_config={"ops": {"feature_drift_report": {"config": {"engine": engine}}}},
+    )
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    [check] = result.get_asset_check_evaluations()
+    return {k: v.value for k, v in metadata.items()}, check
+
+
+@pytest.fixture(scope="module")
+def quiet(platform):
+    platform.materialize(["production_predictions"], day=QUIET_DAY, run_config=traffic(n_rows=1000))
+    metadata, check = _report(platform, QUIET_DAY)
+    return metadata, check, _drift_rows(platform, QUIET_DAY)
+
+
+@pytest.fixture(scope="module")
+def drifted(platform):
+    platform.materialize(
+        ["production_predictions"],
+        day=DRIFT_DAY,
+        run_config=traffic(n_rows=2000, feature_drift_from="2026-02-21"),
+    )
+    metadata, check = _report(platform, DRIFT_DAY, engine="alibi")
+    return metadata, check, _drift_rows(platform, DRIFT_DAY)
+
+
+def test_a_quiet_day_raises_no_drift_alert(platform, quiet):
+    metadata, check, rows = quiet
+    assert metadata["dataset_verdict"] in ("no_drift", "possible_drift")
+    assert set(rows) == set(FEATURES)
+    assert {r["dataset_verdict"] for r in rows.values()} == {metadata["dataset_verdict"]}
+    assert not [f for f, r in rows.items() if r["verdict"] == "drift"]
+    assert metadata["share_drifted"] == 0.0
+    assert not [c for c in metadata["alert_changes"] if c["event"] in ("opened", "escalated")]
+    assert platform.wh.query(
+        "SELECT count(*) AS n FROM mlops.ml_performance_alerts WHERE model_name = :m "
+        "AND kind = 'drift' AND first_seen = :d",
+        {"m": MODEL, "d": dt.date.fromisoformat(QUIET_DAY)},
+    ) == [{"n": 0}]
+    assert check.passed is (metadata["dataset_verdict"] == "no_drift")
+
+
+def test_feature_drift_flags_the_drifted_features(platform, drifted):
+    metadata, check, rows = drifted
+    top = [t["feature"] for t in metadata["top_drifting"]]
+    assert set(top[: len(DRIFTED)]) == DRIFTED, metadata["top_drifting"]
+    assert {f for f, r in rows.items() if r["verdict"] == "drift"} == DRIFTED
+    # 4 of 12 features drifted: below the dataset share of 0.5, so "possible drift".
+    assert metadata["share_drifted"] == pytest.approx(len(DRIFTED) / len(FEATURES))
+    assert metadata["dataset_verdict"] == "possible_drift"
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["verdict"].value == "possible_drift"
+    for row in rows.values():
+        assert row["baseline_mlflow_run_id"] == platform.run.mlflow_run_id
+        assert row["baseline_local_run_id"] == platform.run.local_run_id
+        assert row["model_version"] == platform.run.model_version
+        assert row["n_current"] == 2000
+    assert metadata["baseline_mlflow_run_id"] == platform.run.mlflow_run_id
+    # Some features truly drifted: a warning-level drift alert for the model.
+    alerts = platform.wh.query(
+        "SELECT metric, severity, status, first_seen FROM mlops.ml_performance_alerts "
+        "WHERE model_name = :m AND kind = 'drift'",
+        {"m": MODEL},
+    )
+    assert alerts == [
+        {
+            "metric": "dataset_drift",
+            "severity": "warning",
+            "status": "open",
+            "first_seen": dt.date.fromisoformat(DRIFT_DAY),
+        }
+    ]
+
+
+def test_html_report_is_self_contained_and_logged_to_the_baseline_run(platform, drifted, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    metadata, _, rows = drifted
+    path = Path(metadata["report"])
+    assert path.is_file() and path.name == f"drift_{DRIFT_DAY}.html"
+    assert {r["report_path"] for r in rows.values()} == {str(path)}
+    html = path.read_text()
+    assert "<svg" in html and DRIFT_DAY in html
+    lowered = html.lower()
+    for external in ("<script src=", "<script", "http", "<link", "@import", "url("):
+        assert external not in lowered, external
+    assert metadata["logged_to_mlflow"] == "yes"
+
+    client = MlflowClient(tracking_uri=platform.tracking_uri)
+    folder = f"drift_reports/{DRIFT_DAY}"
+    logged = [a.path for a in client.list_artifacts(platform.run.mlflow_run_id, folder)]
+    assert logged == [f"{folder}/{path.name}"]
+    copy = client.download_artifacts(platform.run.mlflow_run_id, logged[0], str(tmp_path))
+    assert Path(copy).read_text() == html
+
+
+def test_scipy_engine_gives_alibis_p_values_and_verdicts(platform, drifted):
+    alibi_metadata, _, alibi_rows = drifted
+    scipy_metadata, _ = _report(platform, DRIFT_DAY, engine="scipy")
+    scipy_rows = _drift_rows(platform, DRIFT_DAY)
+    assert set(scipy_rows) == set(alibi_rows) == set(FEATURES)
+    for feature, alibi in alibi_rows.items():
+        scipy = scipy_rows[feature]
+        # alibi-detect keeps p-values as float32; that rounding is the only difference.
+        assert scipy["p_value"] == pytest.approx(alibi["p_value"], abs=1e-6), feature
+        assert scipy["p_value_adjusted"] == pytest.approx(alibi["p_value_adjusted"], abs=1e-6)
+        assert scipy["statistic"] == pytest.approx(alibi["statistic"], rel=1e-6), feature
+        assert scipy["verdict"] == alibi["verdict"], feature
+    assert scipy_metadata["dataset_verdict"] == alibi_metadata["dataset_verdict"]
+    assert scipy_metadata["share_drifted"] == alibi_metadata["share_drifted"]
+    # Re-running the day replaced its rows and did not count the day twice for the alert.
+    assert not [c for c in scipy_metadata["alert_changes"] if c["event"] is not None]
