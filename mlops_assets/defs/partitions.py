@@ -1,6 +1,13 @@
 """Production partitions: one per day and model, so a backfill of many days runs in parallel."""
 
+import datetime as dt
+from dataclasses import dataclass
+
 import dagster as dg
+
+from mlops_assets.resources import WarehouseResource
+from mlops_assets.storage.monitoring import ActiveModel, UnknownModelError, active_model
+from mlops_assets.storage.warehouse import Warehouse
 
 MODELS = dg.DynamicPartitionsDefinition(name="models")
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
@@ -14,3 +21,27 @@ def day_and_model(context: dg.AssetExecutionContext) -> tuple[str, str]:
 
 def partition_key(day: str, model: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"date": day, "model": model})
+
+
+@dataclass(frozen=True)
+class PartitionTarget:
+    """What a day-and-model partition is about: the day, and the model judged that day."""
+
+    day_key: str
+    day: dt.date
+    model: ActiveModel
+    warehouse: Warehouse
+
+
+def partition_target(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> PartitionTarget:
+    """Resolve the partition's model to its active run; an unknown model fails the run with a
+    message naming it and the known models."""
+    day_key, model_name = day_and_model(context)
+    wh = warehouse.get()
+    try:
+        model = active_model(wh, model_name)
+    except UnknownModelError as error:
+        raise dg.Failure(str(error)) from error
+    return PartitionTarget(day_key, dt.date.fromisoformat(day_key), model, wh)

@@ -27,8 +27,8 @@ def _restore_mlflow_http_env() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _no_replay_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests tick right after recording; the grace period that leaves fresh runs to the
-    training run's own replay is tested on its own (it sets the constant back)."""
+    """Tests tick right after recording runs nobody tried to replay; the grace period that
+    leaves those to the training run's own replay is tested on its own."""
     from mlops_assets.defs.tracking import sensors
 
     monkeypatch.setattr(sensors, "REPLAY_GRACE_SECONDS", 0.0)

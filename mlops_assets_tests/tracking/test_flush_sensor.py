@@ -293,13 +293,18 @@ def test_fresh_runs_are_left_to_the_training_runs_own_replay(
         {"id": old_id},
     )
     fresh_id = record(tracker, 10, name="fresh")
+    given_up_id = record(tracker, 10, name="given-up")
+    tracker.buffer.record_attempt(given_up_id, "ConnectionError: refused")
 
     result = tick(resources)
 
-    assert [r.run_key for r in result.run_requests] == [f"replayed-{old_id}"]
+    assert [r.run_key for r in result.run_requests] == [
+        f"replayed-{old_id}",
+        f"replayed-{given_up_id}",
+    ]
     assert cursor_of(result)["still_pending"] == 1
     assert tracker.buffer.get(fresh_id).attempts == 0  # type: ignore[union-attr]
-    assert len(fake.runs) == 1
+    assert len(fake.runs) == 2
 
     only_fresh = tick(resources, cursor=result.cursor)
     assert "left to the training run's own replay" in skip_text(only_fresh)

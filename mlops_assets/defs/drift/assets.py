@@ -7,14 +7,12 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mlops_assets.defs.partitions import DAY_MODEL, day_and_model
+from mlops_assets.defs.partitions import DAY_MODEL, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.drift import DriftConfig, DriftInputError, compute_drift
 from mlops_assets.lib.drift_html import render_html
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import (
-    UnknownModelError,
-    active_model,
     evaluate_alerts,
     replace_partition,
 )
@@ -63,13 +61,9 @@ def feature_drift_report(
     mlflow: MLflowResource,
 ):
     """Per-feature tests, effect sizes and data quality; an HTML report logged to MLflow."""
-    day_key, model_name = day_and_model(context)
-    day = dt.date.fromisoformat(day_key)
-    wh = warehouse.get()
-    try:
-        model = active_model(wh, model_name)
-    except UnknownModelError as error:
-        raise dg.Failure(str(error)) from error
+    target = partition_target(context, warehouse)
+    day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+    model_name = model.model_name
     if config.engine not in ("alibi", "scipy") or config.correction not in ("bonferroni", "fdr"):
         raise dg.Failure(
             f"engine must be alibi|scipy and correction bonferroni|fdr, got "

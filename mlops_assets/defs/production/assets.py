@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from mlops_assets.defs.partitions import DAY_MODEL, day_and_model
+from mlops_assets.defs.partitions import DAY_MODEL, partition_target
 from mlops_assets.lib import demo_data
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.features import FeatureSpec
@@ -23,8 +23,6 @@ from mlops_assets.lib.metrics import (
 )
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import (
-    UnknownModelError,
-    active_model,
     evaluate_alerts,
     replace_partition,
 )
@@ -80,13 +78,9 @@ def production_predictions(
     """The day's inference log for one model, scored by the active (champion) model."""
     import lightgbm as lgb
 
-    day_key, model_name = day_and_model(context)
-    day = dt.date.fromisoformat(day_key)
-    wh = warehouse.get()
-    try:
-        model = active_model(wh, model_name)
-    except UnknownModelError as error:
-        raise dg.Failure(str(error)) from error
+    target = partition_target(context, warehouse)
+    day, model, wh = target.day, target.model, target.warehouse
+    model_name = model.model_name
     artifacts = mlflow.runtime().mlflow_config.artifact_root
     # The model is loaded from our local artifact copy, so serving never depends on MLflow.
     booster = lgb.Booster(model_file=str(model.booster_path(artifacts)))
@@ -161,13 +155,9 @@ def production_metrics(
     mlflow: MLflowResource,
 ):
     """Metrics on the day's settled rows beside the training baseline, with their verdicts."""
-    day_key, model_name = day_and_model(context)
-    day = dt.date.fromisoformat(day_key)
-    wh = warehouse.get()
-    try:
-        model = active_model(wh, model_name)
-    except UnknownModelError as error:
-        raise dg.Failure(str(error)) from error
+    target = partition_target(context, warehouse)
+    day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+    model_name = model.model_name
     levels = {**DEFAULT_LEVELS, **{k: tuple(v) for k, v in json.loads(config.levels_json).items()}}
     frame = wh.query_df(
         "SELECT probability, outcome, odds, model_version, training_local_run_id "
@@ -299,13 +289,9 @@ def performance_alerts(
     context: dg.AssetExecutionContext, config: AlertsConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Advance the alert state machine by the day's metric verdicts (dedupe, escalate, resolve)."""
-    day_key, model_name = day_and_model(context)
-    day = dt.date.fromisoformat(day_key)
-    wh = warehouse.get()
-    try:
-        model = active_model(wh, model_name)
-    except UnknownModelError as error:
-        raise dg.Failure(str(error)) from error
+    target = partition_target(context, warehouse)
+    day, model, wh = target.day, target.model, target.warehouse
+    model_name = model.model_name
     metrics = wh.query(
         "SELECT metric, value, baseline_value, warning_threshold, degradation_abs, level "
         "FROM mlops.production_metrics WHERE model_name = :m AND metric_date = :d",

@@ -27,8 +27,8 @@ from mlops_assets.storage.tracking import FlushReport, MlflowTracker, ReplayResu
 REFRESH_AFTER_REPLAY = ["training_baseline"]
 
 MINIMUM_INTERVAL_SECONDS = 60
-# training_run replays its own run as soon as it is recorded; the sensor leaves a run alone
-# this long after it finished so the two do not replay it at the same time.
+# training_run replays its own run as soon as it is recorded; until that attempt has failed,
+# the sensor leaves the run alone this long after it finished (see `flush_within`).
 REPLAY_GRACE_SECONDS = 120.0
 # Dagster cancels a sensor evaluation after 60 s. Replay is resumable, so rather than being cut
 # off mid-run the tick stops starting new runs once this budget is spent.
@@ -69,13 +69,18 @@ class FlushCursor:
 
 def flush_within(tracker: MlflowTracker, budget_s: float, *, min_age_s: float) -> FlushReport:
     """Replay pending runs oldest first, like `tracker.flush`, until one fails (MLflow is down
-    again) or the budget is spent. Runs that finished less than `min_age_s` ago are left to
-    the training run's own replay: two replays of one run at once could both create it."""
+    again) or the budget is spent.
+
+    A run nobody has tried yet that finished less than `min_age_s` ago is probably being
+    replayed by the training run that recorded it; two replays of one run at once could both
+    create it in MLflow, so it is left alone. A failed attempt (counted in the buffer) means
+    the training run gave up, and the sensor takes over at once."""
     report = FlushReport()
     deadline = time.monotonic() + budget_s
-    young_before_ms = (time.time() - min_age_s) * 1000
+    young_after_ms = (time.time() - min_age_s) * 1000
     for run in tracker.buffer.pending():
-        if run.end_time_ms is not None and run.end_time_ms > young_before_ms:
+        fresh = run.end_time_ms is not None and run.end_time_ms > young_after_ms
+        if fresh and run.attempts == 0:
             continue
         if time.monotonic() >= deadline:
             break
@@ -220,7 +225,8 @@ def mlflow_buffer_flush_sensor(
     else:
         reason = (
             f"{before.pending_runs} run(s) pending, all finished less than "
-            f"{REPLAY_GRACE_SECONDS:.0f}s ago; left to the training run's own replay"
+            f"{REPLAY_GRACE_SECONDS:.0f}s ago and not tried yet; left to the training run's "
+            "own replay"
         )
     return dg.SensorResult(skip_reason=reason + parked_note, cursor=new_cursor)
 
