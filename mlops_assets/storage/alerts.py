@@ -54,7 +54,8 @@ def record_service_alert(warehouse: Warehouse, event: BreakerEvent) -> None:
     with warehouse.transaction() as tx:
         current = tx.query(
             "SELECT alert_id FROM mlops.ml_performance_alerts WHERE kind = 'mlflow_service' "
-            "AND status IN ('open', 'acknowledged') ORDER BY alert_id DESC LIMIT 1"
+            "AND metric = 'availability' AND status IN ('open', 'acknowledged') "
+            "ORDER BY alert_id DESC LIMIT 1"
         )
         if event.to_state == "open":
             message = f"MLflow circuit breaker opened: {event.reason}. {event.error or ''}".strip()

@@ -298,28 +298,41 @@ class MlflowBuffer:
         return [(r["seq"], _point(r)) for r in rows]
 
     def claim_metrics(
-        self, local_run_id: str, limit: int, *, sent_up_to: int | None = None
+        self,
+        local_run_id: str,
+        limit: int,
+        *,
+        after_seq: int = 0,
+        sent: tuple[int, int] | None = None,
     ) -> list[tuple[int, MetricPoint]]:
         """Mark up to `limit` unsent metrics as in flight (one transaction) and return them.
 
-        `sent_up_to` first marks the previous claim sent (as `mark_metrics_sent`) in the same
-        transaction: on the embedded engine each transaction opens a connection (~25 ms).
+        `sent` = (first, last) seq of the previous claim, which MLflow has acknowledged: it is
+        marked sent in the same transaction (each transaction costs a connection, ~25 ms on the
+        embedded engine). `after_seq` tells where the previous claim ended, so neither
+        statement walks the rows already done (on PostgreSQL that made each claim slower than
+        the last).
         """
         with self.warehouse.transaction() as tx:
-            if sent_up_to is not None:
-                tx.execute(_MARK_SENT, {"t": utcnow(), "id": local_run_id, "last": sent_up_to})
+            if sent is not None:
+                tx.execute(
+                    _MARK_SENT,
+                    {"t": utcnow(), "id": local_run_id, "first": sent[0], "last": sent[1]},
+                )
             frame = tx.query_df(
                 "SELECT seq, key, value, timestamp_ms, step FROM mlops.mlflow_buffer_metrics "
-                "WHERE local_run_id = :id AND claimed_at IS NULL ORDER BY seq LIMIT :n",
-                {"id": local_run_id, "n": limit},
+                "WHERE local_run_id = :id AND seq > :after AND claimed_at IS NULL "
+                "ORDER BY seq LIMIT :n",
+                {"id": local_run_id, "after": after_seq, "n": limit},
             )
             if frame.empty:
                 return []
             seqs = frame["seq"].tolist()
             tx.execute(
                 "UPDATE mlops.mlflow_buffer_metrics SET claimed_at = :t "
-                "WHERE local_run_id = :id AND claimed_at IS NULL AND seq <= :last",
-                {"t": utcnow(), "id": local_run_id, "last": seqs[-1]},
+                "WHERE local_run_id = :id AND seq > :after AND seq <= :last "
+                "AND claimed_at IS NULL",
+                {"t": utcnow(), "id": local_run_id, "after": after_seq, "last": seqs[-1]},
             )
         # Columns to Python values in bulk: row-by-row conversion cost more than the claim.
         columns = zip(
@@ -334,8 +347,10 @@ class MlflowBuffer:
             for seq, (k, v, t, st) in zip(seqs, columns, strict=True)
         ]
 
-    def mark_metrics_sent(self, local_run_id: str, up_to_seq: int) -> None:
-        self.warehouse.execute(_MARK_SENT, {"t": utcnow(), "id": local_run_id, "last": up_to_seq})
+    def mark_metrics_sent(self, local_run_id: str, up_to_seq: int, from_seq: int = 1) -> None:
+        self.warehouse.execute(
+            _MARK_SENT, {"t": utcnow(), "id": local_run_id, "first": from_seq, "last": up_to_seq}
+        )
 
     def complete(
         self, local_run_id: str, *, experiment_id: str, run_id: str, model_version: str | None
@@ -356,8 +371,8 @@ class MlflowBuffer:
 
 
 _MARK_SENT = (
-    "UPDATE mlops.mlflow_buffer_metrics SET sent_at = :t "
-    "WHERE local_run_id = :id AND claimed_at IS NOT NULL AND sent_at IS NULL AND seq <= :last"
+    "UPDATE mlops.mlflow_buffer_metrics SET sent_at = :t WHERE local_run_id = :id "
+    "AND seq >= :first AND seq <= :last AND claimed_at IS NOT NULL AND sent_at IS NULL"
 )
 
 

@@ -395,9 +395,9 @@ class MlflowTracker:
 
     def _send_metrics(self, local_run_id: str, run_id: str) -> int:
         sent = 0
-        # Highest seq MLflow has acknowledged but the ledger does not yet say so; the next
-        # claim records it in its own transaction.
-        acknowledged: int | None = None
+        # (first, last) seq of metrics MLflow has acknowledged that the ledger does not yet
+        # mark sent; the next claim records them in its own transaction.
+        acknowledged: tuple[int, int] | None = None
         in_flight = self.buffer.in_flight_metrics(local_run_id)
         if in_flight:
             # A previous replay claimed these and may have sent some before dying: send only
@@ -405,17 +405,19 @@ class MlflowTracker:
             missing = self._not_in_mlflow(run_id, [p for _, p in in_flight])
             with self._guarded():
                 self._log_points(run_id, missing)
-            acknowledged = in_flight[-1][0]
+            acknowledged = (in_flight[0][0], in_flight[-1][0])
             sent += len(missing)
+        after = 0  # the first claim looks at every row; later ones start after the last claim
         while True:
             claimed = self.buffer.claim_metrics(
-                local_run_id, CLAIM_METRICS, sent_up_to=acknowledged
+                local_run_id, CLAIM_METRICS, after_seq=after, sent=acknowledged
             )
             if not claimed:
                 return sent
             with self._guarded():
                 self._log_points(run_id, [p for _, p in claimed])
-            acknowledged = claimed[-1][0]
+            acknowledged = (claimed[0][0], claimed[-1][0])
+            after = claimed[-1][0]
             sent += len(claimed)
 
     def _log_points(self, run_id: str, points: list[MetricPoint]) -> None:

@@ -8,6 +8,9 @@ INSERT INTO mlops.training_baselines (
     :reference_sample, :created_at
 )
 ON CONFLICT (local_run_id) DO UPDATE SET
+    model_version = excluded.model_version,
+    baseline_mlflow_run_id = excluded.baseline_mlflow_run_id,
+    mlflow_experiment_id = excluded.mlflow_experiment_id,
     metrics_json = excluded.metrics_json, metric_std_json = excluded.metric_std_json,
     features_json = excluded.features_json, n_validation = excluded.n_validation,
     reference_rows = excluded.reference_rows, reference_sample = excluded.reference_sample,

@@ -341,12 +341,19 @@ def training_baseline(
     n_ref = min(config.reference_rows, len(training_dataset))
     reference = training_dataset[spec.columns].sample(n=n_ref, random_state=0)
     reference = reference.reset_index(drop=True)
+    # The MLflow ids as they are now: after a replay they are in the table, not in the
+    # (pickled) training_run output, which still holds what was known at training time.
+    tracked = warehouse.get().query(
+        "SELECT mlflow_run_id, mlflow_experiment_id, model_version, tracking_status "
+        "FROM mlops.training_runs WHERE local_run_id = :id",
+        {"id": training_run.local_run_id},
+    )[0]
     row = {
         "local_run_id": training_run.local_run_id,
         "model_name": training_run.model_name,
-        "model_version": training_run.model_version,
-        "baseline_mlflow_run_id": training_run.mlflow_run_id,
-        "mlflow_experiment_id": training_run.mlflow_experiment_id,
+        "model_version": tracked["model_version"],
+        "baseline_mlflow_run_id": tracked["mlflow_run_id"],
+        "mlflow_experiment_id": tracked["mlflow_experiment_id"],
         "metrics_json": json.dumps(training_run.metrics),
         "metric_std_json": json.dumps(std),
         "features_json": json.dumps(spec.kinds),
@@ -360,8 +367,8 @@ def training_baseline(
     return dg.Output(
         summary,
         metadata={
-            "baseline_run_id": training_run.mlflow_run_id or training_run.local_run_id,
-            "tracking_status": training_run.tracking_status,
+            "baseline_run_id": tracked["mlflow_run_id"] or training_run.local_run_id,
+            "tracking_status": tracked["tracking_status"],
             "reference_rows": n_ref,
             "validation_rows": len(validation),
             "metrics": dg.MetadataValue.json(training_run.metrics),
