@@ -145,12 +145,16 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         echo(f"   MLflow:    {server.uri} (UI at the same address)")
         echo("")
 
-        def materialize(keys, **kwargs):
+        def materialize(keys, run_config=None, **kwargs):
+            # The story is printed by echo; Dagster's event log stays in the instance (and the
+            # UI), and only warnings reach the terminal.
+            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
             return dg.materialize(
                 [defs.get_assets_def(dg.AssetKey(k)) for k in keys],
                 resources=resources,
                 instance=instance,
                 raise_on_error=True,
+                run_config={**quiet, **(run_config or {})},
                 **kwargs,
             )
 
