@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -313,8 +314,20 @@ class MlflowTracker:
             self.buffer.record_attempt(local_run_id, text)
             return ReplayResult(local_run_id, PENDING, metrics_sent=sent, error=text)
 
-    def flush(self, *, limit: int | None = None) -> FlushReport:
-        """Replay pending runs oldest first; stop at the first outage (the rest would fail)."""
+    def flush(
+        self,
+        *,
+        limit: int | None = None,
+        budget_s: float | None = None,
+        min_age_s: float = 0.0,
+    ) -> FlushReport:
+        """Replay pending runs oldest first; stop at the first outage (the rest would fail) or
+        once `budget_s` is spent.
+
+        A run nobody has tried yet that finished less than `min_age_s` ago is probably being
+        replayed by the training run that recorded it; two replays of one run at once could
+        both create it in MLflow, so it is left alone. A failed attempt (counted in the
+        buffer) means the training run gave up, and the caller takes over at once."""
         report = FlushReport()
         pending = self.buffer.pending(limit)
         if not pending:
@@ -324,7 +337,14 @@ class MlflowTracker:
             state = self.breaker.current_state()
             report.skipped_reason = f"circuit breaker {state.state}: {state.last_error or ''}"
             return report
+        deadline = time.monotonic() + budget_s if budget_s is not None else None
+        young_after_ms = (time.time() - min_age_s) * 1000
         for run in pending:
+            fresh = run.end_time_ms is not None and run.end_time_ms > young_after_ms
+            if min_age_s and fresh and run.attempts == 0:
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             result = self.replay(run.local_run_id)
             if result.state == REPLAYED:
                 report.replayed.append(result)

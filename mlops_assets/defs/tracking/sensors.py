@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass
 import dagster as dg
 
 from mlops_assets.resources import MLflowResource
-from mlops_assets.storage.mlflow_buffer import PARKED, REPLAYED
-from mlops_assets.storage.tracking import FlushReport, MlflowTracker, ReplayResult
+from mlops_assets.storage.tracking import MlflowTracker, ReplayResult
 
 # Unpartitioned assets refreshed once per replayed run. Production assets are partitioned by
 # day and model; they read MLflow ids from the warehouse, which the replay already updated.
@@ -28,7 +27,7 @@ REFRESH_AFTER_REPLAY = ["training_baseline"]
 
 MINIMUM_INTERVAL_SECONDS = 60
 # training_run replays its own run as soon as it is recorded; until that attempt has failed,
-# the sensor leaves the run alone this long after it finished (see `flush_within`).
+# the sensor leaves the run alone this long after it finished (see `MlflowTracker.flush`).
 REPLAY_GRACE_SECONDS = 120.0
 # Dagster cancels a sensor evaluation after 60 s. Replay is resumable, so rather than being cut
 # off mid-run the tick stops starting new runs once this budget is spent.
@@ -65,34 +64,6 @@ class FlushCursor:
 
     def dump(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
-
-
-def flush_within(tracker: MlflowTracker, budget_s: float, *, min_age_s: float) -> FlushReport:
-    """Replay pending runs oldest first, like `tracker.flush`, until one fails (MLflow is down
-    again) or the budget is spent.
-
-    A run nobody has tried yet that finished less than `min_age_s` ago is probably being
-    replayed by the training run that recorded it; two replays of one run at once could both
-    create it in MLflow, so it is left alone. A failed attempt (counted in the buffer) means
-    the training run gave up, and the sensor takes over at once."""
-    report = FlushReport()
-    deadline = time.monotonic() + budget_s
-    young_after_ms = (time.time() - min_age_s) * 1000
-    for run in tracker.buffer.pending():
-        fresh = run.end_time_ms is not None and run.end_time_ms > young_after_ms
-        if fresh and run.attempts == 0:
-            continue
-        if time.monotonic() >= deadline:
-            break
-        result = tracker.replay(run.local_run_id)
-        if result.state == REPLAYED:
-            report.replayed.append(result)
-        elif result.state == PARKED:
-            report.parked.append(result)
-        else:
-            report.failed.append(result)
-            break
-    return report
 
 
 def restore_champion_alias(
@@ -185,7 +156,7 @@ def mlflow_buffer_flush_sensor(
         return dg.SensorResult(skip_reason=reason, cursor=cursor())
 
     started = time.monotonic()
-    report = flush_within(tracker, FLUSH_BUDGET_SECONDS, min_age_s=REPLAY_GRACE_SECONDS)
+    report = tracker.flush(budget_s=FLUSH_BUDGET_SECONDS, min_age_s=REPLAY_GRACE_SECONDS)
     elapsed = time.monotonic() - started
     for result in report.replayed:
         context.log.info(
@@ -218,7 +189,9 @@ def mlflow_buffer_flush_sensor(
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
-    if report.failed:
+    if report.skipped_reason:  # the buffer or the breaker changed since the checks above
+        reason = f"flush skipped: {report.skipped_reason}"
+    elif report.failed:
         reason = f"replay did not complete, will resume: {report.failed[0].error}"
     elif report.parked:
         reason = f"no run replayed; {len(report.parked)} parked by MLflow"
