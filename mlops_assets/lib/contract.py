@@ -1,0 +1,466 @@
+"""The model contract: everything the platform needs to know about one monitored model.
+
+One contract per model, declared in YAML (a `mlops_assets.MonitoredModel` component instance).
+Pure pydantic, no Dagster: the CLI validates files with it and the assets read it at run time.
+The column names here are the users' own; the platform never assumes the demo's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TASKS = ("binary", "multiclass", "regression")
+FeatureKind = Literal["numeric", "categorical"]
+Severity = Literal["info", "warning", "critical"]
+
+# Model names become partition keys, paths, table names and MLflow names: keep them to a set
+# that is safe in all four.
+MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_COLUMN_RULE = "letters, digits and _, not starting with a digit"
+
+# Absolute degradation levels (warning, critical) per metric; the noise-aware threshold from
+# the baseline bootstrap widens them on small days. Every task's metrics are here.
+DEFAULT_LEVELS: dict[str, tuple[float, float]] = {
+    "accuracy": (0.04, 0.07),
+    "precision": (0.05, 0.10),
+    "recall": (0.05, 0.10),
+    "f1": (0.05, 0.10),
+    "roc_auc": (0.04, 0.07),
+    "log_loss": (0.03, 0.08),
+    "roi": (0.10, 0.20),
+    "business_value": (0.10, 0.20),
+    "f1_macro": (0.05, 0.10),
+    "f1_weighted": (0.05, 0.10),
+    "precision_macro": (0.05, 0.10),
+    "recall_macro": (0.05, 0.10),
+    "roc_auc_ovr": (0.04, 0.07),
+    "mae": (0.10, 0.20),
+    "rmse": (0.10, 0.20),
+    "mape": (0.05, 0.10),
+    "r2": (0.05, 0.10),
+}
+DEFAULT_MONITORED: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "f1", "roc_auc", "log_loss"),
+    "multiclass": ("accuracy", "f1_macro", "log_loss"),
+    "regression": ("mae", "rmse", "r2"),
+}
+
+
+class ContractError(ValueError):
+    """A contract is invalid; `problems` holds one "field: message" line per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _column(value: str | None) -> str | None:
+    if value is not None and not _COLUMN.match(value):
+        raise ValueError(f"column name {value!r} must be {_COLUMN_RULE}")
+    return value
+
+
+class Source(_Strict):
+    """Where rows come from: a table or view in the warehouse, or a folder of Parquet files."""
+
+    table: str | None = Field(default=None, description="schema.table (or view) in the warehouse")
+    parquet: str | None = Field(
+        default=None, description="Folder of .parquet files (one batch per file), local path"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.table is None) == (self.parquet is None):
+            raise ValueError("give exactly one of table or parquet")
+        if self.table is not None and not _TABLE.match(self.table):
+            raise ValueError(f"table must be schema.table, got {self.table!r}")
+        return self
+
+    def describe(self) -> str:
+        return f"table {self.table}" if self.table else f"parquet folder {self.parquet}"
+
+
+class RegisteredModel(_Strict):
+    """A model trained elsewhere and registered in MLflow."""
+
+    name: str = Field(description="Registered model name in MLflow")
+    alias: str | None = Field(default=None, description="Alias, e.g. champion")
+    version: str | None = Field(default=None, description="Version number (instead of alias)")
+
+    @model_validator(mode="after")
+    def _one_ref(self) -> RegisteredModel:
+        if (self.alias is None) == (self.version is None):
+            raise ValueError("give exactly one of alias or version")
+        return self
+
+    @property
+    def uri(self) -> str:
+        ref = f"@{self.alias}" if self.alias else f"/{self.version}"
+        return f"models:/{self.name}{ref}"
+
+
+class TrainingRecipe(_Strict):
+    """A model the platform trains: data, estimator, parameters, held-out split."""
+
+    source: Source = Field(description="Training history (features and target)")
+    estimator: str = Field(
+        default="lightgbm",
+        description="lightgbm, or a dotted path to a scikit-learn-compatible class "
+        "(e.g. sklearn.ensemble.RandomForestClassifier)",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters")
+    test_size: float = Field(default=0.25, gt=0.05, lt=0.9)
+    order_by: str | None = Field(
+        default=None,
+        description="Column for a time-ordered split (default: the timestamp column if the "
+        "training data has it, else a seeded shuffle)",
+    )
+    seed: int = 42
+    promotion_tolerance: float = Field(
+        default=0.01, ge=0, description="A new version is champion unless worse by more"
+    )
+
+    @field_validator("order_by")
+    @classmethod
+    def _order(cls, value: str | None) -> str | None:
+        return _column(value)
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator(cls, value: str) -> str:
+        if value != "lightgbm" and not re.match(r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$", value):
+            raise ValueError(f"estimator must be lightgbm or a dotted class path, got {value!r}")
+        return value
+
+
+class ModelSource(_Strict):
+    registered: RegisteredModel | None = None
+    train: TrainingRecipe | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        if (self.registered is None) == (self.train is None):
+            raise ValueError("give exactly one of registered or train")
+        return self
+
+
+class Columns(_Strict):
+    """Column names in the users' data: training data, validation data and inference log."""
+
+    features: dict[str, FeatureKind] | None = Field(
+        default=None,
+        description="feature -> numeric | categorical; omit to take them from the MLflow "
+        "model signature (strings categorical, numbers numeric)",
+    )
+    target: str = Field(description="Label column (training data, validation data, labels)")
+    id: str = Field(default="prediction_id", description="Unique prediction id")
+    timestamp: str = Field(default="predicted_at", description="When the prediction was made")
+    prediction: str | None = Field(
+        default=None,
+        description="Predicted label (classification) or predicted value (regression)",
+    )
+    probability: str | None = Field(
+        default=None, description="Binary: column holding P(positive class)"
+    )
+    probabilities: dict[str, str] | None = Field(
+        default=None, description="Multiclass: class label -> column holding its probability"
+    )
+    loaded_at: str | None = Field(
+        default=None,
+        description="When a row landed in a table source; the pick-up cursor (default: "
+        "timestamp). Set it when serving writes late or out of order.",
+    )
+
+    @field_validator("target", "id", "timestamp", "prediction", "probability", "loaded_at")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return _column(value)
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("features must name at least one column (or be omitted)")
+            for name in value:
+                _column(name)
+        return value
+
+    @field_validator("probabilities")
+    @classmethod
+    def _proba(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for column in (value or {}).values():
+            _column(column)
+        return value
+
+
+class Baseline(_Strict):
+    """How the reference metrics, their noise and the reference sample are made."""
+
+    source: Source | None = Field(
+        default=None,
+        description="Validation data for a registered model (features and target); a model "
+        "trained here uses its held-out split",
+    )
+    reference_rows: int = Field(default=5000, ge=100, description="Reference sample for drift")
+    n_boot: int = Field(default=200, ge=20, description="Bootstrap resamples for metric noise")
+
+
+class BusinessValue(_Strict):
+    kind: Literal["none", "roi", "cost_matrix"] = "none"
+    odds_column: str | None = Field(default=None, description="roi: decimal odds column")
+    value_margin: float = Field(
+        default=0.0, ge=0, description="roi: bet when p * odds > 1 + margin (train and serve)"
+    )
+    classes: list[str] | None = Field(default=None, description="cost_matrix: class order")
+    matrix: list[list[float]] | None = Field(
+        default=None, description="cost_matrix: value per [actual][predicted]"
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> BusinessValue:
+        if self.kind == "roi" and not self.odds_column:
+            raise ValueError("kind roi needs odds_column")
+        if self.kind == "roi":
+            _column(self.odds_column)
+        if self.kind == "cost_matrix":
+            if not self.classes or not self.matrix:
+                raise ValueError("kind cost_matrix needs classes and matrix")
+            k = len(self.classes)
+            if len(self.matrix) != k or any(len(row) != k for row in self.matrix):
+                raise ValueError(f"matrix must be {k} x {k} (one row and column per class)")
+        return self
+
+
+class MetricLevels(_Strict):
+    warning: float = Field(ge=0, description="Absolute degradation that warns")
+    critical: float = Field(ge=0, description="Absolute degradation that is critical")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MetricLevels:
+        if self.critical < self.warning:
+            raise ValueError("critical must not be below warning")
+        return self
+
+
+class Monitoring(_Strict):
+    metrics: dict[str, MetricLevels] | None = Field(
+        default=None, description="Monitored metrics and their levels (default per task)"
+    )
+    min_labelled: int = Field(default=200, ge=1, description="Fewer labelled rows: no verdict")
+    k_warning: float = Field(default=3.0, gt=0, description="Noise multiples for a warning")
+    k_critical: float = Field(default=4.5, gt=0, description="Noise multiples for critical")
+    escalate_after_days: int = Field(default=3, ge=1)
+    resolve_after_days: int = Field(default=2, ge=1)
+
+
+class Drift(_Strict):
+    engine: Literal["scipy", "alibi"] = Field(
+        default="scipy", description="scipy, or alibi (alibi-detect, Business Source License)"
+    )
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    p_value: float = Field(default=0.05, gt=0, lt=1)
+    drift_share: float = Field(default=0.5, gt=0, le=1, description="Share for dataset drift")
+
+
+class Alerts(_Strict):
+    severity_floor: Severity = Field(
+        default="warning", description="Deliver alerts of this severity and above"
+    )
+    webhook_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding this model's webhook URL "
+        "(default: MLOPS_ALERT_WEBHOOK_URL)",
+    )
+
+    @field_validator("webhook_env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Z_][A-Z0-9_]*$", value):
+            raise ValueError(f"webhook_env must be an environment variable name, got {value!r}")
+        return value
+
+
+class Production(_Strict):
+    predictions: Source = Field(description="The inference log the serving system writes")
+    labels: Source | None = Field(
+        default=None,
+        description="Late labels (id and target columns), joined by prediction id; omit "
+        "when the inference log carries the target itself",
+    )
+
+
+class ModelContract(_Strict):
+    """One monitored model."""
+
+    name: str = Field(description="Model name: letters, digits, _ (1-63, starts with a letter)")
+    task: Literal["binary", "multiclass", "regression"]
+    description: str | None = None
+    owner: str | None = None
+    model: ModelSource
+    columns: Columns
+    classes: list[str] | None = Field(
+        default=None, description="Class labels (multiclass; binary is 0/1 unless given)"
+    )
+    threshold: float = Field(default=0.5, ge=0, le=1, description="Binary decision threshold")
+    baseline: Baseline = Baseline()
+    business_value: BusinessValue = BusinessValue()
+    production: Production
+    monitoring: Monitoring = Monitoring()
+    drift: Drift = Drift()
+    alerts: Alerts = Alerts()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not MODEL_NAME.match(value):
+            raise ValueError(
+                f"model name {value!r} must be 1-63 letters, digits or _, starting with a letter"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelContract:
+        problems = []
+        c = self.columns
+        if self.task == "binary" and not (c.probability or c.prediction):
+            problems.append("columns: binary needs probability (or at least prediction)")
+        if self.task == "multiclass":
+            if not (c.probabilities or c.prediction):
+                problems.append("columns: multiclass needs probabilities (or prediction)")
+            if not self.classes and not c.probabilities:
+                problems.append("classes: multiclass needs classes (or columns.probabilities)")
+        if self.task == "regression":
+            if not c.prediction:
+                problems.append("columns: regression needs prediction (the predicted value)")
+            if self.business_value.kind != "none":
+                problems.append("business_value: regression supports only kind none")
+        if self.business_value.kind == "roi" and self.task != "binary":
+            problems.append("business_value: roi is for binary models")
+        if self.model.registered and self.baseline.source is None:
+            problems.append(
+                "baseline.source: a registered model needs validation data to baseline on"
+            )
+        if self.model.registered and c.features is None:
+            pass  # taken from the MLflow signature at load time
+        elif c.features is None:
+            problems.append("columns.features: required for a model trained here")
+        unknown = set(self.monitoring.metrics or {}) - set(DEFAULT_LEVELS)
+        if unknown:
+            problems.append(f"monitoring.metrics: unknown metric(s) {', '.join(sorted(unknown))}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- derived -------------------------------------------------------------------------
+
+    @property
+    def class_labels(self) -> list[str]:
+        if self.task == "regression":
+            return []
+        if self.classes:
+            return [str(c) for c in self.classes]
+        if self.columns.probabilities:
+            return list(self.columns.probabilities)
+        return ["0", "1"]
+
+    def monitored_metrics(self) -> dict[str, tuple[float, float]]:
+        """Monitored metric -> (warning, critical) levels."""
+        if self.monitoring.metrics:
+            return {m: (v.warning, v.critical) for m, v in self.monitoring.metrics.items()}
+        names = list(DEFAULT_MONITORED[self.task])
+        if self.business_value.kind == "roi":
+            names.append("roi")
+        elif self.business_value.kind == "cost_matrix":
+            names.append("business_value")
+        return {m: DEFAULT_LEVELS[m] for m in names}
+
+    def feature_kinds(self, signature_inputs: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Features from the contract, else from the MLflow signature's column types."""
+        if self.columns.features:
+            return dict(self.columns.features)
+        if not signature_inputs:
+            raise ContractError(
+                self.name, ["columns.features: not declared and the model has no signature"]
+            )
+        return {
+            name: "categorical" if kind in ("string", "boolean") else "numeric"
+            for name, kind in signature_inputs.items()
+        }
+
+
+def _problem_lines(error: ValidationError) -> list[str]:
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        message = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return lines
+
+
+def parse_contract(data: Any, *, source: str) -> ModelContract:
+    """Validate one contract; a bad one raises ContractError naming the file and each field."""
+    if not isinstance(data, Mapping):
+        raise ContractError(source, ["the model declaration must be a mapping"])
+    try:
+        return ModelContract.model_validate(data)
+    except ValidationError as error:
+        raise ContractError(source, _problem_lines(error)) from None
+
+
+def load_contract_file(path: Path) -> ModelContract:
+    """Read a component YAML (`type: mlops_assets.MonitoredModel`, `attributes: ...`)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ContractError(str(path), [f"cannot read YAML: {error}"]) from None
+    if not isinstance(document, Mapping) or "attributes" not in document:
+        raise ContractError(str(path), ["expected `type: mlops_assets.MonitoredModel` and `attributes:`"])
+    return parse_contract(document["attributes"], source=str(path))
+
+
+class UnknownModelError(LookupError):
+    """A model name that no contract declares."""
+
+
+class ModelCatalog:
+    """The declared models by name."""
+
+    def __init__(self, contracts: Iterable[ModelContract] = ()):
+        self._by_name: dict[str, ModelContract] = {}
+        for contract in contracts:
+            if contract.name in self._by_name:
+                raise ContractError(contract.name, ["name: declared twice"])
+            self._by_name[contract.name] = contract
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def __iter__(self):
+        return iter(self._by_name[n] for n in self.names)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def get(self, name: str) -> ModelContract:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownModelError(
+                f"model {name!r} is not declared; declared: {', '.join(self.names) or 'none'}"
+            ) from None
