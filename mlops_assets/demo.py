@@ -22,7 +22,10 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.defs.partitions import partition_key
+from mlops_assets import demo_serving as serving
+from mlops_assets.defs.partitions import MODELS, partition_key
+from mlops_assets.lib import demo_data
+from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets.local_mlflow import LocalMlflowServer
 from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 from mlops_assets.settings import load_settings
@@ -117,7 +120,9 @@ def run_demo(
 
 
 def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], None]):
-    from mlops_assets.definitions import defs
+    from mlops_assets.platform import demo_models, platform_definitions
+
+    defs = platform_definitions(demo_models())
     from mlops_assets.defs.tracking.sensors import REFRESH_AFTER_REPLAY, mlflow_buffer_flush_sensor
 
     backend = "postgres" if postgres_dsn else None
@@ -137,6 +142,7 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
             "warehouse": warehouse_resource,
             "mlflow": mlflow_resource,
             "notifier": NotifierResource(),
+            "models": demo_catalog(),
         }
         runtime = mlflow_resource.runtime()
         wh = runtime.warehouse
@@ -159,70 +165,86 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
             )
 
         # ---------------------------------------------------------------- 1. MLflow up
-        echo("1. MLflow up: training_dataset -> training_run -> training_baseline")
-        t0 = time.monotonic()
-        run = materialize(TRAINING).output_for_node("training_run")
-        result.first_run = run
-        result.seconds["training"] = time.monotonic() - t0
-        echo(_describe_run(run))
-        result.days = [dt.date.today() - dt.timedelta(days=n) for n in range(DEMO_DAYS, 0, -1)]
-        result.drift_from = result.days[DRIFT_FROM_DAY - 1]
-        echo(
-            f"   {DEMO_DAYS} production days {result.days[0]} .. {result.days[-1]}; feature "
-            f"and concept drift from day {DRIFT_FROM_DAY} ({result.drift_from})"
+        catalog = demo_catalog()
+        instance.add_dynamic_partitions(
+            MODELS.name,
+            [n for n in catalog.names if not instance.has_dynamic_partition(MODELS.name, n)],
         )
-        drift_day = result.drift_from.isoformat()
-        run_config = {
-            "ops": {
-                "production_predictions": {
-                    "config": {"feature_drift_from": drift_day, "concept_drift_from": drift_day}
-                }
-            }
-        }
+        today = dt.date.today()
+        result.days = [today - dt.timedelta(days=n) for n in range(DEMO_DAYS, 0, -1)]
+        result.drift_from = result.days[DRIFT_FROM_DAY - 1]
+        echo("1. MLflow up. The users' side first:")
+        n_history = serving.load_match_history(wh, end=result.days[0])
+        echo(f"   football data team: {n_history} past matches in table demo.match_history")
+        wine_version, wine_model = serving.train_and_register_wine(server.uri, wh)
+        echo(
+            f"   wine team: scikit-learn model trained and registered by its own MLflow script "
+            f"as {serving.WINE} version {wine_version} (alias champion)"
+        )
+        echo("   The platform, from the YAML declarations in mlops_assets/defs/models:")
         t0 = time.monotonic()
+        for name in catalog.names:
+            outcome = materialize(TRAINING, partition_key=name)
+            run = outcome.output_for_node("training_run")
+            if name == serving.MATCH:
+                result.first_run = run
+            echo(_describe_run(run, catalog.get(name)))
+        result.seconds["training"] = time.monotonic() - t0
+        echo(
+            f"   {DEMO_DAYS} production days {result.days[0]} .. {result.days[-1]}; drift from "
+            f"day {DRIFT_FROM_DAY} ({result.drift_from}). Serving systems write predictions "
+            "and labels; the inference_log_sensor turns them into monitoring runs."
+        )
+        match_predictor = _match_predictor(runtime, result.first_run, catalog)
+        drift = demo_data.DriftSchedule(
+            feature_drift_from=result.drift_from, concept_drift_from=result.drift_from
+        )
+        t0 = time.monotonic()
+        pickup_cursor = None
         for number, day in enumerate(result.days, start=1):
-            outcome = materialize(
-                PRODUCTION,
-                partition_key=partition_key(day.isoformat(), run.model_name),
-                run_config=run_config,
+            traffic = serving.serve_matches(wh, match_predictor, day, drift=drift)
+            serving.settle_matches(wh, traffic)
+            served = serving.serve_wine(
+                settings.home, wine_model, day, drift_from=result.drift_from
             )
-            failed = [e.check_name for e in outcome.get_asset_check_evaluations() if not e.passed]
-            levels = _levels(wh, run.model_name, day)
-            result.day_levels[day] = _worst(levels)
-            echo(
-                f"   day {number:2d} {day}: accuracy {levels.get('accuracy', ('n/a',))[0]}, "
-                f"ROI {levels.get('roi', ('n/a',))[0]}, worst metric {_worst(levels)}, "
-                f"drift {_drift(wh, run.model_name, day)}, failed checks {len(failed)}"
-            )
+            serving.label_wine(settings.home, served, day)
+            requests, pickup_cursor = _pick_up(instance, resources, catalog, pickup_cursor)
+            for request in requests:
+                materialize(PRODUCTION, partition_key=request.partition_key)
+            line = [f"   day {number:2d} {day}:"]
+            for name in catalog.names:
+                levels = _levels(wh, name, day)
+                result.day_levels.setdefault(name, {})[day] = _worst(levels)
+                line.append(
+                    f"{name} {_headline(levels, catalog.get(name))}, {_drift(wh, name, day)};"
+                )
+            echo(" ".join(line))
         result.seconds["production_days"] = time.monotonic() - t0
         result.alerts = wh.query(
-            "SELECT alert_id, kind, metric, severity, status, first_seen, last_seen "
-            "FROM mlops.ml_performance_alerts WHERE model_name = :m ORDER BY alert_id",
-            {"m": run.model_name},
+            "SELECT alert_id, model_name, model_version, kind, metric, severity, status, "
+            "first_seen, last_seen FROM mlops.ml_performance_alerts ORDER BY alert_id"
         )
         echo(f"   alerts raised: {len(result.alerts)}")
         for a in result.alerts:
             echo(
-                f"     #{a['alert_id']} {a['kind']}/{a['metric']}: {a['severity']} "
-                f"({a['status']}), first seen {a['first_seen']}, last seen {a['last_seen']}"
+                f"     #{a['alert_id']} {a['model_name']} v{a['model_version']} "
+                f"{a['kind']}/{a['metric']}: {a['severity']} ({a['status']}), "
+                f"first seen {a['first_seen']}, last seen {a['last_seen']}"
             )
         echo("")
+        run = result.first_run
 
         # ---------------------------------------------------------------- 2. MLflow down
         echo("2. MLflow goes down (server killed): retrain, keep monitoring")
         server.stop()
         t0 = time.monotonic()
-        outage = materialize(TRAINING).output_for_node("training_run")
+        outage = materialize(TRAINING, partition_key=run.model_name).output_for_node("training_run")
         result.outage_run = outage
         result.seconds["training_during_outage"] = time.monotonic() - t0
         echo(_describe_run(outage) + f" in {result.seconds['training_during_outage']:.1f}s")
         last_day = result.days[-1]
-        materialize(
-            PRODUCTION,
-            partition_key=partition_key(last_day.isoformat(), run.model_name),
-            run_config=run_config,
-        )
-        echo(f"   day {last_day} re-scored by the new champion under its local run id")
+        materialize(PRODUCTION, partition_key=partition_key(last_day.isoformat(), run.model_name))
+        echo(f"   day {last_day} judged against the new champion under its local run id")
         state = runtime.breaker.current_state()
         summary = runtime.tracker.buffer.summary()
         result.pending_before_replay = {
@@ -263,7 +285,7 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         )
         # What the sensor's run request does under the daemon: refresh the assets whose
         # metadata carries MLflow ids.
-        materialize(TRAINING, selection=REFRESH_AFTER_REPLAY)
+        materialize(TRAINING, selection=REFRESH_AFTER_REPLAY, partition_key=run.model_name)
         echo(f"   refreshed {', '.join(REFRESH_AFTER_REPLAY)} with the real MLflow ids")
         echo("")
 
@@ -308,14 +330,48 @@ def _sensor_tick(sensor: dg.SensorDefinition, instance, mlflow_resource) -> str:
     return f"replayed, refresh requested for {', '.join(keys)}"
 
 
-def _describe_run(run) -> str:
-    m = run.metrics
+def _describe_run(run, contract) -> str:
+    shown = [m for m in contract.monitored_metrics() if run.metrics.get(m) is not None]
+    figures = ", ".join(f"{m} {run.metrics[m]:.3f}" for m in shown)
     ref = run.mlflow_run_id or f"{run.local_run_id} (local id, pending replay)"
+    origin = "registered elsewhere" if contract.model.registered else "trained here"
     return (
-        f"   trained {run.model_name} version {run.model_version or '(pending)'}: "
-        f"accuracy {m['accuracy']:.3f}, F1 {m['f1']:.3f}, ROC AUC {m['roc_auc']:.3f}, "
-        f"ROI {_pct(m['roi'])}; MLflow run {ref}"
+        f"   {run.model_name} ({contract.task}, {origin}) version "
+        f"{run.model_version or '(pending)'}: {figures}; MLflow run {ref}"
     )
+
+
+def demo_catalog() -> ModelCatalog:
+    from mlops_assets.platform import catalog_of, demo_models
+
+    return catalog_of([demo_models()])
+
+
+def _match_predictor(runtime, run, catalog: ModelCatalog):
+    """The football team's serving system loads the champion it was handed (its own copy)."""
+    from mlops_assets.storage.models import Predictor
+
+    model_dir = runtime.mlflow_config.artifact_root / run.local_run_id / "model"
+    return Predictor(catalog.get(run.model_name), model_dir)
+
+
+def _pick_up(instance, resources, catalog, cursor: str | None):
+    """One tick of the inference_log_sensor, as the daemon would run it: (requests, cursor)."""
+    from mlops_assets.defs.production.sensors import inference_log_sensor
+
+    with dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"warehouse": resources["warehouse"], "models": catalog},
+    ) as context:
+        outcome = inference_log_sensor(context)
+    return list(outcome.run_requests or []), outcome.cursor
+
+
+def _headline(levels: dict[str, tuple[str, str]], contract) -> str:
+    main = next(iter(contract.monitored_metrics()))
+    value = levels.get(main, ("n/a",))[0]
+    return f"{main} {value} ({_worst(levels)})"
 
 
 def _levels(warehouse, model: str, day: dt.date) -> dict[str, tuple[str, str]]:

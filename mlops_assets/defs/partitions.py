@@ -10,7 +10,8 @@ from mlops_assets.storage.monitoring import ActiveModel, UnknownModelError, acti
 from mlops_assets.storage.warehouse import Warehouse
 
 MODELS = dg.DynamicPartitionsDefinition(name="models")
-DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
+# Early enough for the history users bring; a day without data is simply never materialized.
+DAYS = dg.DailyPartitionsDefinition(start_date="2020-01-01", end_offset=1)
 DAY_MODEL = dg.MultiPartitionsDefinition({"date": DAYS, "model": MODELS})
 
 

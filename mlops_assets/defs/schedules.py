@@ -20,6 +20,8 @@ daily_monitoring_job = dg.define_asset_job(
 retraining_job = dg.define_asset_job(
     "weekly_retraining",
     selection=dg.AssetSelection.groups("training"),
+    partitions_def=MODELS,
+    description="Retrain (or re-resolve the registered version of) one model and rebaseline.",
     # dagster.yaml limits this pool to one run at a time: training is CPU-heavy.
     tags={"mlops/pool": "training"},
     executor_def=dg.in_process_executor,
@@ -28,7 +30,7 @@ retraining_job = dg.define_asset_job(
 
 @dg.schedule(job=daily_monitoring_job, cron_schedule="0 6 * * *", execution_timezone="UTC")
 def daily_monitoring_schedule(context: dg.ScheduleEvaluationContext):
-    """At 06:00 UTC, monitor yesterday for every model that has been trained."""
+    """At 06:00 UTC, monitor yesterday for every model: the catch-all beside the sensor."""
     day = (context.scheduled_execution_time.date() - dt.timedelta(days=1)).isoformat()
     models = context.instance.get_dynamic_partitions(MODELS.name)
     if not models:
@@ -46,9 +48,16 @@ hourly_freshness_schedule = dg.ScheduleDefinition(
     job=freshness_job, cron_schedule="15 * * * *", execution_timezone="UTC"
 )
 
-weekly_retraining_schedule = dg.ScheduleDefinition(
-    job=retraining_job, cron_schedule="0 3 * * 1", execution_timezone="UTC"
-)
+
+@dg.schedule(job=retraining_job, cron_schedule="0 3 * * 1", execution_timezone="UTC")
+def weekly_retraining_schedule(context: dg.ScheduleEvaluationContext):
+    """Mondays 03:00 UTC: every declared model, one run each."""
+    week = context.scheduled_execution_time.date().isoformat()
+    models = context.instance.get_dynamic_partitions(MODELS.name)
+    if not models:
+        return dg.SkipReason("no model registered yet (the inference_log_sensor adds them)")
+    return [dg.RunRequest(run_key=f"{week}|{m}", partition_key=m) for m in models]
+
 
 schedules = [daily_monitoring_schedule, weekly_retraining_schedule, hourly_freshness_schedule]
 jobs = [daily_monitoring_job, retraining_job, freshness_job]

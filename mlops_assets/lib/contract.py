@@ -182,8 +182,15 @@ class Columns(_Strict):
         description="When a row landed in a table source; the pick-up cursor (default: "
         "timestamp). Set it when serving writes late or out of order.",
     )
+    labelled_at: str | None = Field(
+        default=None,
+        description="When a label landed in a labels table; the labels' pick-up cursor "
+        "(required for a labels table; Parquet label files are picked up by file)",
+    )
 
-    @field_validator("target", "id", "timestamp", "prediction", "probability", "loaded_at")
+    @field_validator(
+        "target", "id", "timestamp", "prediction", "probability", "loaded_at", "labelled_at"
+    )
     @classmethod
     def _names(cls, value: str | None) -> str | None:
         return _column(value)
@@ -349,6 +356,9 @@ class ModelContract(_Strict):
                 problems.append("business_value: regression supports only kind none")
         if self.business_value.kind == "roi" and self.task != "binary":
             problems.append("business_value: roi is for binary models")
+        labels = self.production.labels
+        if labels is not None and labels.table and not c.labelled_at:
+            problems.append("columns.labelled_at: required when production.labels is a table")
         if self.model.registered and self.baseline.source is None:
             problems.append(
                 "baseline.source: a registered model needs validation data to baseline on"
@@ -429,7 +439,9 @@ def load_contract_file(path: Path) -> ModelContract:
     except (OSError, yaml.YAMLError) as error:
         raise ContractError(str(path), [f"cannot read YAML: {error}"]) from None
     if not isinstance(document, Mapping) or "attributes" not in document:
-        raise ContractError(str(path), ["expected `type: mlops_assets.MonitoredModel` and `attributes:`"])
+        raise ContractError(
+            str(path), ["expected `type: mlops_assets.MonitoredModel` and `attributes:`"]
+        )
     return parse_contract(document["attributes"], source=str(path))
 
 

@@ -1,17 +1,16 @@
 """Feature drift: the day's production inputs against the training baseline's reference sample."""
 
 import datetime as dt
-import json
 
 import dagster as dg
-import pandas as pd
-from pydantic import Field
 
 from mlops_assets.defs.partitions import DAY_MODEL, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
+from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets.lib.drift import DriftConfig, DriftInputError, compute_drift
 from mlops_assets.lib.drift_html import render_html
 from mlops_assets.resources import MLflowResource, WarehouseResource
+from mlops_assets.storage import inference_log
 from mlops_assets.storage.monitoring import (
     evaluate_alerts,
     replace_partition,
@@ -30,18 +29,6 @@ def _alert_level(verdict: str, share_drifted: float | None) -> str | None:
     return "warning" if share_drifted else "ok"
 
 
-class DriftReportConfig(dg.Config):
-    engine: str = Field(
-        default="alibi",
-        description="alibi (alibi-detect, Business Source License) or scipy (same p-values).",
-    )
-    correction: str = Field(default="bonferroni", description="bonferroni or fdr")
-    p_value: float = Field(default=0.05, gt=0, lt=1)
-    drift_share: float = Field(default=0.5, gt=0, le=1, description="Share for dataset drift.")
-    escalate_after_days: int = Field(default=3, ge=1)
-    resolve_after_days: int = Field(default=2, ge=1)
-
-
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAY_MODEL,
@@ -56,27 +43,17 @@ class DriftReportConfig(dg.Config):
 )
 def feature_drift_report(
     context: dg.AssetExecutionContext,
-    config: DriftReportConfig,
     warehouse: WarehouseResource,
     mlflow: MLflowResource,
+    models: dg.ResourceParam[ModelCatalog],
 ):
     """Per-feature tests, effect sizes and data quality; an HTML report logged to MLflow."""
     target = partition_target(context, warehouse)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
     model_name = model.model_name
-    if config.engine not in ("alibi", "scipy") or config.correction not in ("bonferroni", "fdr"):
-        raise dg.Failure(
-            f"engine must be alibi|scipy and correction bonferroni|fdr, got "
-            f"{config.engine!r}/{config.correction!r}"
-        )
-    rows = wh.query(
-        "SELECT features_json FROM mlops.production_predictions "
-        "WHERE model_name = :m AND prediction_date = :d",
-        {"m": model_name, "d": day},
-    )
-    current = pd.DataFrame([json.loads(r["features_json"]) for r in rows])
-    if current.empty:
-        current = pd.DataFrame(columns=list(model.features))
+    contract = models.get(model_name)
+    config = contract.drift
+    current = inference_log.read_features(wh, contract, day)
     reference = model.reference()
     drift_config = DriftConfig(
         engine=config.engine,  # type: ignore[arg-type]
@@ -140,7 +117,9 @@ def feature_drift_report(
                     degradation=report.share_drifted,
                 )
             },
-            policy=AlertPolicy(config.escalate_after_days, config.resolve_after_days),
+            policy=AlertPolicy(
+                contract.monitoring.escalate_after_days, contract.monitoring.resolve_after_days
+            ),
         )
     top = [
         {"feature": f.feature, "verdict": f.verdict, f.effect_size_name: f.effect_size}

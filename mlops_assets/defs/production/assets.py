@@ -1,132 +1,92 @@
-"""Production side: daily predictions, metrics against the training baseline, graded alerts."""
+"""Production side: the serving system's inference log and late labels, metrics against the
+training baseline, graded alerts. Nothing here generates data: rows come from the sources
+the model contract names."""
 
 import datetime as dt
-import json
 import math
 
 import dagster as dg
-import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from mlops_assets.defs.partitions import DAY_MODEL, partition_target
-from mlops_assets.lib import demo_data
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
-from mlops_assets.lib.features import FeatureSpec
-from mlops_assets.lib.metrics import (
-    METRICS,
-    MetricInputError,
-    classification_metrics,
-    degradation,
-    severity_for,
-    thresholds_for,
-)
+from mlops_assets.lib.contract import DEFAULT_LEVELS, ModelCatalog, ModelContract, Source
+from mlops_assets.lib.metrics import MetricInputError
 from mlops_assets.resources import MLflowResource, WarehouseResource
-from mlops_assets.storage.monitoring import (
-    evaluate_alerts,
-    replace_partition,
-)
+from mlops_assets.storage.monitoring import evaluate_alerts, replace_partition
 
 GROUP = "production"
-
-# Absolute degradation levels (warning, critical) per metric; the noise-aware threshold from
-# the baseline bootstrap widens them on small days.
-DEFAULT_LEVELS = {
-    "accuracy": (0.04, 0.07),
-    "precision": (0.05, 0.10),
-    "recall": (0.05, 0.10),
-    "f1": (0.05, 0.10),
-    "roc_auc": (0.04, 0.07),
-    "log_loss": (0.03, 0.08),
-    "roi": (0.10, 0.20),
-}
-MONITORED = ("accuracy", "f1", "roc_auc", "log_loss", "roi")
+# Every metric any task can monitor gets a check; a metric the model's task does not have
+# reports "not monitored for this model" and passes.
+MONITORABLE = tuple(DEFAULT_LEVELS)
 
 
-class TrafficConfig(dg.Config):
-    n_rows: int = Field(default=1000, ge=1, description="Simulated matches per day (demo).")
-    seed: int = Field(default=7, description="Seed of the demo traffic generator.")
-    feature_drift_from: str | None = Field(default=None, description="ISO day inputs drift.")
-    concept_drift_from: str | None = Field(default=None, description="ISO day outcomes drift.")
-    label_delay_days: int = Field(
-        default=1, ge=0, description="Outcomes settle this many days after the match."
-    )
+def _contract(models: ModelCatalog, name: str) -> ModelContract:
+    from mlops_assets.lib.contract import UnknownModelError
+
+    try:
+        return models.get(name)
+    except UnknownModelError as error:
+        raise dg.Failure(str(error)) from error
 
 
-class MetricsConfig(dg.Config):
-    min_settled: int = Field(default=200, ge=1, description="Fewer settled rows: no verdict.")
-    k_warning: float = Field(default=3.0, gt=0, description="Noise multiples for a warning.")
-    k_critical: float = Field(default=4.5, gt=0, description="Noise multiples for critical.")
-    levels_json: str = Field(
-        default=json.dumps(DEFAULT_LEVELS),
-        description="JSON {metric: [warning, critical]} absolute degradation levels.",
-    )
+def resolved_source(source: Source, home) -> Source:
+    """Relative Parquet folders are relative to the data directory."""
+    from mlops_assets.storage.datasets import resolve_path
 
-
-class AlertsConfig(dg.Config):
-    escalate_after_days: int = Field(default=3, ge=1)
-    resolve_after_days: int = Field(default=2, ge=1)
+    if source.parquet is None:
+        return source
+    return Source(parquet=str(resolve_path(source.parquet, home)))
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAY_MODEL, deps=["training_baseline"])
 def production_predictions(
     context: dg.AssetExecutionContext,
-    config: TrafficConfig,
     warehouse: WarehouseResource,
-    mlflow: MLflowResource,
+    models: dg.ResourceParam[ModelCatalog],
 ) -> dg.MaterializeResult:
-    """The day's inference log for one model, scored by the active (champion) model."""
-    import lightgbm as lgb
+    """The day's inference log for one model, read from its source into typed columns, with
+    the labels that have arrived for it; bad rows go to mlops.quarantine with a reason."""
+    from mlops_assets.storage import inference_log
+    from mlops_assets.storage.sources import SourceSchemaError, open_source
 
     target = partition_target(context, warehouse)
     day, model, wh = target.day, target.model, target.warehouse
-    model_name = model.model_name
-    artifacts = mlflow.runtime().mlflow_config.artifact_root
-    # The model is loaded from our local artifact copy, so serving never depends on MLflow.
-    booster = lgb.Booster(model_file=str(model.booster_path(artifacts)))
-    spec = FeatureSpec.from_json(model.feature_spec_path(artifacts).read_text())
-    drift = demo_data.DriftSchedule(
-        feature_drift_from=_day(config.feature_drift_from),
-        concept_drift_from=_day(config.concept_drift_from),
-    )
-    traffic = demo_data.production_day(day=day, n_rows=config.n_rows, seed=config.seed, drift=drift)
-    prob = booster.predict(spec.encode(traffic))
-    settled = (dt.date.today() - day).days >= config.label_delay_days
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    rows = pd.DataFrame(
-        {
-            "prediction_id": model_name + ":" + traffic["match_id"].astype(str),
-            "prediction_date": day,
-            "model_name": model_name,
-            "model_version": model.model_version,
-            "training_local_run_id": model.local_run_id,
-            "mlflow_run_id": model.mlflow_run_id,
-            "features_json": [
-                json.dumps(r, default=float) for r in traffic[spec.columns].to_dict("records")
-            ],
-            "prediction": (prob >= 0.5).astype(int),
-            "probability": prob,
-            "odds": traffic[demo_data.ODDS_COLUMN].astype(float),
-            "outcome": traffic[demo_data.TARGET].astype("Int64") if settled else pd.NA,
-            "predicted_at": now,
-            "settled_at": now if settled else pd.NaT,
-        }
-    )
-    replace_partition(
-        wh,
-        "mlops.production_predictions",
-        model=model_name,
-        day=day,
-        day_column="prediction_date",
-        rows=rows,
-    )
+    contract = _contract(models, model.model_name)
+    home = warehouse.runtime().settings.home
+    inference_log.ensure_tables(wh, contract)
+    cols = contract.columns
+    try:
+        reader = open_source(resolved_source(contract.production.predictions, home), wh)
+        frame = reader.read_day(
+            day, inference_log.source_columns(contract), timestamp_column=cols.timestamp
+        )
+        ingested = inference_log.ingest_predictions(
+            wh,
+            contract,
+            frame,
+            batch_id=f"{context.run_id}:{day}",
+            model_version=model.model_version,
+        )
+        labelled = None
+        if contract.production.labels:
+            ids = inference_log.prediction_ids(wh, contract, day)
+            label_reader = open_source(resolved_source(contract.production.labels, home), wh)
+            labels = label_reader.read_ids(ids, [cols.id, cols.target], id_column=cols.id)
+            labelled = inference_log.ingest_labels(
+                wh, contract, labels, batch_id=f"{context.run_id}:{day}:labels"
+            )
+    except (SourceSchemaError, inference_log.IngestError) as error:
+        raise dg.Failure(str(error)) from error
     return dg.MaterializeResult(
         metadata={
-            "rows": len(rows),
-            "settled_rows": int(settled) * len(rows),
+            "rows": ingested.n_rows,
+            "rows_stored": ingested.n_good,
+            "rows_quarantined": ingested.n_quarantined,
+            "labels_received": labelled.n_good if labelled else 0,
+            "source": contract.production.predictions.describe(),
             "model_version": model.model_version or "pending replay",
             "mlflow_run_id": model.run_ref,
-            "mean_probability": float(np.mean(prob)),
         }
     )
 
@@ -138,7 +98,7 @@ def _metric_checks() -> list[dg.AssetCheckSpec]:
             asset="production_metrics",
             description=f"{metric} on settled rows within the noise-aware threshold of baseline",
         )
-        for metric in MONITORED
+        for metric in MONITORABLE
     ]
 
 
@@ -150,50 +110,56 @@ def _metric_checks() -> list[dg.AssetCheckSpec]:
 )
 def production_metrics(
     context: dg.AssetExecutionContext,
-    config: MetricsConfig,
     warehouse: WarehouseResource,
     mlflow: MLflowResource,
+    models: dg.ResourceParam[ModelCatalog],
 ):
-    """Metrics on the day's settled rows beside the training baseline, with their verdicts."""
+    """The task's metrics on the day's labelled rows beside the training baseline, with their
+    noise-aware verdicts; only the columns metrics need are read."""
+    from mlops_assets.defs.training.assets import _outputs
+    from mlops_assets.lib.evaluation import evaluate, judge, y_true_of
+    from mlops_assets.storage import inference_log
+
     target = partition_target(context, warehouse)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
-    model_name = model.model_name
-    levels = {**DEFAULT_LEVELS, **{k: tuple(v) for k, v in json.loads(config.levels_json).items()}}
-    frame = wh.query_df(
-        "SELECT probability, outcome, odds, model_version, training_local_run_id "
-        "FROM mlops.production_predictions WHERE model_name = :m AND prediction_date = :d",
-        {"m": model_name, "d": day},
-    )
+    contract = _contract(models, model.model_name)
+    monitored = contract.monitored_metrics()
+    frame = inference_log.read_for_metrics(wh, contract, day)
     n_predictions = len(frame)
-    settled = frame[frame["outcome"].notna()] if n_predictions else frame
-    rows, verdicts = [], {}
+    labelled = frame[frame["y_true"].notna()] if n_predictions else frame
+    min_labelled = contract.monitoring.min_labelled
     note = None
-    values: dict[str, float | None] = dict.fromkeys(METRICS)
+    values: dict[str, float | None] = {}
     if n_predictions == 0:
         note = "no predictions for this day"
-    elif len(settled) < config.min_settled:
-        note = f"only {len(settled)} settled rows (< {config.min_settled}): no verdict"
+    elif len(labelled) < min_labelled:
+        note = f"only {len(labelled)} labelled rows (< {min_labelled}): no verdict"
     else:
         try:
-            result = classification_metrics(
-                settled["outcome"].astype(int).to_numpy(),
-                settled["probability"].astype(float).to_numpy(),
-                odds=settled["odds"].astype(float).to_numpy(),
+            business = labelled.rename(
+                columns={"odds": contract.business_value.odds_column or "odds"}
+            )
+            result = evaluate(
+                contract,
+                y_true_of(contract, labelled["y_true"]),
+                _outputs(contract, labelled),
+                business,
             )
             values = result.values
         except MetricInputError as error:
             raise dg.Failure(
-                f"bad production data for {model_name} on {day}: {error}",
-                metadata={"model": model_name, "day": day_key},
+                f"bad production data for {contract.name} on {day}: {error}",
+                metadata={"model": contract.name, "day": day_key},
             ) from error
     run_link = mlflow.runtime().mlflow_config.run_link(
         model.mlflow_experiment_id, model.mlflow_run_id
     )
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    for metric in METRICS:
+    rows, verdicts = [], {}
+    for metric in sorted(set(values) | set(monitored)):
         observed, baseline = values.get(metric), model.metrics.get(metric)
         row = {
-            "model_name": model_name,
+            "model_name": contract.name,
             "model_version": model.model_version,
             "metric_date": day,
             "metric": metric,
@@ -206,35 +172,23 @@ def production_metrics(
             "level": "insufficient_data" if note else "undefined",
             "note": note,
             "n_predictions": n_predictions,
-            "n_settled": len(settled),
+            "n_settled": len(labelled),
             "training_local_run_id": model.local_run_id,
             "mlflow_experiment_id": model.mlflow_experiment_id,
             "mlflow_run_id": model.mlflow_run_id,
             "computed_at": now,
         }
         if observed is not None and baseline is not None and not note:
-            warn, crit = thresholds_for(
+            row |= judge(
+                contract,
                 metric,
+                observed=observed,
                 baseline=baseline,
                 baseline_std=model.metric_std.get(metric),
-                n_current=len(settled),
+                n_current=len(labelled),
                 n_baseline=model.n_validation,
-                warning_abs=levels[metric][0],
-                critical_abs=levels[metric][1],
-                k_warning=config.k_warning,
-                k_critical=config.k_critical,
+                levels=monitored.get(metric, DEFAULT_LEVELS.get(metric, (0.05, 0.10))),
             )
-            d_abs, d_rel = degradation(metric, observed, baseline)
-            level = severity_for(
-                metric, degradation_abs=d_abs, warning_threshold=warn, critical_threshold=crit
-            )
-            row |= {
-                "degradation_abs": d_abs,
-                "degradation_rel": d_rel,
-                "warning_threshold": warn,
-                "critical_threshold": crit,
-                "level": level,
-            }
         elif observed is None and not note:
             row["note"] = "metric undefined on this day's data"
         rows.append(row)
@@ -242,7 +196,7 @@ def production_metrics(
     replace_partition(
         wh,
         "mlops.production_metrics",
-        model=model_name,
+        model=contract.name,
         day=day,
         day_column="metric_date",
         rows=pd.DataFrame(rows),
@@ -250,25 +204,35 @@ def production_metrics(
     yield dg.Output(
         None,
         metadata={
-            "settled_rows": len(settled),
+            "labelled_rows": len(labelled),
             "predictions": n_predictions,
             "status": note or "evaluated",
-            **{f"{m}": _num(v) for m, v in values.items() if v is not None},
+            **{m: _num(v) for m, v in values.items() if v is not None},
             "mlflow_run_id": model.run_ref,
         },
     )
-    for metric in MONITORED:
-        row = verdicts[metric]
+    for metric in MONITORABLE:
+        row = verdicts.get(metric)
+        if row is None or metric not in monitored:
+            yield dg.AssetCheckResult(
+                check_name=f"{metric}_within_baseline",
+                passed=True,
+                metadata={
+                    "model_name": contract.name,
+                    "day": day_key,
+                    "status": f"not monitored for {contract.name} ({contract.task})",
+                },
+            )
+            continue
         level = row["level"]
-        passed = level in ("ok", "insufficient_data", "undefined")
         yield dg.AssetCheckResult(
             check_name=f"{metric}_within_baseline",
-            passed=passed,
+            passed=level in ("ok", "insufficient_data", "undefined"),
             severity=dg.AssetCheckSeverity.ERROR
             if level == "critical"
             else dg.AssetCheckSeverity.WARN,
             metadata={
-                "model_name": model_name,
+                "model_name": contract.name,
                 "day": day_key,
                 # performance_alerts already alerts on this breach; the check sensor skips it.
                 "alerted_as": "performance",
@@ -286,16 +250,19 @@ def production_metrics(
 
 @dg.asset(group_name=GROUP, partitions_def=DAY_MODEL, deps=[production_metrics])
 def performance_alerts(
-    context: dg.AssetExecutionContext, config: AlertsConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    models: dg.ResourceParam[ModelCatalog],
 ) -> dg.MaterializeResult:
     """Advance the alert state machine by the day's metric verdicts (dedupe, escalate, resolve)."""
     target = partition_target(context, warehouse)
     day, model, wh = target.day, target.model, target.warehouse
-    model_name = model.model_name
+    contract = _contract(models, model.model_name)
+    monitored = contract.monitored_metrics()
     metrics = wh.query(
         "SELECT metric, value, baseline_value, warning_threshold, degradation_abs, level "
         "FROM mlops.production_metrics WHERE model_name = :m AND metric_date = :d",
-        {"m": model_name, "d": day},
+        {"m": contract.name, "d": day},
     )
     evaluations = {
         r["metric"]: DayEvaluation(
@@ -307,16 +274,16 @@ def performance_alerts(
             degradation=r["degradation_abs"],
         )
         for r in metrics
-        if r["metric"] in MONITORED and r["level"] in ("ok", "warning", "critical")
+        if r["metric"] in monitored and r["level"] in ("ok", "warning", "critical")
     }
     policy = AlertPolicy(
-        escalate_after_days=config.escalate_after_days,
-        resolve_after_days=config.resolve_after_days,
+        escalate_after_days=contract.monitoring.escalate_after_days,
+        resolve_after_days=contract.monitoring.resolve_after_days,
     )
     changes = evaluate_alerts(
         wh, kind="performance", model=model, evaluations=evaluations, policy=policy
     )
-    skipped = sorted({r["metric"] for r in metrics if r["metric"] in MONITORED} - set(evaluations))
+    skipped = sorted({r["metric"] for r in metrics if r["metric"] in monitored} - set(evaluations))
     return dg.MaterializeResult(
         metadata={
             "evaluated_metrics": len(evaluations),
@@ -327,10 +294,6 @@ def performance_alerts(
             "resolved": sum(c["event"] == "resolved" for c in changes),
         }
     )
-
-
-def _day(value: str | None) -> dt.date | None:
-    return dt.date.fromisoformat(value) if value else None
 
 
 def _num(value: object) -> float | None:

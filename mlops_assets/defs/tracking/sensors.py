@@ -21,8 +21,9 @@ import dagster as dg
 from mlops_assets.resources import MLflowResource
 from mlops_assets.storage.tracking import MlflowTracker, ReplayResult
 
-# Unpartitioned assets refreshed once per replayed run. Production assets are partitioned by
-# day and model; they read MLflow ids from the warehouse, which the replay already updated.
+# Refreshed once per replayed run, for the run's model (partition). Production assets are
+# partitioned by day and model; they read MLflow ids from the warehouse, which the replay
+# already updated.
 REFRESH_AFTER_REPLAY = ["training_baseline"]
 
 MINIMUM_INTERVAL_SECONDS = 60
@@ -91,9 +92,12 @@ def restore_champion_alias(
     context.log.info(f"champion alias of {model_name} now points at version {result.model_version}")
 
 
-def refresh_request(result_local_run_id: str, mlflow_run_id: str | None) -> dg.RunRequest:
+def refresh_request(
+    result_local_run_id: str, mlflow_run_id: str | None, model_name: str | None
+) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"replayed-{result_local_run_id}",
+        partition_key=model_name,
         asset_selection=[dg.AssetKey(key) for key in REFRESH_AFTER_REPLAY],
         tags={
             "mlops/local_run_id": result_local_run_id,
@@ -185,7 +189,10 @@ def mlflow_buffer_flush_sensor(
         failed=len(report.failed),
         parked=len(report.parked),
     )
-    requests = [refresh_request(r.local_run_id, r.mlflow_run_id) for r in report.replayed]
+    requests = [
+        refresh_request(r.local_run_id, r.mlflow_run_id, _model_of(tracker, r.local_run_id))
+        for r in report.replayed
+    ]
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
@@ -202,6 +209,11 @@ def mlflow_buffer_flush_sensor(
             "own replay"
         )
     return dg.SensorResult(skip_reason=reason + parked_note, cursor=new_cursor)
+
+
+def _model_of(tracker: MlflowTracker, local_run_id: str) -> str | None:
+    run = tracker.buffer.get(local_run_id)
+    return run.registered_model_name if run else None
 
 
 sensors = [mlflow_buffer_flush_sensor]

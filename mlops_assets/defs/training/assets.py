@@ -1,59 +1,24 @@
-"""Training side: dataset -> LightGBM run tracked in MLflow -> the baseline for production."""
+"""Training side, per declared model: dataset -> MLflow run (trained here, or the registered
+version of a model trained elsewhere) -> the baseline production is judged by."""
 
 import datetime as dt
+import importlib
 import json
-import re
-import time
 from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from mlops_assets.defs.partitions import MODELS
-from mlops_assets.lib import demo_data
+from mlops_assets.lib.contract import ModelCatalog, ModelContract, UnknownModelError
 from mlops_assets.lib.features import FeatureSpec
-from mlops_assets.lib.metrics import bootstrap_metric_std, classification_metrics
 from mlops_assets.resources import MLflowResource, WarehouseResource
+from mlops_assets.storage.datasets import DatasetError, read_dataset, require_columns
 from mlops_assets.storage.mlflow_buffer import REPLAYED
 from mlops_assets.storage.warehouse import frame_to_parquet, sql_file
 
 GROUP = "training"
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class TrainingDataConfig(dg.Config):
-    source_table: str | None = Field(
-        default=None,
-        description="schema.table in the warehouse holding your own history (same columns as "
-        "the demo: features, odds_home, outcome, match_date); unset = generated demo data.",
-    )
-    n_rows: int = Field(default=8000, ge=200, description="Rows of generated demo history.")
-    seed: int = Field(default=7, description="Seed of the demo generator.")
-    end_date: str | None = Field(default=None, description="Last day of history (ISO date).")
-
-
-class TrainingConfig(dg.Config):
-    model_name: str = Field(default="match_outcome", description="Registered model name.")
-    n_estimators: int = Field(default=200, ge=1, le=5000)
-    learning_rate: float = Field(default=0.05, gt=0, le=1)
-    num_leaves: int = Field(default=15, ge=2, le=1024)
-    min_child_samples: int = Field(default=40, ge=1)
-    test_size: float = Field(default=0.25, gt=0.05, lt=0.9)
-    seed: int = Field(default=42)
-    value_margin: float = Field(default=0.02, ge=0, description="Bet when p*odds > 1 + margin.")
-    promotion_tolerance: float = Field(
-        default=0.01,
-        ge=0,
-        description="A new version becomes champion unless its accuracy or ROC AUC is more "
-        "than this below the current champion's.",
-    )
-
-
-class BaselineConfig(dg.Config):
-    reference_rows: int = Field(default=5000, ge=100, description="Reference sample for drift.")
-    n_boot: int = Field(default=200, ge=20, description="Bootstrap resamples for metric noise.")
 
 
 @dataclass(frozen=True)
@@ -65,235 +30,427 @@ class TrainingRunOutput:
     mlflow_run_id: str | None
     tracking_status: str
     metrics: dict[str, float | None]
-    model_dir: str
-    feature_spec_json: str
-    value_margin: float
-    validation: pd.DataFrame  # held-out rows with prob, for the baseline
+    features: dict[str, str]
+    # Held-out (or validation) rows: features, target, business columns and the model's outputs
+    # (`proba`, `proba__<i>`, `y_pred`, `score`), for the baseline.
+    validation: pd.DataFrame
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
+def contract_for(context: dg.AssetExecutionContext, models: ModelCatalog) -> ModelContract:
+    try:
+        return models.get(context.partition_key)
+    except UnknownModelError as error:
+        raise dg.Failure(str(error)) from error
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"}, partitions_def=MODELS)
 def training_dataset(
-    context: dg.AssetExecutionContext, config: TrainingDataConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    models: dg.ResourceParam[ModelCatalog],
 ) -> dg.Output[pd.DataFrame]:
-    """Match history with features, bookmaker odds and outcomes (demo generator or your table)."""
-    if config.source_table:
-        if not _TABLE_NAME.match(config.source_table):
-            raise dg.Failure(f"source_table must be schema.table, got {config.source_table!r}")
-        schema, table = config.source_table.split(".")
-        frame = warehouse.get().query_df(f'SELECT * FROM "{schema}"."{table}"')  # noqa: S608
-    else:
-        end = dt.date.fromisoformat(config.end_date) if config.end_date else dt.date.today()
-        frame = demo_data.training_history(n_rows=config.n_rows, seed=config.seed, end=end)
-    required = [*demo_data.FEATURES, demo_data.TARGET]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise dg.Failure(f"training data is missing columns: {', '.join(missing)}")
+    """The model's training history (trained here) or validation data (registered elsewhere)."""
+    contract = contract_for(context, models)
+    source = contract.model.train.source if contract.model.train else contract.baseline.source
+    assert source is not None  # the contract requires one
+    home = warehouse.runtime().settings.home
+    try:
+        frame = read_dataset(source, warehouse.get(), home, model=contract.name)
+        required = [*(contract.columns.features or {}), contract.columns.target]
+        if contract.business_value.kind == "roi":
+            required.append(contract.business_value.odds_column)
+        require_columns(frame, list(dict.fromkeys(required)), model=contract.name, source=source)
+    except DatasetError as error:
+        raise dg.Failure(str(error)) from error
+    if frame[contract.columns.target].isna().any():
+        raise dg.Failure(
+            f"model {contract.name}: target column {contract.columns.target} has "
+            f"{int(frame[contract.columns.target].isna().sum())} missing value(s) in "
+            f"{source.describe()}"
+        )
     return dg.Output(
         frame,
         metadata={
             "rows": len(frame),
-            "positive_rate": float(frame[demo_data.TARGET].mean()),
-            "source": config.source_table or f"demo generator (seed {config.seed})",
-            "features": dg.MetadataValue.json(demo_data.FEATURES),
+            "source": source.describe(),
+            "role": "training history" if contract.model.train else "validation data",
+            "columns": dg.MetadataValue.json(list(frame.columns)),
         },
     )
 
 
 @dg.asset(
     group_name=GROUP,
-    kinds={"lightgbm", "mlflow"},
+    kinds={"mlflow"},
+    partitions_def=MODELS,
     check_specs=[
         dg.AssetCheckSpec(
             name="champion_gate",
             asset="training_run",
             blocking=True,
-            description="The new version must not be worse than the champion beyond tolerance",
+            description="A new version must not be worse than the champion beyond tolerance",
         )
     ],
 )
 def training_run(
     context: dg.AssetExecutionContext,
-    config: TrainingConfig,
     training_dataset: pd.DataFrame,
     mlflow: MLflowResource,
     warehouse: WarehouseResource,
+    models: dg.ResourceParam[ModelCatalog],
 ):
-    """Train LightGBM, evaluate on a held-out split, track it in MLflow, register a version.
-
-    Everything goes through the MLflow buffer first; when MLflow is down the run finishes
-    anyway under its local id and the flush sensor replays it later.
-    """
-    import lightgbm as lgb
-    from mlflow import lightgbm as mlflow_lightgbm
-    from mlflow.models import infer_signature
-
-    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    frame = (
-        training_dataset.sort_values("match_date")
-        if "match_date" in training_dataset
-        else (training_dataset)
+    """Train and track the model in MLflow (through the buffer), or resolve the registered
+    version of a model trained elsewhere; either way score the held-out/validation rows."""
+    contract = contract_for(context, models)
+    if contract.model.registered:
+        output = _registered_run(contract, training_dataset, mlflow)
+        gate = {"promoted": True, "reason": "the MLflow registry decides (alias or version)"}
+        _record_run(warehouse, mlflow, output, contract, params={}, n_train=0, started=None)
+        _set_champion(warehouse, output)
+    else:
+        output, params, n_train, started = _train_here(context, contract, training_dataset, mlflow)
+        _record_run(warehouse, mlflow, output, contract, params, n_train, started)
+        gate = _champion_gate(warehouse, mlflow, output, contract)
+    link = mlflow.runtime().mlflow_config.run_link(
+        output.mlflow_experiment_id, output.mlflow_run_id
     )
-    # Time-ordered split: the model is judged on matches after the ones it learned from.
-    cut = int(len(frame) * (1 - config.test_size))
-    train, test = frame.iloc[:cut], frame.iloc[cut:]
-    spec = FeatureSpec.fit(train, demo_data.FEATURES)
-    x_train, x_test = spec.encode(train), spec.encode(test)
-    params = {
-        "n_estimators": config.n_estimators,
-        "learning_rate": config.learning_rate,
-        "num_leaves": config.num_leaves,
-        "min_child_samples": config.min_child_samples,
-        "random_state": config.seed,
-        # One thread: the data is small, and OpenMP threads competing with the other processes
-        # of a 2-core machine made fitting ~20x slower here.
-        "n_jobs": 1,
-        "verbose": -1,
-    }
-    model = lgb.LGBMClassifier(**params)
-    model.fit(x_train, train[demo_data.TARGET], categorical_feature=list(spec.categorical))
-    prob = model.predict_proba(x_test)[:, 1]
-    odds = test[demo_data.ODDS_COLUMN].to_numpy() if demo_data.ODDS_COLUMN in test else None
-    result = classification_metrics(
-        test[demo_data.TARGET].to_numpy(), prob, odds=odds, value_margin=config.value_margin
-    )
-
-    tracker = mlflow.tracker()
-    with tracker.start_run(
-        run_name=f"{config.model_name}-{started:%Y%m%d-%H%M%S}",
-        registered_model_name=config.model_name,
-        tags={"mlops.model_name": config.model_name, "dagster.run_id": context.run_id},
-    ) as run:
-        run.log_params(
-            {
-                **params,
-                "test_size": config.test_size,
-                "value_margin": config.value_margin,
-                "n_train": len(train),
-                "n_test": len(test),
-                "features": ",".join(spec.columns),
-            }
-        )
-        # Learning curve: per-iteration held-out log loss, with its step, for the MLflow UI.
-        evals = _staged_log_loss(model, x_test, test[demo_data.TARGET].to_numpy())
-        now = int(time.time() * 1000)
-        run.log_metric_points(_points("valid_log_loss", evals, now))
-        run.log_metrics(
-            {k: v for k, v in result.values.items() if v is not None} | {"n_bets": result.n_bets},
-            timestamp_ms=now,
-        )
-        model_dir = run.model_dir("model")
-        example = x_test.head(5)
-        # The native Booster: saved as LightGBM text, loaded without scikit-learn or skops.
-        mlflow_lightgbm.save_model(
-            model.booster_,
-            str(model_dir),
-            signature=infer_signature(example, model.predict_proba(example)[:, 1]),
-            input_example=example,
-            # Explicit requirements: inferring them imports the model in a subprocess (slow).
-            pip_requirements=[f"lightgbm=={lgb.__version__}", "scikit-learn", "pandas"],
-        )
-        (run.artifact_dir / "feature_spec.json").write_text(spec.to_json())
-        # Serving loads this plain LightGBM file: it needs neither MLflow nor its slow imports.
-        model.booster_.save_model(str(run.artifact_dir / "booster.txt"))
-    replay = tracker.replay(run.local_run_id)
-    if not context.instance.has_dynamic_partition(MODELS.name, config.model_name):
-        context.instance.add_dynamic_partitions(MODELS.name, [config.model_name])
-
-    output = TrainingRunOutput(
-        local_run_id=run.local_run_id,
-        model_name=config.model_name,
-        model_version=replay.model_version,
-        mlflow_experiment_id=replay.mlflow_experiment_id,
-        mlflow_run_id=replay.mlflow_run_id,
-        tracking_status="TRACKED" if replay.state == REPLAYED else replay.state.upper(),
-        metrics=result.values,
-        model_dir=str(model_dir),
-        feature_spec_json=spec.to_json(),
-        value_margin=config.value_margin,
-        validation=test.assign(probability=prob).reset_index(drop=True),
-    )
-    finished = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    warehouse.get().execute(
-        sql_file("queries/insert_training_run"),
-        {
-            "local_run_id": output.local_run_id,
-            "model_name": output.model_name,
-            "model_version": output.model_version,
-            "mlflow_experiment_id": output.mlflow_experiment_id,
-            "mlflow_run_id": output.mlflow_run_id,
-            "experiment_name": tracker.config.experiment_name,
-            "status": "FINISHED",
-            "tracking_status": output.tracking_status,
-            **{f"m_{k}": v for k, v in result.values.items()},
-            "n_train": len(train),
-            "n_test": len(test),
-            "params_json": json.dumps(params, sort_keys=True),
-            "started_at": started,
-            "finished_at": finished,
-        },
-    )
-    if replay.error:
-        context.log.warning(
-            f"MLflow unavailable, run {output.local_run_id} buffered for replay: {replay.error}"
-        )
-    link = tracker.config.run_link(output.mlflow_experiment_id, output.mlflow_run_id)
-    gate = _champion_gate(warehouse.get(), tracker, output, config.promotion_tolerance)
     yield dg.Output(
         output,
         metadata={
-            **{k: float(v) for k, v in result.values.items() if v is not None},
-            **{f"{k}_note": v for k, v in result.notes.items()},
-            "n_bets": result.n_bets,
+            **{k: float(v) for k, v in output.metrics.items() if v is not None},
+            "task": contract.task,
             "local_run_id": output.local_run_id,
             "mlflow_run_id": output.mlflow_run_id or "pending replay",
             "mlflow_experiment_id": output.mlflow_experiment_id or "pending replay",
             "model_version": output.model_version or "pending replay",
             "tracking_status": output.tracking_status,
             "mlflow_run": dg.MetadataValue.url(link) if link else "no MLflow UI link",
-            "rows_train": len(train),
-            "rows_test": len(test),
+            "validation_rows": len(output.validation),
             "champion": gate["promoted"],
         },
     )
     yield dg.AssetCheckResult(
         check_name="champion_gate",
-        passed=gate["promoted"],
+        passed=bool(gate["promoted"]),
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={k: v for k, v in gate.items() if v is not None},
     )
 
 
-def _champion_gate(wh, tracker, output: TrainingRunOutput, tolerance: float) -> dict:
+def _split(contract: ModelContract, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    recipe = contract.model.train
+    assert recipe is not None
+    order = recipe.order_by or (
+        contract.columns.timestamp if contract.columns.timestamp in frame else None
+    )
+    if order:
+        if order not in frame:
+            raise dg.Failure(f"model {contract.name}: order_by column {order} is not in the data")
+        frame = frame.sort_values(order, kind="stable")
+    else:
+        frame = frame.sample(frac=1.0, random_state=recipe.seed)
+    cut = int(len(frame) * (1 - recipe.test_size))
+    # Time-ordered split when there is time: judged on rows after the ones it learned from.
+    return frame.iloc[:cut], frame.iloc[cut:]
+
+
+def _estimator(contract: ModelContract):
+    recipe = contract.model.train
+    assert recipe is not None
+    params = dict(recipe.params)
+    if recipe.estimator == "lightgbm":
+        import lightgbm as lgb
+
+        # One thread: OpenMP threads competing with the other processes of a small machine
+        # made fitting ~20x slower here.
+        params = {"n_jobs": 1, "verbose": -1, "random_state": recipe.seed, **params}
+        cls = lgb.LGBMRegressor if contract.task == "regression" else lgb.LGBMClassifier
+        return cls(**params), params
+    module_name, _, class_name = recipe.estimator.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls(**params), params
+    except (ImportError, AttributeError, TypeError) as error:
+        raise dg.Failure(
+            f"model {contract.name}: estimator {recipe.estimator} with params {params}: {error}"
+        ) from error
+
+
+def _train_here(context, contract: ModelContract, frame: pd.DataFrame, mlflow: MLflowResource):
+    from mlops_assets.lib.evaluation import evaluate, y_true_of
+    from mlops_assets.storage.models import SPEC_FILE, Predictor
+
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    kinds = dict(contract.columns.features or {})
+    train, test = _split(contract, frame)
+    spec = FeatureSpec.fit(train, kinds)
+    model, params = _estimator(contract)
+    y_train = _fit_target(contract, train[contract.columns.target])
+    fit_kwargs = {}
+    if contract.model.train.estimator == "lightgbm":
+        fit_kwargs["categorical_feature"] = list(spec.categorical)
+    try:
+        model.fit(spec.encode(train), y_train, **fit_kwargs)
+    except ValueError as error:
+        raise dg.Failure(f"model {contract.name}: fitting failed: {error}") from error
+
+    tracker = mlflow.tracker()
+    with tracker.start_run(
+        run_name=f"{contract.name}-{started:%Y%m%d-%H%M%S}",
+        registered_model_name=contract.name,
+        tags={
+            "mlops.model_name": contract.name,
+            "mlops.task": contract.task,
+            "dagster.run_id": context.run_id,
+        },
+    ) as run:
+        model_dir = run.model_dir("model")
+        _save_model(contract, model, spec, model_dir, spec.encode(test.head(5)))
+        (model_dir / SPEC_FILE).write_text(spec.to_json())
+        predictor = Predictor(contract, model_dir)
+        validation = _scored(contract, test, predictor)
+        result = evaluate(
+            contract,
+            y_true_of(contract, test[contract.columns.target]),
+            _outputs(contract, validation),
+            test,
+        )
+        run.log_params(
+            {
+                **{k: v for k, v in params.items()},
+                "estimator": contract.model.train.estimator,
+                "task": contract.task,
+                "test_size": contract.model.train.test_size,
+                "n_train": len(train),
+                "n_test": len(test),
+                "features": ",".join(spec.columns),
+            }
+        )
+        run.log_metrics({k: v for k, v in result.values.items() if v is not None})
+    replay = tracker.replay(run.local_run_id)
+    if replay.error:
+        context.log.warning(
+            f"MLflow unavailable, run {run.local_run_id} buffered for replay: {replay.error}"
+        )
+    output = TrainingRunOutput(
+        local_run_id=run.local_run_id,
+        model_name=contract.name,
+        model_version=replay.model_version,
+        mlflow_experiment_id=replay.mlflow_experiment_id,
+        mlflow_run_id=replay.mlflow_run_id,
+        tracking_status="TRACKED" if replay.state == REPLAYED else replay.state.upper(),
+        metrics=result.values,
+        features=spec.kinds,
+        validation=validation,
+    )
+    return output, params, len(train), started
+
+
+def _fit_target(contract: ModelContract, values: pd.Series) -> np.ndarray:
+    from mlops_assets.lib.evaluation import y_true_of
+
+    y = y_true_of(contract, values)
+    return y.astype(int) if contract.task == "binary" else y
+
+
+def _save_model(contract, model, spec, model_dir, example: pd.DataFrame) -> None:
+    from mlflow.models import infer_signature
+
+    if contract.model.train.estimator == "lightgbm":
+        import lightgbm as lgb
+        from mlflow import lightgbm as mlflow_lightgbm
+
+        # The native Booster: loads without scikit-learn and predicts probabilities directly.
+        mlflow_lightgbm.save_model(
+            model.booster_,
+            str(model_dir),
+            signature=infer_signature(example, model.booster_.predict(example)),
+            # Explicit requirements: inferring them imports the model in a subprocess (slow).
+            pip_requirements=[f"lightgbm=={lgb.__version__}", "pandas"],
+        )
+        return
+    import sklearn
+    from mlflow import sklearn as mlflow_sklearn
+
+    mlflow_sklearn.save_model(
+        model,
+        str(model_dir),
+        signature=infer_signature(example, model.predict(example)),
+        serialization_format="cloudpickle",
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}", "pandas"],
+    )
+
+
+def _scored(contract: ModelContract, frame: pd.DataFrame, predictor) -> pd.DataFrame:
+    """The rows with the model's outputs in the inference-log column layout."""
+    scores = predictor.score(frame)
+    out = frame.reset_index(drop=True).copy()
+    if scores.score is not None:
+        out["score"] = scores.score
+    if scores.label is not None:
+        out["y_pred"] = scores.label
+    if scores.proba is not None:
+        if scores.proba.ndim == 1:
+            out["proba"] = scores.proba
+        else:
+            for i in range(scores.proba.shape[1]):
+                out[f"proba__{i}"] = scores.proba[:, i]
+    return out
+
+
+def _outputs(contract: ModelContract, frame: pd.DataFrame):
+    from mlops_assets.lib.evaluation import outputs_of
+
+    k = len(contract.class_labels)
+    proba = None
+    if "proba" in frame:
+        proba = frame["proba"].to_numpy(dtype=float)
+    elif f"proba__{k - 1}" in frame and k:
+        proba = frame[[f"proba__{i}" for i in range(k)]].to_numpy(dtype=float)
+    label = frame["y_pred"].astype(str).to_numpy() if "y_pred" in frame else None
+    score = frame["score"].to_numpy(dtype=float) if "score" in frame else None
+    return outputs_of(contract, label=label, proba=proba, score=score)
+
+
+def _registered_run(contract: ModelContract, frame: pd.DataFrame, mlflow: MLflowResource):
+    from mlops_assets.lib.evaluation import evaluate, y_true_of
+    from mlops_assets.storage.models import (
+        ModelLoadError,
+        Predictor,
+        fetch_model,
+        resolve_registered,
+        signature_inputs,
+    )
+
+    tracker = mlflow.tracker()
+    home = mlflow.runtime().settings.home
+    try:
+        entry = resolve_registered(tracker, contract)
+        model_dir = fetch_model(tracker, entry, home)
+        kinds = contract.feature_kinds(signature_inputs(model_dir))
+        missing = [c for c in kinds if c not in frame]
+        if missing:
+            raise ModelLoadError(
+                f"model {contract.name}: validation data lacks feature column(s) "
+                f"{', '.join(missing)}"
+            )
+        validation = _scored(contract, frame, Predictor(contract, model_dir))
+    except ModelLoadError as error:
+        raise dg.Failure(str(error)) from error
+    except Exception as error:
+        from mlops_assets.storage.tracking import is_outage
+
+        if is_outage(error):
+            raise dg.Failure(
+                f"model {contract.name}: MLflow is unavailable to resolve "
+                f"{contract.model.registered.uri} ({type(error).__name__}); retry when it is back"
+            ) from error
+        raise
+    result = evaluate(
+        contract,
+        y_true_of(contract, frame[contract.columns.target]),
+        _outputs(contract, validation),
+        frame,
+    )
+    return TrainingRunOutput(
+        local_run_id=entry.run_id,
+        model_name=contract.name,
+        model_version=entry.version,
+        mlflow_experiment_id=entry.experiment_id,
+        mlflow_run_id=entry.run_id,
+        tracking_status="TRACKED",
+        metrics=result.values,
+        features=kinds,
+        validation=validation,
+    )
+
+
+_BINARY_COLUMNS = {
+    "accuracy": "accuracy",
+    "precision": "precision_score",
+    "recall": "recall",
+    "f1": "f1",
+    "roc_auc": "roc_auc",
+    "log_loss": "log_loss",
+    "roi": "roi",
+}
+
+
+def _record_run(warehouse, mlflow, output: TrainingRunOutput, contract, params, n_train, started):
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    # The fixed metric columns are the binary ones; other tasks keep them NULL (never 0) and
+    # carry their metrics in metrics_json.
+    fixed = {
+        f"m_{name}": (output.metrics.get(name) if contract.task == "binary" else None)
+        for name in _BINARY_COLUMNS
+    }
+    if contract.task == "multiclass":
+        fixed["m_accuracy"] = output.metrics.get("accuracy")
+        fixed["m_log_loss"] = output.metrics.get("log_loss")
+    warehouse.get().execute(
+        sql_file("queries/upsert_training_run"),
+        {
+            "local_run_id": output.local_run_id,
+            "model_name": output.model_name,
+            "model_version": output.model_version,
+            "mlflow_experiment_id": output.mlflow_experiment_id,
+            "mlflow_run_id": output.mlflow_run_id,
+            "experiment_name": mlflow.tracker().config.experiment_name,
+            "status": "FINISHED",
+            "tracking_status": output.tracking_status,
+            **fixed,
+            "n_train": n_train,
+            "n_test": len(output.validation),
+            "params_json": json.dumps(params, sort_keys=True, default=str),
+            "started_at": started or now,
+            "finished_at": now,
+            "task": contract.task,
+            "metrics_json": json.dumps(output.metrics),
+            "origin": "registered" if contract.model.registered else "trained",
+        },
+    )
+
+
+def _set_champion(warehouse, output: TrainingRunOutput) -> None:
+    with warehouse.get().transaction() as tx:
+        tx.execute(
+            "UPDATE mlops.training_runs SET is_champion = (local_run_id = :id), "
+            "promotion_note = CASE WHEN local_run_id = :id THEN :n ELSE promotion_note END "
+            "WHERE model_name = :m",
+            {"id": output.local_run_id, "m": output.model_name, "n": "registry version"},
+        )
+
+
+def _champion_gate(warehouse, mlflow, output: TrainingRunOutput, contract) -> dict:
     """Promote the new run to champion unless it is worse than the current one."""
+    from mlops_assets.lib.evaluation import higher_is_better
+
+    wh = warehouse.get()
+    tolerance = contract.model.train.promotion_tolerance
     rows = wh.query(
-        "SELECT local_run_id, model_version, accuracy, roc_auc FROM mlops.training_runs "
+        "SELECT local_run_id, metrics_json FROM mlops.training_runs "
         "WHERE model_name = :m AND is_champion AND local_run_id <> :id",
         {"m": output.model_name, "id": output.local_run_id},
     )
-    new_acc, new_auc = output.metrics.get("accuracy"), output.metrics.get("roc_auc")
-    result = {
-        "promoted": True,
-        "accuracy": new_acc,
-        "roc_auc": new_auc,
-        "champion_accuracy": rows[0]["accuracy"] if rows else None,
-        "champion_roc_auc": rows[0]["roc_auc"] if rows else None,
-        "tolerance": tolerance,
-        "reason": "no champion yet" if not rows else "not worse than the champion",
-    }
-    if rows:
-        champion = rows[0]
-        worse = [
-            name
-            for name, new, old in (
-                ("accuracy", new_acc, champion["accuracy"]),
-                ("roc_auc", new_auc, champion["roc_auc"]),
-            )
-            if new is None or (old is not None and new < old - tolerance)
-        ]
+    gate_metrics = [m for m in contract.monitored_metrics() if m not in ("roi", "business_value")]
+    result: dict = {"promoted": True, "tolerance": tolerance, "reason": "no champion yet"}
+    if rows and rows[0]["metrics_json"]:
+        champion = json.loads(rows[0]["metrics_json"])
+        worse = []
+        for name in gate_metrics:
+            new, old = output.metrics.get(name), champion.get(name)
+            if new is None or old is None:
+                continue
+            delta = (old - new) if higher_is_better(contract, name) else (new - old)
+            result[f"{name}"] = new
+            result[f"champion_{name}"] = old
+            if delta > tolerance:
+                worse.append(name)
+        result["reason"] = "not worse than the champion"
         if worse:
             result |= {
                 "promoted": False,
-                "reason": f"worse than champion {champion['local_run_id']} on {', '.join(worse)}",
+                "reason": f"worse than champion {rows[0]['local_run_id']} on {', '.join(worse)}",
             }
     with wh.transaction() as tx:
         if result["promoted"]:
@@ -308,39 +465,42 @@ def _champion_gate(wh, tracker, output: TrainingRunOutput, tolerance: float) -> 
         )
     if result["promoted"] and output.model_version:
         try:
-            tracker.set_champion(output.model_name, output.model_version)
+            mlflow.tracker().set_champion(output.model_name, output.model_version)
             result["mlflow_alias"] = f"champion -> version {output.model_version}"
         except Exception as error:  # noqa: BLE001 - the alias is advisory; our table decides
             result["mlflow_alias"] = f"not set: {type(error).__name__}"
     return result
 
 
-@dg.asset(group_name=GROUP, kinds={"duckdb", "postgres"})
+@dg.asset(group_name=GROUP, kinds={"duckdb", "postgres"}, partitions_def=MODELS)
 def training_baseline(
     context: dg.AssetExecutionContext,
-    config: BaselineConfig,
     training_run: TrainingRunOutput,
-    training_dataset: pd.DataFrame,
     warehouse: WarehouseResource,
+    models: dg.ResourceParam[ModelCatalog],
 ) -> dg.Output[dict]:
     """Held-out metrics, their bootstrap noise, and a reference feature sample for drift."""
+    from mlops_assets.lib.evaluation import bootstrap, y_true_of
+    from mlops_assets.storage.inference_log import canonical_categories
+
+    contract = contract_for(context, models)
     validation = training_run.validation
-    odds = (
-        validation[demo_data.ODDS_COLUMN].to_numpy()
-        if demo_data.ODDS_COLUMN in validation
-        else None
+    std = bootstrap(
+        contract,
+        y_true_of(contract, validation[contract.columns.target]),
+        _outputs(contract, validation),
+        validation,
+        n_boot=contract.baseline.n_boot,
     )
-    std = bootstrap_metric_std(
-        validation[demo_data.TARGET].to_numpy(),
-        validation["probability"].to_numpy(),
-        odds=odds,
-        n_boot=config.n_boot,
-        value_margin=training_run.value_margin,
-    )
-    spec = FeatureSpec.from_json(training_run.feature_spec_json)
-    n_ref = min(config.reference_rows, len(training_dataset))
-    reference = training_dataset[spec.columns].sample(n=n_ref, random_state=0)
-    reference = reference.reset_index(drop=True)
+    features = training_run.features
+    n_ref = min(contract.baseline.reference_rows, len(validation))
+    reference = validation[list(features)].sample(n=n_ref, random_state=0).reset_index(drop=True)
+    for name, kind in features.items():
+        # One normalisation on both sides: an int-coded category is "1" here and in production.
+        if kind == "categorical":
+            reference[name] = canonical_categories(reference[name])
+        else:
+            reference[name] = pd.to_numeric(reference[name], errors="coerce").astype(float)
     # The MLflow ids as they are now: after a replay they are in the table, not in the
     # (pickled) training_run output, which still holds what was known at training time.
     tracked = warehouse.get().query(
@@ -356,16 +516,15 @@ def training_baseline(
         "mlflow_experiment_id": tracked["mlflow_experiment_id"],
         "metrics_json": json.dumps(training_run.metrics),
         "metric_std_json": json.dumps(std),
-        "features_json": json.dumps(spec.kinds),
+        "features_json": json.dumps(features),
         "n_validation": len(validation),
         "reference_rows": n_ref,
         "reference_sample": frame_to_parquet(reference),
         "created_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
     }
     warehouse.get().execute(sql_file("queries/upsert_training_baseline"), row)
-    summary = {k: v for k, v in row.items() if k != "reference_sample"}
     return dg.Output(
-        summary,
+        {k: v for k, v in row.items() if k != "reference_sample"},
         metadata={
             "baseline_run_id": tracked["mlflow_run_id"] or training_run.local_run_id,
             "tracking_status": tracked["tracking_status"],
@@ -375,20 +534,3 @@ def training_baseline(
             "metric_std": dg.MetadataValue.json(std),
         },
     )
-
-
-def _staged_log_loss(model, x: pd.DataFrame, y: np.ndarray, every: int = 10) -> list[float]:
-    from sklearn.metrics import log_loss
-
-    losses = []
-    total = model.booster_.num_trees()
-    for i in range(every, total + 1, every):
-        p = model.predict_proba(x, num_iteration=i)[:, 1]
-        losses.append(float(log_loss(y, p, labels=[0, 1])))
-    return losses
-
-
-def _points(key: str, values: list[float], ts: int):
-    from mlops_assets.storage.mlflow_buffer import MetricPoint
-
-    return [MetricPoint(key, v, ts, step=(i + 1) * 10) for i, v in enumerate(values)]
