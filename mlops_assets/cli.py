@@ -94,6 +94,27 @@ def _buffer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    """List the declared models; `validate` checks every declaration (exit 2 on a problem)."""
+    from mlops_assets.lib.contract import ContractError
+    from mlops_assets.platform import catalog_of, default_models
+
+    try:
+        catalog = catalog_of(default_models())
+    except ContractError as error:
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    if args.action == "validate":
+        print(f"{len(catalog)} model declaration(s) valid: {', '.join(catalog.names)}")
+        return 0
+    print(f"{'model':<24}{'task':<12}{'model from':<36}predictions")
+    for c in catalog:
+        origin = c.model.registered.uri if c.model.registered else "trained here"
+        print(f"{c.name:<24}{c.task:<12}{origin:<36}{c.production.predictions.describe()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     parser.add_argument("--home", help="data directory (default: MLOPS_HOME or .mlops)")
@@ -118,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("buffer", help="show pending MLflow runs and the breaker").set_defaults(
         fn=_buffer
     )
+    models = sub.add_parser(
+        "models", help="list the declared models (MLOPS_MODELS_PATH, else the demo's)"
+    )
+    models.add_argument("action", nargs="?", choices=["list", "validate"], default="list")
+    models.set_defaults(fn=_models)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
