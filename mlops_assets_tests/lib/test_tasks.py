@@ -348,10 +348,27 @@ def test_multiclass_roc_auc_undefined_with_one_class() -> None:
 
 
 def test_multiclass_integer_labels_are_class_names() -> None:
-    _, y = load_iris(return_X_y=True)
-    proba = np.full((y.size, 3), 1 / 3)
-    result = get_task("multiclass").compute(y, TaskOutputs(proba=proba, classes=("0", "1", "2")))
-    assert result.values["log_loss"] == pytest.approx(math.log(3))
+    x, y = load_iris(return_X_y=True)
+    model = LogisticRegression(C=0.05, max_iter=500).fit(x, y)
+    proba = model.predict_proba(x)
+    # integer targets and a model's integer classes_ meet as the strings "0", "1", "2"
+    result = get_task("multiclass").compute(
+        y, TaskOutputs(proba=proba, classes=tuple(model.classes_))
+    )
+    assert result.values["log_loss"] == pytest.approx(skm.log_loss(y, proba), rel=1e-9)
+    assert result.values["accuracy"] == pytest.approx(model.score(x, y), rel=1e-9)
+    costs = CostMatrix(classes=(0, 1, 2), values=np.eye(3).tolist())
+    valued = get_task("multiclass").compute(
+        y, TaskOutputs(proba=proba, classes=("0", "1", "2")), business=costs
+    )
+    assert valued.values["business_value"] == pytest.approx(model.score(x, y))
+
+
+def test_multiclass_missing_labels_from_pandas_are_named() -> None:
+    pd = pytest.importorskip("pandas")
+    y = pd.Series(["a", pd.NA, "b"], dtype="object")
+    with pytest.raises(MetricInputError, match=re.escape("y_true contains 1 missing label(s)")):
+        get_task("multiclass").compute(y, TaskOutputs(label=np.array(["a", "b", "b"])))
 
 
 # --- regression -------------------------------------------------------------------------------
@@ -603,6 +620,21 @@ _ABC = ("a", "b", "c")
             None,
             "classes must be unique; repeated: ['a']",
         ),
+        # 1 and "1" are the same class once compared as strings
+        (
+            "multiclass",
+            ["a", "b"],
+            TaskOutputs(proba=_P3, classes=(1, "1", "b")),
+            None,
+            "repeated: ['1']",
+        ),
+        (
+            "multiclass",
+            ["a", "b"],
+            TaskOutputs(proba=_P3, classes=("a", None, "c")),
+            None,
+            "classes must not contain empty or missing names",
+        ),
         (
             "multiclass",
             ["a", "b"],
@@ -723,7 +755,7 @@ def test_bad_input_names_the_problem(
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
-        (lambda: CostMatrix(("a",), [[1.0]]), "at least 2 non-empty strings"),
+        (lambda: CostMatrix(("a",), [[1.0]]), "at least 2 non-empty names"),
         (lambda: CostMatrix(("a", "a"), [[1, 0], [0, 1]]), "unique; repeated: ['a']"),
         (lambda: CostMatrix(("a", "b"), [[1, 0]]), "must be 2 rows of 2 numbers"),
         (lambda: CostMatrix(("a", "b"), [[1, 0], [0, math.nan]]), "contain 1 NaN/inf"),

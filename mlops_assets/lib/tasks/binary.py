@@ -107,7 +107,8 @@ class BinaryTask(Task):
             shape = np.shape(outputs.proba)
             if len(shape) != 1:
                 raise MetricInputError(
-                    f"binary proba must be P(positive) with shape (n,), got shape {shape}"
+                    f"binary proba must be P(positive) with shape (n,), got shape {shape} "
+                    "(for a two-column predict_proba, pass its positive-class column)"
                 )
             p = _m._as_1d("proba", outputs.proba)
             check_length("proba", p, n)

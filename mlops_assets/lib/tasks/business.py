@@ -44,6 +44,7 @@ class CostMatrix:
 
     ``business_value`` is the mean value per prediction. For a binary task the classes are
     "0" and "1" (in either order); for multiclass they must cover every label that occurs.
+    Class names are compared as strings (0 and "0" are the same class).
     """
 
     classes: tuple[str, ...]
@@ -52,11 +53,13 @@ class CostMatrix:
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        classes = tuple(self.classes)
-        if len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        raw = tuple(self.classes)
+        if len(raw) < 2 or any(c is None or c == "" for c in raw):
             raise MetricInputError(
-                f"cost matrix classes must be at least 2 non-empty strings, got {classes!r}"
+                f"cost matrix classes must be at least 2 non-empty names, got {raw!r}"
             )
+        # labels are compared as strings (a YAML list [0, 1] names classes "0" and "1")
+        classes = tuple(str(c) for c in raw)
         repeated = sorted({c for c in classes if classes.count(c) > 1})
         if repeated:
             raise MetricInputError(f"cost matrix classes must be unique; repeated: {repeated}")

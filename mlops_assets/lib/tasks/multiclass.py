@@ -31,19 +31,32 @@ from mlops_assets.lib.tasks.business import BusinessValue, CostMatrix
 PROBA_SUM_TOLERANCE = 1e-3
 
 
+def _is_missing(value: object) -> bool:
+    # NaN is the value not equal to itself; pandas' NA makes the comparison itself ambiguous
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:
+        return True
+
+
 def as_labels(name: str, values: object) -> np.ndarray:
-    """Class labels as a 1-D array of strings; missing labels (None/NaN) are an error."""
+    """Class labels as a 1-D array of strings; missing labels (None/NaN/NA) are an error.
+
+    Non-string labels become their ``str``: integer targets 0, 1, 2 are classes "0", "1", "2".
+    """
     array = np.asarray(values)
     if array.ndim != 1:
         raise MetricInputError(f"{name} must be one-dimensional, got shape {array.shape}")
     if array.dtype.kind in "fc":
         missing = int(np.count_nonzero(~np.isfinite(array)))
     elif array.dtype.kind == "O":
-        missing = sum(1 for v in array if v is None or (isinstance(v, float) and v != v))
+        missing = sum(1 for v in array if _is_missing(v))
     else:
         missing = 0
     if missing:
-        raise MetricInputError(f"{name} contains {missing} missing label(s) (None/NaN/inf)")
+        raise MetricInputError(f"{name} contains {missing} missing label(s) (None/NaN/NA/inf)")
     if array.dtype.kind == "O":
         return np.array([str(v) for v in array], dtype=str)
     return array.astype(str)
@@ -218,9 +231,11 @@ def _check_classes(classes: object) -> tuple[str, ...]:
         raise MetricInputError("multiclass proba needs outputs.classes naming its columns")
     if isinstance(classes, str) or not hasattr(classes, "__iter__"):
         raise MetricInputError(f"classes must be a sequence of class names, got {classes!r}")
-    names = tuple(classes)
-    if not all(isinstance(c, str) and c for c in names):
-        raise MetricInputError(f"classes must be non-empty strings, got {names!r}")
+    raw = tuple(classes)
+    if any(_is_missing(c) or c == "" for c in raw):
+        raise MetricInputError(f"classes must not contain empty or missing names, got {raw!r}")
+    # same rule as the labels: class 0 of a scikit-learn model's classes_ is "0"
+    names = tuple(str(c) for c in raw)
     repeated = sorted({c for c in names if names.count(c) > 1})
     if repeated:
         raise MetricInputError(f"classes must be unique; repeated: {repeated}")
