@@ -120,12 +120,9 @@ class MulticlassTask(Task):
         "log_loss": (0.05, 0.12),
         "roc_auc_ovr": (0.04, 0.07),
     }
-    default_monitored: ClassVar[tuple[str, ...]] = (
-        "accuracy",
-        "f1_macro",
-        "log_loss",
-        "roc_auc_ovr",
-    )
+    # roc_auc_ovr is computed but not monitored by default: with a rare class a daily batch
+    # often lacks it, and the mean then moves because the class set changed, not the model
+    default_monitored: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro", "log_loss")
     business_types: ClassVar[tuple[type, ...]] = (CostMatrix,)
 
     def _prepare(
