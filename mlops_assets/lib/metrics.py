@@ -62,9 +62,21 @@ class MetricResult:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-def _check_metric(metric: str) -> None:
-    if metric not in HIGHER_IS_BETTER:
-        raise MetricInputError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+def _check_metric(metric: str, higher_is_better: bool | None = None) -> None:
+    # Without a direction the metric must be one of this module's binary metrics; with one,
+    # the caller (a task from lib.tasks) owns the metric list and the name is only a label.
+    if higher_is_better is None:
+        if metric not in HIGHER_IS_BETTER:
+            raise MetricInputError(
+                f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}"
+            )
+        return
+    if not isinstance(higher_is_better, bool):
+        raise MetricInputError(
+            f"higher_is_better for {metric!r} must be True or False, got {higher_is_better!r}"
+        )
+    if not isinstance(metric, str) or not metric:
+        raise MetricInputError(f"metric must be a non-empty name, got {metric!r}")
 
 
 def _as_1d(name: str, values: object) -> np.ndarray:
@@ -82,38 +94,34 @@ def _check_finite_number(name: str, value: float, *, low: float, high: float) ->
         raise MetricInputError(f"{name} must be a finite number in [{low}, {high}], got {value!r}")
 
 
-def _validate(
-    y_true: object, prob: object, odds: object | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    y = _as_1d("y_true", y_true)
-    p = _as_1d("prob", prob)
-    if y.size != p.size:
-        raise MetricInputError(f"length mismatch: y_true has {y.size} values, prob has {p.size}")
-    if y.size == 0:
-        raise MetricInputError("empty input: no predictions to score")
+def _validate_binary_labels(name: str, values: object) -> np.ndarray:
+    labels = _as_1d(name, values)
+    bad_labels = ~np.isin(labels, (0.0, 1.0))
+    n_bad = int(np.count_nonzero(bad_labels))
+    if n_bad:
+        examples = sorted({float(v) for v in labels[bad_labels][:5]}, key=str)
+        raise MetricInputError(
+            f"{name} must contain only 0/1 labels; found {n_bad} other value(s), e.g. {examples}"
+        )
+    return labels
 
+
+def _validate_prob(p: np.ndarray, name: str = "prob") -> None:
     not_finite = int(np.count_nonzero(~np.isfinite(p)))
     if not_finite:
-        raise MetricInputError(f"prob contains {not_finite} NaN/inf value(s) of {p.size}")
+        raise MetricInputError(f"{name} contains {not_finite} NaN/inf value(s) of {p.size}")
     outside = int(np.count_nonzero((p < 0.0) | (p > 1.0)))
     if outside:
         raise MetricInputError(
-            f"prob contains {outside} value(s) outside [0, 1] "
+            f"{name} contains {outside} value(s) outside [0, 1] "
             f"(min {p.min():.6g}, max {p.max():.6g})"
         )
-    bad_labels = ~np.isin(y, (0.0, 1.0))
-    n_bad = int(np.count_nonzero(bad_labels))
-    if n_bad:
-        examples = sorted({float(v) for v in y[bad_labels][:5]}, key=str)
-        raise MetricInputError(
-            f"y_true must contain only 0/1 labels; found {n_bad} other value(s), e.g. {examples}"
-        )
 
-    if odds is None:
-        return y, p, None
+
+def _validate_odds(odds: object, n: int) -> np.ndarray:
     o = _as_1d("odds", odds)
-    if o.size != y.size:
-        raise MetricInputError(f"length mismatch: y_true has {y.size} values, odds has {o.size}")
+    if o.size != n:
+        raise MetricInputError(f"length mismatch: y_true has {n} values, odds has {o.size}")
     odds_not_finite = int(np.count_nonzero(~np.isfinite(o)))
     if odds_not_finite:
         raise MetricInputError(f"odds contains {odds_not_finite} NaN/inf value(s) of {o.size}")
@@ -124,7 +132,23 @@ def _validate(
         raise MetricInputError(
             f"odds must be decimal odds > 1; {too_low} value(s) are <= 1 (min {o.min():.6g})"
         )
-    return y, p, o
+    return o
+
+
+def _validate(
+    y_true: object, prob: object, odds: object | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    y = _as_1d("y_true", y_true)
+    p = _as_1d("prob", prob)
+    if y.size != p.size:
+        raise MetricInputError(f"length mismatch: y_true has {y.size} values, prob has {p.size}")
+    if y.size == 0:
+        raise MetricInputError("empty input: no predictions to score")
+    _validate_prob(p)
+    y = _validate_binary_labels("y_true", y)
+    if odds is None:
+        return y, p, None
+    return y, p, _validate_odds(odds, y.size)
 
 
 def _roi(
@@ -148,6 +172,63 @@ def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
+def _label_metrics(
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    values: dict[str, float | None],
+    notes: dict[str, str],
+    *,
+    no_prediction_note: str,
+    no_positive_note: str = "no positive labels (no home wins) in y_true",
+) -> None:
+    """accuracy, precision, recall, f1 from boolean actual/predicted positives, into values."""
+    n = int(actual.size)
+    tp = int(np.count_nonzero(predicted & actual))
+    fp = int(np.count_nonzero(predicted & ~actual))
+    fn = int(np.count_nonzero(~predicted & actual))
+    n_pos = tp + fn
+
+    values["accuracy"] = float(np.count_nonzero(predicted == actual) / n)
+
+    if tp + fp == 0:
+        values["precision"] = None
+        notes["precision"] = no_prediction_note
+    else:
+        values["precision"] = tp / (tp + fp)
+
+    if n_pos == 0:
+        values["recall"] = None
+        notes["recall"] = no_positive_note
+    else:
+        values["recall"] = tp / n_pos
+
+    # 2TP / (2TP + FP + FN) is defined whenever anything was predicted or present; a model that
+    # misses every real positive genuinely scores 0 here, which is not a failure to compute.
+    if 2 * tp + fp + fn == 0:
+        values["f1"] = None
+        notes["f1"] = "no positive labels and no positive predictions"
+    else:
+        values["f1"] = 2 * tp / (2 * tp + fp + fn)
+
+
+def _prob_metrics(
+    y: np.ndarray, p: np.ndarray, values: dict[str, float | None], notes: dict[str, str]
+) -> None:
+    """roc_auc and log_loss of P(positive) against 0/1 labels, into values."""
+    n = int(y.size)
+    actual = y == 1.0
+    n_pos = int(np.count_nonzero(actual))
+    if n_pos == 0 or n_pos == n:
+        values["roc_auc"] = None
+        notes["roc_auc"] = f"only one class in y_true ({'1' if n_pos else '0'} for all {n} rows)"
+    else:
+        values["roc_auc"] = _roc_auc(y, p)
+
+    clipped = np.clip(p, _LOG_LOSS_EPS, 1.0 - _LOG_LOSS_EPS)
+    losses = np.where(actual, -np.log(clipped), -np.log1p(-clipped))
+    values["log_loss"] = float(losses.mean())
+
+
 def _compute(
     y: np.ndarray,
     p: np.ndarray,
@@ -159,44 +240,14 @@ def _compute(
     notes: dict[str, str] = {}
     n = int(y.size)
 
-    predicted = p >= threshold
-    actual = y == 1.0
-    tp = int(np.count_nonzero(predicted & actual))
-    fp = int(np.count_nonzero(predicted & ~actual))
-    fn = int(np.count_nonzero(~predicted & actual))
-    n_pos = tp + fn
-
-    values["accuracy"] = float(np.count_nonzero(predicted == actual) / n)
-
-    if tp + fp == 0:
-        values["precision"] = None
-        notes["precision"] = f"no positive predictions at threshold {threshold:g}"
-    else:
-        values["precision"] = tp / (tp + fp)
-
-    if n_pos == 0:
-        values["recall"] = None
-        notes["recall"] = "no positive labels (no home wins) in y_true"
-    else:
-        values["recall"] = tp / n_pos
-
-    # 2TP / (2TP + FP + FN) is defined whenever anything was predicted or present; a model that
-    # misses every real home win genuinely scores 0 here, which is not a failure to compute.
-    if 2 * tp + fp + fn == 0:
-        values["f1"] = None
-        notes["f1"] = "no positive labels and no positive predictions"
-    else:
-        values["f1"] = 2 * tp / (2 * tp + fp + fn)
-
-    if n_pos == 0 or n_pos == n:
-        values["roc_auc"] = None
-        notes["roc_auc"] = f"only one class in y_true ({'1' if n_pos else '0'} for all {n} rows)"
-    else:
-        values["roc_auc"] = _roc_auc(y, p)
-
-    clipped = np.clip(p, _LOG_LOSS_EPS, 1.0 - _LOG_LOSS_EPS)
-    losses = np.where(actual, -np.log(clipped), -np.log1p(-clipped))
-    values["log_loss"] = float(losses.mean())
+    _label_metrics(
+        y == 1.0,
+        p >= threshold,
+        values,
+        notes,
+        no_prediction_note=f"no positive predictions at threshold {threshold:g}",
+    )
+    _prob_metrics(y, p, values, notes)
 
     n_bets = 0
     if o is None:
@@ -293,6 +344,7 @@ def thresholds_for(
     critical_abs: float,
     k_warning: float = 2.0,
     k_critical: float = 3.0,
+    higher_is_better: bool | None = None,
 ) -> tuple[float, float]:
     """(warning, critical) degradation thresholds, as positive amounts in the worse direction.
 
@@ -301,9 +353,10 @@ def thresholds_for(
     sqrt(n_baseline / n_current) since sampling noise grows as 1/sqrt(n): a day with few
     matches gets wider thresholds instead of alerting on noise. ``baseline_std=None`` (noise
     unknown) falls back to the absolute levels. ``baseline`` is only checked for sanity, so
-    callers can pass one baseline record unchanged.
+    callers can pass one baseline record unchanged. ``higher_is_better`` admits a metric of any
+    task (see lib.tasks); without it the metric must be one of ``METRICS``.
     """
-    _check_metric(metric)
+    _check_metric(metric, higher_is_better)
     _check_finite_number("baseline", baseline, low=-math.inf, high=math.inf)
     for name, count in (("n_current", n_current), ("n_baseline", n_baseline)):
         if not isinstance(count, numbers.Integral) or count < 1:
@@ -331,16 +384,21 @@ def thresholds_for(
     return warning, critical
 
 
-def degradation(metric: str, observed: float, baseline: float) -> tuple[float, float | None]:
+def degradation(
+    metric: str, observed: float, baseline: float, higher_is_better: bool | None = None
+) -> tuple[float, float | None]:
     """(absolute, relative) change, signed so that positive means worse than baseline.
 
     Relative is the absolute change over |baseline|, and None when the baseline is 0 (e.g. a
-    break-even ROI), where no ratio is meaningful.
+    break-even ROI), where no ratio is meaningful. The direction comes from ``higher_is_better``
+    when given (any task's metric), else from ``HIGHER_IS_BETTER`` (binary metrics only).
     """
-    _check_metric(metric)
+    _check_metric(metric, higher_is_better)
     _check_finite_number("observed", observed, low=-math.inf, high=math.inf)
     _check_finite_number("baseline", baseline, low=-math.inf, high=math.inf)
-    absolute = baseline - observed if HIGHER_IS_BETTER[metric] else observed - baseline
+    if higher_is_better is None:
+        higher_is_better = HIGHER_IS_BETTER[metric]
+    absolute = baseline - observed if higher_is_better else observed - baseline
     relative = None if baseline == 0 else absolute / abs(baseline)
     return float(absolute), relative
 
@@ -351,9 +409,14 @@ def severity_for(
     degradation_abs: float,
     warning_threshold: float,
     critical_threshold: float,
+    higher_is_better: bool | None = None,
 ) -> Severity:
-    """Level for one observation; a degradation exactly at a threshold is still tolerated."""
-    _check_metric(metric)
+    """Level for one observation; a degradation exactly at a threshold is still tolerated.
+
+    ``higher_is_better`` admits a metric of any task (see lib.tasks); without it the metric must
+    be one of ``METRICS``.
+    """
+    _check_metric(metric, higher_is_better)
     _check_finite_number("degradation_abs", degradation_abs, low=-math.inf, high=math.inf)
     _check_finite_number("warning_threshold", warning_threshold, low=0.0, high=math.inf)
     _check_finite_number("critical_threshold", critical_threshold, low=0.0, high=math.inf)
