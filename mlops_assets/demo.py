@@ -127,7 +127,12 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
 
     backend = "postgres" if postgres_dsn else None
     settings = load_settings(home=home, backend=backend, dsn=postgres_dsn)
-    server = LocalMlflowServer(settings.home / "mlflow-server")
+    # The same sqlite store and artifact folder that the CLI and `make dev` use by default
+    # (MLOPS_MLFLOW_TRACKING_URI unset), served over HTTP so the demo can stop and restart it.
+    settings.home.mkdir(parents=True, exist_ok=True)
+    server = LocalMlflowServer(
+        settings.home / "mlflow", artifact_root=settings.home / "mlflow-artifacts"
+    )
     started = time.monotonic()
     echo(f"mlops_assets demo — data directory {settings.home}")
     echo("   starting a local mlflow server ...")
@@ -310,9 +315,8 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         echo("   health:          mlops-assets status")
         echo("   Dagster UI:      make dev   (then http://127.0.0.1:3000)")
         echo(
-            "   MLflow UI:       .venv/bin/mlflow server --backend-store-uri "
-            f"sqlite:///{server.root / 'mlflow.db'} --artifacts-destination "
-            f"{server.root / 'artifacts'}"
+            f"   MLflow UI:       .venv/bin/mlflow ui --backend-store-uri "
+            f"{server.backend_store_uri}"
         )
         return result
     finally:

@@ -18,16 +18,24 @@ def free_port() -> int:
 
 
 class LocalMlflowServer:
-    """`mlflow server` with a sqlite backend and proxied artifacts under `root`.
+    """`mlflow server` with a sqlite backend under `root`.
 
-    The port is chosen once, so a stopped and restarted server keeps its URI, as a real
-    server coming back after an outage would.
+    By default artifacts are proxied (stored under `root/artifacts`). With `artifact_root` the
+    server instead hands out that local folder, so a client that talks to the sqlite file
+    directly (the CLI, `make dev`) and one that talks to the server see one and the same store.
+    The port is chosen once, so a stopped and restarted server keeps its URI, as a real server
+    coming back after an outage would.
     """
 
-    def __init__(self, root: Path, port: int | None = None):
+    def __init__(self, root: Path, port: int | None = None, *, artifact_root: Path | None = None):
         self.root = Path(root)
         self.port = port or free_port()
+        self.artifact_root = artifact_root
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def backend_store_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
 
     @property
     def uri(self) -> str:
@@ -53,9 +61,8 @@ class LocalMlflowServer:
                     "--port",
                     str(self.port),
                     "--backend-store-uri",
-                    f"sqlite:///{self.root / 'mlflow.db'}",
-                    "--artifacts-destination",
-                    str(self.root / "artifacts"),
+                    self.backend_store_uri,
+                    *self._artifact_args(),
                     "--workers",
                     "1",
                 ],
@@ -82,6 +89,11 @@ class LocalMlflowServer:
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"mlflow server did not answer within {timeout:.0f}s")
+
+    def _artifact_args(self) -> list[str]:
+        if self.artifact_root is None:
+            return ["--artifacts-destination", str(self.root / "artifacts")]
+        return ["--no-serve-artifacts", "--default-artifact-root", self.artifact_root.as_uri()]
 
     def stop(self) -> None:
         if self.running:

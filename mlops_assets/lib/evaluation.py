@@ -109,3 +109,22 @@ def judge(
         "critical_threshold": critical,
         "level": level,
     }
+
+
+def monitored_levels(
+    contract: ModelContract, baseline: dict[str, float | None]
+) -> dict[str, tuple[float, float]]:
+    """Monitored metric -> absolute (warning, critical) degradation levels.
+
+    Levels the contract declares are taken as they are. Defaults come from the task: fixed
+    for scale-free metrics, and a fraction of the baseline for metrics in the target's units
+    (MAE, RMSE), which have no universal absolute level.
+    """
+    declared = contract.monitoring.metrics
+    if declared:
+        return {m: (v.warning, v.critical) for m, v in declared.items()}
+    task = task_of(contract)
+    defaults = task.levels_for(business=business_of(contract, None), baseline=baseline)
+    return {
+        m: defaults.get(m, levels) for m, levels in contract.monitored_metrics().items()
+    }

@@ -117,13 +117,13 @@ def production_metrics(
     """The task's metrics on the day's labelled rows beside the training baseline, with their
     noise-aware verdicts; only the columns metrics need are read."""
     from mlops_assets.defs.training.assets import _outputs
-    from mlops_assets.lib.evaluation import evaluate, judge, y_true_of
+    from mlops_assets.lib.evaluation import evaluate, judge, monitored_levels, y_true_of
     from mlops_assets.storage import inference_log
 
     target = partition_target(context, warehouse)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
     contract = _contract(models, model.model_name)
-    monitored = contract.monitored_metrics()
+    monitored = monitored_levels(contract, model.metrics)
     frame = inference_log.read_for_metrics(wh, contract, day)
     n_predictions = len(frame)
     labelled = frame[frame["y_true"].notna()] if n_predictions else frame
