@@ -47,6 +47,7 @@ class WebhookServer:
 
     def __init__(self) -> None:
         self.received: list[tuple[int, dict[str, Any]]] = []  # (status answered, body)
+        self.headers: list[dict[str, str]] = []  # request headers, same order as `received`
         self.script: list[tuple[int, dict[str, str]]] = []
         self.fail_with: int | None = None
         self.delay = 0.0
@@ -62,6 +63,7 @@ class WebhookServer:
                     else:
                         status, headers = (server.fail_with or 200), {}
                     server.received.append((status, body))
+                    server.headers.append(dict(self.headers.items()))
                     delay = server.delay
                 if delay:
                     time.sleep(delay)
