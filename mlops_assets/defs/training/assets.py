@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mlops_assets.defs.partitions import MODELS
 from mlops_assets.lib import demo_data
 from mlops_assets.lib.features import FeatureSpec
 from mlops_assets.lib.metrics import bootstrap_metric_std, classification_metrics
+from mlops_assets.lib.names import MODEL_NAME_RULE, validate_model_name
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.mlflow_buffer import REPLAYED
 from mlops_assets.storage.warehouse import frame_to_parquet, sql_file
@@ -35,7 +36,9 @@ class TrainingDataConfig(dg.Config):
 
 
 class TrainingConfig(dg.Config):
-    model_name: str = Field(default="match_outcome", description="Registered model name.")
+    model_name: str = Field(
+        default="match_outcome", description=f"Registered model name ({MODEL_NAME_RULE})."
+    )
     n_estimators: int = Field(default=200, ge=1, le=5000)
     learning_rate: float = Field(default=0.05, gt=0, le=1)
     num_leaves: int = Field(default=15, ge=2, le=1024)
@@ -49,6 +52,13 @@ class TrainingConfig(dg.Config):
         description="A new version becomes champion unless its accuracy or ROC AUC is more "
         "than this below the current champion's.",
     )
+
+
+    # A path segment, a partition key and an MLflow name: checked before anything is written.
+    @field_validator("model_name")
+    @classmethod
+    def _model_name_is_safe(cls, value: str) -> str:
+        return validate_model_name(value)
 
 
 class BaselineConfig(dg.Config):
