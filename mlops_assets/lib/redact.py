@@ -65,3 +65,10 @@ def redact(text: object, secrets: Iterable[str | None] = ()) -> str:
 def redact_optional(text: object | None) -> str | None:
     """`redact` that keeps None as None (for nullable error columns)."""
     return None if text is None else redact(text)
+
+
+def strip_credentials(url: str) -> str:
+    """`url` without its userinfo and with secret-looking query values masked: a link that
+    can be shown (UI links built from a tracking URI that carries `user:password@`)."""
+    stripped = _USERINFO.sub(lambda m: m["scheme"], url, count=1)
+    return _QUERY_PARAM.sub(lambda m: f"{m['lead']}{MASK}", stripped)

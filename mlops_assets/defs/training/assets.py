@@ -16,6 +16,7 @@ from mlops_assets.lib import demo_data
 from mlops_assets.lib.features import FeatureSpec
 from mlops_assets.lib.metrics import bootstrap_metric_std, classification_metrics
 from mlops_assets.lib.names import MODEL_NAME_RULE, validate_model_name
+from mlops_assets.lib.redact import redact
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.mlflow_buffer import REPLAYED
 from mlops_assets.storage.warehouse import frame_to_parquet, sql_file
@@ -52,7 +53,6 @@ class TrainingConfig(dg.Config):
         description="A new version becomes champion unless its accuracy or ROC AUC is more "
         "than this below the current champion's.",
     )
-
 
     # A path segment, a partition key and an MLflow name: checked before anything is written.
     @field_validator("model_name")
@@ -244,7 +244,8 @@ def training_run(
     )
     if replay.error:
         context.log.warning(
-            f"MLflow unavailable, run {output.local_run_id} buffered for replay: {replay.error}"
+            f"MLflow unavailable, run {output.local_run_id} buffered for replay: "
+            + redact(replay.error)
         )
     link = tracker.config.run_link(output.mlflow_experiment_id, output.mlflow_run_id)
     gate = _champion_gate(warehouse.get(), tracker, output, config.promotion_tolerance)
