@@ -1,4 +1,8 @@
-"""`mlops-assets`: the demo, read-only queries, the MLflow buffer and alerts from a terminal."""
+"""`mlops-assets`: the demo, read-only queries, the MLflow buffer and alerts from a terminal.
+
+Every failure ends as one `error: <cause>` line on stderr and a non-zero exit (2 for bad
+settings or arguments, 1 otherwise); secrets in the cause are masked.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,16 @@ import argparse
 import csv
 import sys
 
+from mlops_assets.lib.redact import redact
 from mlops_assets.settings import SettingsError
-from mlops_assets.storage.warehouse import WarehouseError
+from mlops_assets.storage.warehouse import QUERY_TIMEOUT_SECONDS, WarehouseError
 
 
 def _query(args: argparse.Namespace) -> int:
-    from mlops_assets.runtime import build_runtime
+    from mlops_assets.runtime import build_readonly_warehouse
 
-    runtime = build_runtime(home=args.home)
-    rows = runtime.warehouse.query_readonly(args.sql)
+    warehouse = build_readonly_warehouse(home=args.home)
+    rows = warehouse.query_readonly(args.sql, timeout=args.timeout)
     writer = csv.writer(sys.stdout)
     if rows:
         writer.writerow(rows[0].keys())
@@ -31,9 +36,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from mlops_assets.demo import format_health
-    from mlops_assets.runtime import build_runtime
+    from mlops_assets.runtime import build_readonly_warehouse
 
-    print(format_health(build_runtime(home=args.home).warehouse))
+    print(format_health(build_readonly_warehouse(home=args.home)))
     return 0
 
 
@@ -58,15 +63,15 @@ def _flush(args: argparse.Namespace) -> int:
 
     report = build_runtime(home=args.home).tracker.flush()
     if report.skipped_reason:
-        print(f"nothing replayed: {report.skipped_reason}")
+        print(f"nothing replayed: {redact(report.skipped_reason)}")
     for r in report.replayed:
         print(
             f"replayed {r.local_run_id} -> MLflow run {r.mlflow_run_id} ({r.metrics_sent} metrics)"
         )
     for r in report.parked:
-        print(f"parked {r.local_run_id}: {r.error}")
+        print(f"parked {r.local_run_id}: {redact(r.error)}")
     for r in report.failed:
-        print(f"still pending {r.local_run_id}: {r.error}")
+        print(f"still pending {r.local_run_id}: {redact(r.error)}")
     return 1 if report.failed else 0
 
 
@@ -78,7 +83,7 @@ def _buffer(args: argparse.Namespace) -> int:
     state = runtime.breaker.current_state()
     print(
         f"circuit breaker: {state.state} (failures {state.failure_count})"
-        + (f", last error: {state.last_error}" if state.last_error else "")
+        + (f", last error: {redact(state.last_error)}" if state.last_error else "")
     )
     age = summary.oldest_pending_age_s
     print(
@@ -89,7 +94,7 @@ def _buffer(args: argparse.Namespace) -> int:
     for run in summary.runs:
         print(
             f"  {run.local_run_id}  {run.state:<9} {run.run_name}  attempts {run.attempts}"
-            + (f"  last error: {run.last_error}" if run.last_error else "")
+            + (f"  last error: {redact(run.last_error)}" if run.last_error else "")
         )
     return 0
 
@@ -129,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(fn=_demo)
     query = sub.add_parser("query", help="run one read-only SQL statement, print CSV")
     query.add_argument("sql")
+    query.add_argument(
+        "--timeout",
+        type=float,
+        default=QUERY_TIMEOUT_SECONDS,
+        help=f"seconds before the query is stopped (default {QUERY_TIMEOUT_SECONDS:g}, max 50)",
+    )
     query.set_defaults(fn=_query)
     sub.add_parser("status", help="print the model health table").set_defaults(fn=_status)
     ack = sub.add_parser("ack", help="acknowledge an alert")
@@ -148,11 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except WarehouseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error, 2)
+    except (WarehouseError, LookupError, ValueError) as error:
+        return _fail(error, 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as error:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
+        return _fail(f"{type(error).__name__}: {error}", 1)
+
+
+def _fail(error: object, code: int) -> int:
+    """One `error:` line: multi-line causes joined, secrets masked."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    print(f"error: {redact('; '.join(lines) or 'failed')}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

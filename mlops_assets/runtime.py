@@ -69,6 +69,17 @@ def make_warehouse(settings: Settings) -> Warehouse:
     return DuckDBWarehouse(settings.embedded_path)
 
 
+def build_readonly_warehouse(settings: Settings | None = None, **overrides: object) -> Warehouse:
+    """The warehouse for inspection (`query`, `status`): never migrated, never created; the
+    embedded file is opened read-only, so a file this process may not write can be read and a
+    reader never takes the writers' lock."""
+    settings = settings or load_settings(**overrides)
+    if settings.warehouse.backend == "postgres":
+        assert settings.warehouse.dsn is not None
+        return PostgresWarehouse(settings.warehouse.dsn)
+    return DuckDBWarehouse(settings.embedded_path, read_only=True)
+
+
 def build_runtime(settings: Settings | None = None, **overrides: object) -> Runtime:
     """Settings -> a migrated warehouse and a tracker. Migrations run once per process."""
     settings = settings or load_settings(**overrides)

@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlops_assets.lib.names import validate_model_name
+from mlops_assets.lib.redact import redact
+
 
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the variable and what is allowed."""
@@ -43,6 +46,12 @@ class MLflowSettings(BaseSettings):
     )
     experiment_name: str = Field(default="mlops_assets", min_length=1)
     registered_model_name: str = Field(default="match_outcome", min_length=1)
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _model_name_is_safe(cls, value: str) -> str:
+        return validate_model_name(value)
+
     ui_url: str | None = Field(
         default=None, description="Base URL of the MLflow UI for links; defaults to the URI."
     )
@@ -135,7 +144,8 @@ def _describe(cls: type[BaseSettings], error: ValidationError) -> list[str]:
         else:
             var = f"{_PREFIXES[cls]}{field.upper()}"
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{var}={item.get('input')!r}: {message}")
+        # The value is shown to say what was read, with any password or token masked.
+        lines.append(redact(f"{var}={item.get('input')!r}: {message}"))
     return lines
 
 

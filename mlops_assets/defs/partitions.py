@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from mlops_assets.lib.names import validate_model_name
 from mlops_assets.resources import WarehouseResource
 from mlops_assets.storage.monitoring import ActiveModel, UnknownModelError, active_model
 from mlops_assets.storage.warehouse import Warehouse
@@ -21,7 +22,7 @@ def day_and_model(context: dg.AssetExecutionContext) -> tuple[str, str]:
 
 
 def partition_key(day: str, model: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({"date": day, "model": model})
+    return dg.MultiPartitionKey({"date": day, "model": validate_model_name(model)})
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ def partition_target(
     """Resolve the partition's model to its active run; an unknown model fails the run with a
     message naming it and the known models."""
     day_key, model_name = day_and_model(context)
+    try:
+        validate_model_name(model_name)  # a hand-added partition could name anything
+    except ValueError as error:
+        raise dg.Failure(str(error)) from error
     wh = warehouse.get()
     try:
         model = active_model(wh, model_name)

@@ -53,6 +53,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, TypeVar
 
+from mlops_assets.lib.redact import redact
+
 __all__ = [
     "BreakerEvent",
     "BreakerState",
@@ -175,7 +177,7 @@ def _open_message(name: str, state: BreakerState, retry_after: float) -> str:
 def _error_text(error: BaseException | None) -> str | None:
     if error is None:
         return None
-    text = f"{type(error).__name__}: {error}"
+    text = redact(f"{type(error).__name__}: {error}")  # stored, alerted and logged: no secrets
     if len(text) > ERROR_TEXT_LIMIT:
         text = text[: ERROR_TEXT_LIMIT - 3] + "..."
     return text

@@ -12,7 +12,9 @@ from datetime import date
 from typing import Any, Literal, get_args
 from urllib.parse import quote, urlsplit
 
-Kind = Literal["performance", "drift", "mlflow_service", "asset_check"]
+# Every kind any code path writes to `mlops.ml_performance_alerts` (a test scans the code).
+Kind = Literal["performance", "drift", "mlflow_service", "mlflow_replay", "asset_check"]
+ALERT_KINDS: tuple[str, ...] = get_args(Kind)
 Event = Literal["opened", "escalated", "updated", "resolved"]
 Severity = Literal["info", "warning", "critical"]
 
@@ -27,6 +29,7 @@ _KIND_TITLE: dict[str, str] = {
     "performance": "Model performance",
     "drift": "Data drift",
     "mlflow_service": "MLflow service",
+    "mlflow_replay": "MLflow replay",
     "asset_check": "Asset check",
 }
 
@@ -72,6 +75,8 @@ class AlertMessage:
     dagster_ui_url: str | None = None
     asset_key: tuple[str, ...] | None = None
     detail: str | None = None
+    # The warehouse event id: the same on every re-delivery, so receivers can drop duplicates.
+    event_id: int | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in (("kind", Kind), ("event", Event), ("severity", Severity)):
@@ -220,4 +225,15 @@ def slack_payload(msg: AlertMessage) -> dict[str, Any]:
         blocks.append(
             {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(msg.detail)}}
         )
-    return {"text": _slack_escape(_headline(msg)), "blocks": blocks}
+    payload: dict[str, Any] = {"text": _slack_escape(_headline(msg)), "blocks": blocks}
+    key = idempotency_key(msg)
+    if key is not None:
+        # Slack ignores unknown top-level fields; other receivers dedupe on it.
+        payload["idempotency_key"] = key
+        payload["event_id"] = msg.event_id
+    return payload
+
+
+def idempotency_key(msg: AlertMessage) -> str | None:
+    """Stable per alert event: every re-delivery of the same event carries the same key."""
+    return None if msg.event_id is None else f"mlops-alert-event-{msg.event_id}"

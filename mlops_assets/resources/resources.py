@@ -56,7 +56,15 @@ class NotifierResource(dg.ConfigurableResource):
     )
     dagster_ui_url: str = Field(default="http://127.0.0.1:3000")
     timeout_seconds: float = Field(default=5.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1, le=10)
+    max_attempts: int = Field(
+        default=3, ge=1, le=10, description="HTTP attempts per event within one sensor tick."
+    )
+    max_event_attempts: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Failed ticks after which an event is marked failed and no longer retried.",
+    )
 
     def resolved_webhook_url(self) -> str | None:
         from mlops_assets.settings import NotifierSettings

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from mlops_assets.lib.breaker import BreakerEvent
+from mlops_assets.lib.redact import redact
 from mlops_assets.storage.warehouse import Transaction, Warehouse, sql_file
 
 SERVICE_MODEL = "mlflow"  # service alerts are not about a model; this fills model_name
@@ -58,7 +59,8 @@ def record_service_alert(warehouse: Warehouse, event: BreakerEvent) -> None:
             "ORDER BY alert_id DESC LIMIT 1"
         )
         if event.to_state == "open":
-            message = f"MLflow circuit breaker opened: {event.reason}. {event.error or ''}".strip()
+            message = redact(f"MLflow circuit breaker opened: {event.reason}. {event.error or ''}")
+            message = message.strip()
             if current:
                 tx.execute(
                     "UPDATE mlops.ml_performance_alerts SET last_seen = :d, updated_at = :t, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlops_assets.lib.breaker import BreakerEvent, BreakerState, Transition
+from mlops_assets.lib.redact import redact_optional
 from mlops_assets.storage.warehouse import Warehouse, sql_file
 
 _FIELDS = tuple(BreakerState.__dataclass_fields__)
@@ -82,5 +83,5 @@ def _event_row(event: BreakerEvent) -> dict:
         "from_state": event.from_state,
         "to_state": event.to_state,
         "reason": event.reason,
-        "error": event.error,
+        "error": redact_optional(event.error),
     }

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from mlops_assets.lib.redact import redact, redact_optional
 from mlops_assets.storage.warehouse import Warehouse, sql_file
 
 RECORDING, PENDING, REPLAYED, PARKED = "recording", "pending", "replayed", "parked"
@@ -246,7 +247,7 @@ class MlflowBuffer:
         self.warehouse.execute(
             "UPDATE mlops.mlflow_buffer_runs SET attempts = attempts + 1, last_error = :e "
             "WHERE local_run_id = :id",
-            {"e": error, "id": local_run_id},
+            {"e": redact_optional(error), "id": local_run_id},
         )
 
     def park(self, local_run_id: str, error: str) -> None:
@@ -257,7 +258,7 @@ class MlflowBuffer:
             tx.execute(
                 "UPDATE mlops.mlflow_buffer_runs SET state = :s, last_error = :e "
                 "WHERE local_run_id = :id",
-                {"s": PARKED, "e": error, "id": local_run_id},
+                {"s": PARKED, "e": redact(error), "id": local_run_id},
             )
             tx.execute(
                 "UPDATE mlops.training_runs SET tracking_status = 'PARKED' "

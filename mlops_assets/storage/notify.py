@@ -1,11 +1,21 @@
 """Alert delivery: every undelivered row of `mlops.alert_events` goes out once, oldest first.
 
 `deliver_pending` reads the pending events with their alert rows, turns each into an
-`AlertMessage` and hands it to a sender (a webhook, or the log when none is configured). A
-delivery that fails is never lost: the event stays undelivered with `attempts` and
-`last_error` updated, the batch stops there so later events do not overtake it, and the next
-call retries it. Delivery is at-least-once: if the process dies between a successful send and
-the update that records it, that one event is sent again.
+`AlertMessage` and hands it to a sender (a webhook, or the log when none is configured).
+
+Delivery is at-least-once with an idempotency key. Every payload carries the event id as
+`idempotency_key` (and the webhook request as an `Idempotency-Key` header), the same on every
+re-delivery, so a receiver can drop duplicates. Duplicates happen when a send times out after
+the receiver got it, or when the process dies between a successful send and the update that
+records it. Within one call an event is sent at most `max_attempts` times, and a read timeout
+is not retried in the same call at all (the receiver may already have it).
+
+A delivery that fails for a reason that may pass (connection refused, timeout, 5xx, 429) keeps
+the event pending with `attempts` and `last_error` updated; the batch stops there so later
+events do not overtake it while the channel is down, and the next call retries it. An event
+that cannot succeed (it cannot be formatted, the webhook answers 4xx, or it failed
+`max_event_attempts` times) is marked failed with its reason (`failed_at`, `last_error`) and
+the batch goes on: one bad event never blocks the events behind it.
 
 The webhook URL is a secret (Slack incoming-webhook URLs embed their token), so no error,
 log line or repr produced here contains it.
@@ -30,7 +40,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mlops_assets.lib.notify_format import AlertMessage, plain_text, slack_payload
+from mlops_assets.lib.notify_format import AlertMessage, idempotency_key, plain_text, slack_payload
+from mlops_assets.lib.redact import redact
 from mlops_assets.storage.alerts import add_event, open_alert, utcnow
 from mlops_assets.storage.warehouse import Transaction, Warehouse, sql_file
 
@@ -43,15 +54,25 @@ ASSET_FOR_KIND: dict[str, tuple[str, ...] | None] = {
     "performance": ("production_metrics",),
     "drift": ("feature_drift_report",),
     "mlflow_service": None,
+    # A buffered training run MLflow refused: the fix starts at the training run.
+    "mlflow_replay": ("training_run",),
 }
 MAX_ERROR_CHARS = 1000
 MAX_BODY_CHARS = 200
 MAX_RETRY_AFTER_SECONDS = 30.0
+# Failed calls (ticks) after which a retryable failure is given up, so it cannot block forever.
+MAX_EVENT_ATTEMPTS = 20
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 class DeliveryError(RuntimeError):
-    """A notification could not be delivered. The message never contains the webhook URL."""
+    """A notification could not be delivered. The message never contains the webhook URL.
+
+    `retryable` is False when sending the same request again cannot help (a 4xx answer)."""
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 # --------------------------------------------------------------------------- senders
@@ -76,7 +97,7 @@ def _redact(text: str, url: str) -> str:
     secrets |= {p for p in re.split(r"[&=]", parts.query) if len(p) >= 4}
     for secret in sorted((s for s in secrets if s and s != "/"), key=len, reverse=True):
         text = text.replace(secret, "<redacted>")
-    return text
+    return redact(text)
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -93,10 +114,12 @@ def _retry_after(response: requests.Response) -> float | None:
 class WebhookSender:
     """POSTs the Slack-compatible payload of each message as JSON.
 
-    Connection errors, timeouts, 5xx and 429 are retried up to `max_attempts` times in total,
-    sleeping `backoff_base * 2**(n-1)` seconds after the n-th failed attempt (or the server's
-    Retry-After, capped at 30 s, when longer). Other answers (4xx, redirects) fail at once:
-    repeating the same request cannot change them. Failure raises `DeliveryError`.
+    Connection errors, connect timeouts, 5xx and 429 are retried up to `max_attempts` times in
+    total, sleeping `backoff_base * 2**(n-1)` seconds after the n-th failed attempt (or the
+    server's Retry-After, capped at 30 s, when longer). A read timeout is not retried here: the
+    receiver may have the request already, and the caller retries it later with the same
+    `Idempotency-Key`. Other answers (4xx, redirects) fail at once and for good: repeating the
+    same request cannot change them. Failure raises `DeliveryError`.
     """
 
     def __init__(
@@ -127,26 +150,36 @@ class WebhookSender:
         )
 
     def __call__(self, message: AlertMessage) -> None:
-        self.post(slack_payload(message))
+        key = idempotency_key(message)
+        self.post(slack_payload(message), headers={"Idempotency-Key": key} if key else None)
 
-    def post(self, payload: Mapping[str, Any]) -> None:
+    def post(self, payload: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> None:
         """Send one JSON body; return on any 2xx, raise `DeliveryError` otherwise."""
         problem = "not attempted"
         attempt = 0
+        final = False  # True: no later call can succeed with the same request
         for attempt in range(1, self.max_attempts + 1):  # noqa: B007 - reported after the loop
             retryable, wait = True, 0.0
             try:
                 response = requests.post(
-                    self._url, json=dict(payload), timeout=self.timeout, allow_redirects=False
+                    self._url,
+                    json=dict(payload),
+                    headers=dict(headers or {}),
+                    timeout=self.timeout,
+                    allow_redirects=False,
                 )
+            except requests.ConnectTimeout:
+                problem = f"could not connect to the webhook within {self.timeout:g} s"
             except requests.Timeout:
+                # Sent, but no answer: the receiver may have it, so no second copy now.
                 problem = f"no answer within {self.timeout:g} s"
+                retryable = False
             except requests.ConnectionError:
                 problem = "could not connect to the webhook"
             except requests.RequestException as error:
                 # The exception text names the URL; its type is enough to act on.
                 problem = f"request failed ({type(error).__name__})"
-                retryable = False
+                retryable, final = False, True
             else:
                 status = response.status_code
                 if 200 <= status < 300:
@@ -154,13 +187,16 @@ class WebhookSender:
                 body = " ".join(response.text.split())[:MAX_BODY_CHARS]
                 problem = f"HTTP {status}" + (f": {_redact(body, self._url)}" if body else "")
                 retryable = status >= 500 or status == 429
+                final = not retryable
                 if status in (429, 503):
                     wait = _retry_after(response) or 0.0
             if not retryable or attempt == self.max_attempts:
                 break
             self._sleep(max(self.backoff_base * 2 ** (attempt - 1), wait))
         # Raised outside every `except` block, so no chained exception carries the URL along.
-        raise DeliveryError(f"webhook delivery failed after {attempt} attempt(s): {problem}")
+        raise DeliveryError(
+            f"webhook delivery failed after {attempt} attempt(s): {problem}", retryable=not final
+        )
 
 
 class _Logger(Protocol):
@@ -177,7 +213,7 @@ class LogSender:
         self.logger = logger or logging.getLogger("mlops_assets.alerts")
 
     def __call__(self, message: AlertMessage) -> None:
-        text = plain_text(message)
+        text = redact(plain_text(message))
         if message.event == "resolved" or message.severity == "info":
             self.logger.info(text)
         elif message.severity == "warning":
@@ -241,7 +277,7 @@ def message_from_row(
         metric=row["metric"],
         first_seen=_date(row["first_seen"]),
         last_seen=_date(row["last_seen"]),
-        model_name=None if kind == "mlflow_service" else row.get("model_name"),
+        model_name=None if kind in ("mlflow_service",) else row.get("model_name"),
         model_version=row.get("model_version"),
         observed=observed,
         baseline=baseline,
@@ -254,7 +290,9 @@ def message_from_row(
         run_pending=run_pending,
         dagster_ui_url=safe_base_url(dagster_ui_url),
         asset_key=asset_key,
-        detail=row.get("message"),
+        # Alert texts quote error messages, which may quote a URI with its password.
+        detail=None if row.get("message") is None else redact(row["message"]),
+        event_id=int(row["event_id"]) if row.get("event_id") is not None else None,
     )
 
 
@@ -280,7 +318,8 @@ class DeliveryReport:
     delivered: tuple[int, ...] = ()
     failed: tuple[int, ...] = ()
     errors: tuple[str, ...] = ()  # one per failed event, same order; never the webhook URL
-    remaining: int = 0  # events still undelivered after the call
+    remaining: int = 0  # events still undelivered (and not given up) after the call
+    given_up: tuple[int, ...] = ()  # failed events marked failed for good (a subset of failed)
 
     @property
     def last_delivered_event_id(self) -> int | None:
@@ -292,9 +331,9 @@ class DeliveryReport:
 
 
 def _describe(error: Exception) -> str:
-    # Only DeliveryError promises a URL-free message; other senders are trusted to do the same.
+    # Only DeliveryError promises a URL-free message; other texts are redacted here.
     text = str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}"
-    return text[:MAX_ERROR_CHARS]
+    return redact(text)[:MAX_ERROR_CHARS]
 
 
 def deliver_pending(
@@ -304,20 +343,25 @@ def deliver_pending(
     build_message: MessageBuilder,
     limit: int = 100,
     deadline: float | None = None,
+    max_event_attempts: int = MAX_EVENT_ATTEMPTS,
 ) -> DeliveryReport:
-    """Send up to `limit` undelivered alert events, oldest first, each through `sender`.
+    """Send up to `limit` pending alert events, oldest first, each through `sender`.
 
-    A sent event gets `delivered_at`. A send that raises increments `attempts`, stores
-    `last_error` and ends the batch (order is kept; the next call retries it). An event whose
-    message cannot be built (a malformed row) is recorded the same way but does not end the
-    batch: it would fail forever and hold back every later alert. `deadline` is a
-    `time.monotonic()` value after which no further send starts.
+    A sent event gets `delivered_at`. An event whose message cannot be built, or whose send
+    fails for good (`DeliveryError.retryable` False, or any other exception from the sender),
+    is marked failed with its reason and the batch goes on. A retryable send failure increments
+    `attempts`, stores `last_error` and ends the batch (the channel is likely down; the next
+    call retries it first); on its `max_event_attempts`-th failure it is marked failed instead.
+    `deadline` is a `time.monotonic()` value after which no further send starts.
     """
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    if max_event_attempts < 1:
+        raise ValueError(f"max_event_attempts must be >= 1, got {max_event_attempts}")
     rows = warehouse.query(sql_file("queries/select_undelivered_alert_events"), {"limit": limit})
     delivered: list[int] = []
     failed: list[int] = []
+    given_up: list[int] = []
     errors: list[str] = []
     for row in rows:
         if deadline is not None and time.monotonic() >= deadline:
@@ -327,29 +371,47 @@ def deliver_pending(
             message = build_message(row)
         except Exception as error:  # noqa: BLE001 - any formatting failure is recorded
             reason = f"cannot build the notification: {_describe(error)}"[:MAX_ERROR_CHARS]
-            _record_failure(warehouse, event_id, reason)
+            _give_up(warehouse, event_id, reason)
             failed.append(event_id)
+            given_up.append(event_id)
             errors.append(reason)
             continue
         try:
             sender(message)
-        except Exception as error:  # noqa: BLE001 - recorded on the event, retried next call
+        except Exception as error:  # noqa: BLE001 - recorded on the event
             reason = _describe(error)
-            _record_failure(warehouse, event_id, reason)
+            retryable = isinstance(error, DeliveryError) and error.retryable
             failed.append(event_id)
-            errors.append(reason)
-            break
+            if retryable and int(row.get("attempts") or 0) + 1 < max_event_attempts:
+                _record_failure(warehouse, event_id, reason)
+                errors.append(reason)
+                break
+            if retryable:
+                reason = f"gave up after {max_event_attempts} failed calls: {reason}"
+            _give_up(warehouse, event_id, reason[:MAX_ERROR_CHARS])
+            given_up.append(event_id)
+            errors.append(reason[:MAX_ERROR_CHARS])
+            continue
         warehouse.execute(
             sql_file("queries/notify_mark_delivered"), {"event_id": event_id, "at": utcnow()}
         )
         delivered.append(event_id)
     remaining = warehouse.query(sql_file("queries/notify_count_undelivered"))[0]["n"]
-    return DeliveryReport(tuple(delivered), tuple(failed), tuple(errors), int(remaining))
+    return DeliveryReport(
+        tuple(delivered), tuple(failed), tuple(errors), int(remaining), tuple(given_up)
+    )
 
 
 def _record_failure(warehouse: Warehouse, event_id: int, reason: str) -> None:
     warehouse.execute(
         sql_file("queries/notify_record_failure"), {"event_id": event_id, "error": reason}
+    )
+
+
+def _give_up(warehouse: Warehouse, event_id: int, reason: str) -> None:
+    warehouse.execute(
+        sql_file("queries/notify_mark_failed"),
+        {"event_id": event_id, "error": reason, "at": utcnow()},
     )
 
 

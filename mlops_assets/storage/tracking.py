@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_assets.lib.breaker import CircuitBreaker, CircuitOpenError
+from mlops_assets.lib.redact import redact, strip_credentials
 from mlops_assets.storage.mlflow_buffer import (
     PARKED,
     PENDING,
@@ -64,7 +65,7 @@ class MlflowConfig:
         if self.ui_url:
             return self.ui_url.rstrip("/")
         if self.tracking_uri.startswith("http"):
-            return self.tracking_uri.rstrip("/")
+            return strip_credentials(self.tracking_uri).rstrip("/")
         return None
 
     def run_link(self, experiment_id: str | None, run_id: str | None) -> str | None:
@@ -307,7 +308,7 @@ class MlflowTracker:
                 local_run_id, REPLAYED, experiment_id, run_id, version, metrics_sent=sent
             )
         except Exception as error:
-            text = f"{type(error).__name__}: {error}"[:1000]
+            text = redact(f"{type(error).__name__}: {error}")[:1000]
             if is_rejection(error):
                 self.buffer.park(local_run_id, text)
                 return ReplayResult(local_run_id, PARKED, metrics_sent=sent, error=text)

@@ -15,6 +15,7 @@ import hashlib
 import io
 import random
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +27,19 @@ from typing import Any
 import pandas as pd
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# Time limit of `query_readonly`. On DuckDB a reader holds a shared file lock that keeps every
+# writer out, and writers give up after `DuckDBWarehouse.lock_timeout` (60 s), so a query must
+# end well before that.
+QUERY_TIMEOUT_SECONDS = 30.0
+MAX_QUERY_TIMEOUT_SECONDS = 50.0
+# DuckDB settings of read-only connections: no file, network or extension access, fixed.
+_DUCKDB_READONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+READER_ROLE = "mlops_reader"
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
@@ -110,23 +124,13 @@ class Warehouse(ABC):
         with self.transaction() as tx:
             return tx.query_df(sql, params)
 
-    def query_readonly(self, sql: str) -> list[dict[str, Any]]:
-        """Run one statement that cannot change anything: the engine's own parser must find
-        exactly one statement; it runs in a transaction that is read-only on PostgreSQL and
-        rolled back on both engines. The text is sent as written (no placeholders)."""
-        try:
-            with self.transaction() as tx:
-                self._make_readonly(tx)
-                rows = self._query_one_statement(tx, sql)
-                raise _Rollback(rows)
-        except _Rollback as done:
-            return done.rows
-
     @abstractmethod
-    def _query_one_statement(self, tx: Transaction, sql: str) -> list[dict[str, Any]]: ...
-
-    def _make_readonly(self, tx: Transaction) -> None:  # noqa: B027 - optional hook
-        """Engines that can enforce read-only transactions do so (PostgreSQL)."""
+    def query_readonly(
+        self, sql: str, *, timeout: float = QUERY_TIMEOUT_SECONDS
+    ) -> list[dict[str, Any]]:
+        """Run one plain SELECT (or WITH ... SELECT) that cannot change anything, read any
+        file or run any program, stopped after `timeout` seconds. The text is sent as written
+        (no placeholders). Every refusal or failure is a WarehouseError saying why."""
 
     def schema_version(self) -> int:
         with self.transaction() as tx:
@@ -186,6 +190,22 @@ class _Rollback(Exception):  # noqa: N818 - control flow, not an error
         self.rows = rows
 
 
+def _check_timeout(timeout: float) -> float:
+    if not 0 < timeout <= MAX_QUERY_TIMEOUT_SECONDS:
+        raise WarehouseError(
+            f"query time limit must be > 0 and <= {MAX_QUERY_TIMEOUT_SECONDS:g} s "
+            f"(a DuckDB reader keeps writers out while it runs), got {timeout:g}"
+        )
+    return float(timeout)
+
+
+def _first_line(error: BaseException) -> str:
+    from mlops_assets.lib.redact import redact
+
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return redact(lines[0] if lines else type(error).__name__)
+
+
 def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Only the parameters the statement names (DuckDB rejects extra ones)."""
     if not params:
@@ -240,30 +260,49 @@ class _DuckTransaction(Transaction):
 class DuckDBWarehouse(Warehouse):
     engine = "embedded"
 
-    def __init__(self, path: Path, *, lock_timeout: float = 60.0):
+    def __init__(self, path: Path, *, lock_timeout: float = 60.0, read_only: bool = False):
+        """`read_only=True` opens every connection read-only with external access off: it
+        works on a file the process may not write, and never creates or migrates one."""
         self.path = Path(path)
         self.lock_timeout = lock_timeout
+        self.read_only = read_only
 
     def describe(self) -> str:
         return f"embedded DuckDB at {self.path}"
 
-    def _connect(self) -> Any:
+    def _connect(self, *, read_only: bool | None = None) -> Any:
         import duckdb
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        read_only = self.read_only if read_only is None else read_only
+        if read_only:
+            if not self.path.is_file():
+                raise WarehouseError(
+                    f"no embedded warehouse at {self.path} (run the pipeline or "
+                    "`mlops-assets demo` first, or set MLOPS_HOME)"
+                )
+            kwargs: dict[str, Any] = {"read_only": True, "config": dict(_DUCKDB_READONLY_CONFIG)}
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            kwargs = {}
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                return duckdb.connect(str(self.path), **kwargs)
             except duckdb.IOException as error:
-                # Another process holds the file lock: wait briefly and try again.
+                # Another process holds the file lock: wait briefly and try again. Readers
+                # and writers exclude each other across processes (readers share).
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise WarehouseError(
-                        f"could not open the embedded warehouse {self.path}: {error}"
+                        f"could not open the embedded warehouse {self.path} (damaged, not a "
+                        f"DuckDB file, or locked): {_first_line(error)}"
                     ) from error
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.2)
+            except duckdb.Error as error:
+                raise WarehouseError(
+                    f"could not open the embedded warehouse {self.path}: {_first_line(error)}"
+                ) from error
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -283,21 +322,43 @@ class DuckDBWarehouse(Warehouse):
     def _lock_for_migration(self, tx: Transaction) -> None:
         """The DuckDB file lock already makes this process the only writer."""
 
-    def _query_one_statement(self, tx: Transaction, sql: str) -> list[dict[str, Any]]:
+    def query_readonly(
+        self, sql: str, *, timeout: float = QUERY_TIMEOUT_SECONDS
+    ) -> list[dict[str, Any]]:
+        """On its own read-only connection (never the writer's), external access off (no
+        `read_csv('/etc/passwd')`, no http, no extension install), interrupted at `timeout`."""
         import duckdb
 
-        con = tx._con  # type: ignore[attr-defined]
+        timeout = _check_timeout(timeout)
+        con = self._connect(read_only=True)
+        timer = threading.Timer(timeout, con.interrupt)
+        timer.daemon = True
         try:
-            statements = con.extract_statements(sql)
+            try:
+                statements = con.extract_statements(sql)
+            except duckdb.Error as error:
+                raise WarehouseError(f"could not parse the query: {_first_line(error)}") from error
+            if len(statements) != 1:
+                raise WarehouseError(f"expected exactly one SQL statement, got {len(statements)}")
+            if statements[0].type != duckdb.StatementType.SELECT:
+                raise WarehouseError(
+                    f"only a SELECT can run read-only, got {statements[0].type.name}"
+                )
+            timer.start()
+            cursor = con.execute(sql)
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        except duckdb.InterruptException as error:
+            raise WarehouseError(
+                f"query stopped at its time limit of {timeout:g} s (a running query keeps "
+                "the pipeline's writers waiting)"
+            ) from error
         except duckdb.Error as error:
-            raise WarehouseError(f"could not parse the query: {error}") from error
-        if len(statements) != 1:
-            raise WarehouseError(f"expected exactly one SQL statement, got {len(statements)}")
-        if statements[0].type != duckdb.StatementType.SELECT:
-            raise WarehouseError(f"only a SELECT can run read-only, got {statements[0].type.name}")
-        cursor = con.execute(sql)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            raise WarehouseError(f"query failed: {_first_line(error)}") from error
+        finally:
+            timer.cancel()
+            con.close()
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -369,8 +430,78 @@ class PostgresWarehouse(Warehouse):
         finally:
             con.close()
 
-    def _make_readonly(self, tx: Transaction) -> None:
-        tx.execute("SET TRANSACTION READ ONLY")
+    def query_readonly(
+        self, sql: str, *, timeout: float = QUERY_TIMEOUT_SECONDS
+    ) -> list[dict[str, Any]]:
+        """Three layers, because a READ ONLY transaction alone still allows `COPY ... TO
+        PROGRAM` and `pg_read_file`: the text must pass `check_select_only` (one plain SELECT,
+        no file/program/settings functions); it runs in a READ ONLY transaction with a
+        statement timeout; and as the `mlops_reader` role (no superuser, no file or program
+        rights, SELECT on mlops and curated) whenever this connection can create or use it.
+        The transaction is always rolled back."""
+        import psycopg
+
+        from mlops_assets.lib.sql_guard import UnsafeQueryError, check_select_only
+
+        timeout = _check_timeout(timeout)
+        try:
+            check_select_only(sql)
+        except UnsafeQueryError as error:
+            raise WarehouseError(f"refused: {error}") from error
+        role = self._reader_role()
+        try:
+            with self.transaction() as tx:
+                tx.execute("SET TRANSACTION READ ONLY")
+                tx.query(
+                    "SELECT set_config('statement_timeout', :ms, true) AS v",
+                    {"ms": str(int(timeout * 1000))},
+                )
+                if role:
+                    tx.execute(sql_file("queries/set_local_reader_role"))
+                rows = self._query_one_statement(tx, sql)
+                raise _Rollback(rows)
+        except _Rollback as done:
+            return done.rows
+        except psycopg.errors.QueryCanceled as error:
+            raise WarehouseError(f"query stopped at its time limit of {timeout:g} s") from error
+        except psycopg.errors.InsufficientPrivilege as error:
+            raise WarehouseError(
+                f"refused by PostgreSQL (query runs as {role or 'the connecting user'}): "
+                f"{_first_line(error)}"
+            ) from error
+        except psycopg.Error as error:
+            raise WarehouseError(f"query failed: {_first_line(error)}") from error
+
+    def _reader_role(self) -> str | None:
+        """`mlops_reader` if this session may switch to it, creating it and granting it
+        SELECT on the mlops and curated schemas when the connecting user has the rights;
+        None otherwise (the query then runs with the user's own rights)."""
+        import psycopg
+
+        try:
+            con = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout, autocommit=True)
+        except psycopg.OperationalError as error:
+            raise WarehouseError(
+                f"could not connect to {self.describe()}: {_first_line(error)}"
+            ) from error
+        try:
+            me = con.execute(sql_file("queries/select_reader_role_rights")).fetchone()
+            can_create, exists = bool(me[0]), bool(me[1])
+            if can_create:
+                if not exists:
+                    # Two first queries at once may race to create it: the loser moves on.
+                    with contextlib.suppress(psycopg.errors.DuplicateObject):
+                        con.execute(sql_file("queries/create_reader_role"))
+                # Re-granted each time: migrations add tables after the role exists.
+                for statement in split_statements(sql_file("queries/grant_reader_role")):
+                    with contextlib.suppress(
+                        psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName
+                    ):
+                        con.execute(statement)
+            member = con.execute(sql_file("queries/select_reader_role_member")).fetchone()
+            return READER_ROLE if member and member[0] else None
+        finally:
+            con.close()
 
     def _query_one_statement(self, tx: Transaction, sql: str) -> list[dict[str, Any]]:
         import psycopg

@@ -1,4 +1,4 @@
--- Alert events not yet delivered, with the alert they belong to, oldest first.
+-- Alert events not yet delivered nor given up, with the alert they belong to, oldest first.
 SELECT
     e.event_id,
     e.alert_id,
@@ -26,6 +26,6 @@ SELECT
     a.mlflow_run_id
 FROM mlops.alert_events AS e
 JOIN mlops.ml_performance_alerts AS a ON a.alert_id = e.alert_id
-WHERE e.delivered_at IS NULL
+WHERE e.delivered_at IS NULL AND e.failed_at IS NULL
 ORDER BY e.event_id
 LIMIT :limit

@@ -65,9 +65,11 @@ def _notify_cursor(raw: str | None) -> dict[str, Any]:
 
 
 def _sender(notifier: NotifierResource, log: Any) -> Sender:
-    if notifier.webhook_url:
+    # The resource field, else MLOPS_ALERT_WEBHOOK_URL read now (at tick time, not import).
+    url = notifier.resolved_webhook_url()
+    if url:
         return WebhookSender(
-            notifier.webhook_url,
+            url,
             timeout=notifier.timeout_seconds,
             max_attempts=notifier.max_attempts,
         )
@@ -97,10 +99,14 @@ def alert_notification_sensor(
         build_message=build,
         limit=NOTIFY_BATCH,
         deadline=time.monotonic() + NOTIFY_BUDGET_SECONDS,
+        max_event_attempts=notifier.max_event_attempts,
     )
-    if report.failed:
-        # A broken alert channel must show as a failed tick, not a quiet skip. The events stay
-        # undelivered in the warehouse and are retried on the next tick.
+    for event_id, error in zip(report.failed, report.errors, strict=True):
+        if event_id in report.given_up:
+            context.log.error(f"alert event {event_id} marked failed, not retried: {error}")
+    if set(report.failed) - set(report.given_up):
+        # A broken alert channel must show as a failed tick, not a quiet skip. The event stays
+        # undelivered in the warehouse and is retried on the next tick.
         raise DeliveryError(
             f"delivered {len(report.delivered)} alert event(s), then event(s) "
             f"{list(report.failed)} failed ({report.remaining} still undelivered): "
@@ -110,15 +116,15 @@ def alert_notification_sensor(
         return dg.SensorResult(
             skip_reason=dg.SkipReason("no undelivered alert events"), cursor=json.dumps(state)
         )
-    state["last_event_id"] = report.last_delivered_event_id
+    if report.delivered:
+        state["last_event_id"] = report.last_delivered_event_id
     state["delivered"] = int(state["delivered"] or 0) + len(report.delivered)
-    context.log.info(
-        f"delivered {len(report.delivered)} alert event(s); {report.remaining} still pending"
-    )
+    summary = f"delivered {len(report.delivered)} alert event(s), {report.remaining} pending"
+    if report.given_up:
+        summary += f", {len(report.given_up)} marked failed {list(report.given_up)}"
+    context.log.info(summary)
     return dg.SensorResult(
-        skip_reason=dg.SkipReason(
-            f"delivered {len(report.delivered)} alert event(s), {report.remaining} pending"
-        ),
+        skip_reason=dg.SkipReason(summary),
         cursor=json.dumps(state),
     )
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import dagster as dg
 
+from mlops_assets.lib.redact import redact
 from mlops_assets.resources import MLflowResource
 from mlops_assets.storage.tracking import MlflowTracker, ReplayResult
 
@@ -86,7 +87,7 @@ def restore_champion_alias(
     except Exception as error:  # noqa: BLE001 - advisory; our table decides who is champion
         context.log.warning(
             f"could not point the champion alias of {model_name} at version "
-            f"{result.model_version}: {type(error).__name__}: {error}"
+            f"{result.model_version}: " + redact(f"{type(error).__name__}: {error}")
         )
         return
     context.log.info(f"champion alias of {model_name} now points at version {result.model_version}")

@@ -13,6 +13,7 @@ import pandas as pd
 from mlops_assets.defs.partitions import MODELS
 from mlops_assets.lib.contract import ModelCatalog, ModelContract, UnknownModelError
 from mlops_assets.lib.features import FeatureSpec
+from mlops_assets.lib.redact import redact
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.datasets import DatasetError, read_dataset, require_columns
 from mlops_assets.storage.mlflow_buffer import REPLAYED
@@ -230,7 +231,8 @@ def _train_here(context, contract: ModelContract, frame: pd.DataFrame, mlflow: M
     replay = tracker.replay(run.local_run_id)
     if replay.error:
         context.log.warning(
-            f"MLflow unavailable, run {run.local_run_id} buffered for replay: {replay.error}"
+            f"MLflow unavailable, run {run.local_run_id} buffered for replay: "
+            + redact(replay.error)
         )
     output = TrainingRunOutput(
         local_run_id=run.local_run_id,
