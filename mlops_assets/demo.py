@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +35,11 @@ DEMO_DAYS = 14
 DRIFT_FROM_DAY = 8
 # The demo trips the breaker after 2 failures (default 5) so the outage shows within a few
 # calls; the recovery timeout is the smallest allowed, 30 s.
-DEMO_BREAKER_ENV = {
+DEMO_ENV = {
     "MLOPS_MLFLOW_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2",
     "MLOPS_MLFLOW_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 TRAINING = ("training_dataset", "training_run", "training_baseline")
 PRODUCTION = (
@@ -115,8 +118,18 @@ def run_demo(
     postgres_dsn: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
-    with _environment(DEMO_BREAKER_ENV):
-        return _story(home=home, postgres_dsn=postgres_dsn, echo=echo)
+    import logging
+
+    # The story is what the demo prints; MLflow's own progress lines, run links and
+    # version-wait notices would bury it (and link to a server the demo stops).
+    mlflow_logger = logging.getLogger("mlflow")
+    level = mlflow_logger.level
+    mlflow_logger.setLevel(logging.WARNING)
+    try:
+        with _environment(DEMO_ENV):
+            return _story(home=home, postgres_dsn=postgres_dsn, echo=echo)
+    finally:
+        mlflow_logger.setLevel(level)
 
 
 def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], None]):
@@ -158,8 +171,9 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
 
         def materialize(keys, run_config=None, **kwargs):
             # The story is printed by echo; Dagster's event log stays in the instance (and the
-            # UI), and only warnings reach the terminal.
-            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            # UI), and only errors reach the terminal.
+            # The outage's warnings are told by the story itself, in one line each.
+            quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
             return dg.materialize(
                 [defs.get_assets_def(dg.AssetKey(k)) for k in keys],
                 resources=resources,
@@ -181,7 +195,8 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         echo("1. MLflow up. The users' side first:")
         n_history = serving.load_match_history(wh, end=result.days[0])
         echo(f"   football data team: {n_history} past matches in table demo.match_history")
-        wine_version, wine_model = serving.train_and_register_wine(server.uri, wh)
+        with contextlib.redirect_stderr(io.StringIO()):  # the team's script, not our story
+            wine_version, wine_model = serving.train_and_register_wine(server.uri, wh)
         echo(
             f"   wine team: scikit-learn model trained and registered by its own MLflow script "
             f"as {serving.WINE} version {wine_version} (alias champion)"
@@ -246,7 +261,10 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         outage = materialize(TRAINING, partition_key=run.model_name).output_for_node("training_run")
         result.outage_run = outage
         result.seconds["training_during_outage"] = time.monotonic() - t0
-        echo(_describe_run(outage) + f" in {result.seconds['training_during_outage']:.1f}s")
+        echo(
+            _describe_run(outage, catalog.get(outage.model_name))
+            + f" in {result.seconds['training_during_outage']:.1f}s"
+        )
         last_day = result.days[-1]
         materialize(PRODUCTION, partition_key=partition_key(last_day.isoformat(), run.model_name))
         echo(f"   day {last_day} judged against the new champion under its local run id")

@@ -125,6 +125,4 @@ def monitored_levels(
         return {m: (v.warning, v.critical) for m, v in declared.items()}
     task = task_of(contract)
     defaults = task.levels_for(business=business_of(contract, None), baseline=baseline)
-    return {
-        m: defaults.get(m, levels) for m, levels in contract.monitored_metrics().items()
-    }
+    return {m: defaults.get(m, levels) for m, levels in contract.monitored_metrics().items()}

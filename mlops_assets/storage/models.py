@@ -129,10 +129,13 @@ def signature_inputs(model_dir: Path) -> dict[str, str] | None:
 class Predictor:
     """Scores a frame of raw features with a loaded model, whatever its flavour."""
 
-    def __init__(self, contract: ModelContract, model_dir: Path):
+    def __init__(
+        self, contract: ModelContract, model_dir: Path, *, features: list[str] | None = None
+    ):
         import yaml
 
         self.contract = contract
+        self.features = features
         self.model_dir = model_dir
         meta = yaml.safe_load((model_dir / "MLmodel").read_text())
         self.flavors = set((meta.get("flavors") or {}).keys())
@@ -160,7 +163,10 @@ class Predictor:
             ) from error
 
     def _inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return self.spec.encode(frame) if self.spec else frame
+        if self.spec:
+            return self.spec.encode(frame)
+        # A model trained elsewhere gets exactly its input columns, in signature order.
+        return frame[self.features] if self.features else frame
 
     def score(self, frame: pd.DataFrame) -> Scores:
         x = self._inputs(frame)

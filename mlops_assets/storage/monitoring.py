@@ -222,3 +222,24 @@ def acknowledge_alert(warehouse: Warehouse, alert_id: int, *, by: str) -> dict:
             {"t": utcnow(), "by": by, "a": alert_id},
         )
     return {**rows[0], "status": "acknowledged"}
+
+
+def prediction_ids(warehouse: Warehouse, plan, day: dt.date) -> list[str]:
+    """Ids of one day's logged predictions (`plan`: the model's inference-log layout)."""
+    rows = warehouse.query(
+        f"SELECT prediction_id FROM {plan.predictions_table} "  # noqa: S608 - layout names
+        "WHERE prediction_date = :d",
+        {"d": day},
+    )
+    return [r["prediction_id"] for r in rows]
+
+
+def unlabelled_days(warehouse: Warehouse, plan, *, since: dt.date) -> list[dt.date]:
+    """Days since `since` that still have predictions without a label: where new labels land."""
+    rows = warehouse.query(
+        f"SELECT DISTINCT p.prediction_date AS d FROM {plan.predictions_table} p "  # noqa: S608
+        f"LEFT JOIN {plan.labels_table} l ON l.prediction_id = p.prediction_id "
+        "WHERE l.prediction_id IS NULL AND p.prediction_date >= :since ORDER BY 1",
+        {"since": since},
+    )
+    return [_as_date(r["d"]) for r in rows]

@@ -86,6 +86,8 @@ def configure_mlflow_http(config: MlflowConfig) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(math.ceil(config.retry_delay))
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(config.connection_timeout)))
+    # Ending a run over HTTP otherwise prints two links to stdout and costs one more request.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def is_outage(error: BaseException) -> bool:

@@ -53,7 +53,7 @@ def feature_drift_report(
     model_name = model.model_name
     contract = models.get(model_name)
     config = contract.drift
-    current = inference_log.read_features(wh, contract, day)
+    current = inference_log.read_features(wh, contract, day, features=model.features)
     reference = model.reference()
     drift_config = DriftConfig(
         engine=config.engine,  # type: ignore[arg-type]
@@ -74,8 +74,11 @@ def feature_drift_report(
         render_html(report, reference, current, title=f"Feature drift: {model_name}, {day_key}")
     )
     # Logged to the baseline's MLflow run through the buffer: replayed later if MLflow is down.
-    tracker.add_artifact(model.local_run_id, html_path, f"drift_reports/{day_key}")
-    logged = tracker.replay(model.local_run_id)
+    logged_note = "not logged (model trained elsewhere)"
+    if tracker.buffer.get(model.local_run_id) is not None:
+        tracker.add_artifact(model.local_run_id, html_path, f"drift_reports/{day_key}")
+        logged = tracker.replay(model.local_run_id)
+        logged_note = "yes" if logged.state == "replayed" else "buffered for replay"
 
     frame = report.to_frame()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -134,7 +137,7 @@ def feature_drift_report(
             "rows_reference": report.n_reference,
             "ignored_columns": ", ".join(report.ignored_columns) or "none",
             "report": dg.MetadataValue.path(str(html_path)),
-            "logged_to_mlflow": "yes" if logged.state == "replayed" else "buffered for replay",
+            "logged_to_mlflow": logged_note,
             "baseline_mlflow_run_id": model.run_ref,
             "top_drifting": dg.MetadataValue.json(top),
             "alert_changes": dg.MetadataValue.json(changes),

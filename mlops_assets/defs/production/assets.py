@@ -48,35 +48,44 @@ def production_predictions(
     """The day's inference log for one model, read from its source into typed columns, with
     the labels that have arrived for it; bad rows go to mlops.quarantine with a reason."""
     from mlops_assets.storage import inference_log
+    from mlops_assets.storage.monitoring import prediction_ids
     from mlops_assets.storage.sources import SourceSchemaError, open_source
 
     target = partition_target(context, warehouse)
     day, model, wh = target.day, target.model, target.warehouse
     contract = _contract(models, model.model_name)
     home = warehouse.runtime().settings.home
-    inference_log.ensure_tables(wh, contract)
     cols = contract.columns
+    batch = f"{context.run_id}:{day}"
     try:
-        reader = open_source(resolved_source(contract.production.predictions, home), wh)
+        # Features as the baseline knows them: declared, or read from the model's signature.
+        plan = inference_log.layout(contract, model.features)
+        inference_log.ensure_tables(wh, contract, features=model.features)
+        reader = open_source(
+            resolved_source(contract.production.predictions, home), wh, model=contract.name
+        )
         frame = reader.read_day(
-            day, inference_log.source_columns(contract), timestamp_column=cols.timestamp
+            day, plan.source_columns("prediction"), timestamp_column=cols.timestamp
         )
         ingested = inference_log.ingest_predictions(
             wh,
             contract,
             frame,
-            batch_id=f"{context.run_id}:{day}",
+            batch_id=batch,
             model_version=model.model_version,
+            features=model.features,
         )
         labelled = None
-        if contract.production.labels:
-            ids = inference_log.prediction_ids(wh, contract, day)
-            label_reader = open_source(resolved_source(contract.production.labels, home), wh)
-            labels = label_reader.read_ids(ids, [cols.id, cols.target], id_column=cols.id)
-            labelled = inference_log.ingest_labels(
-                wh, contract, labels, batch_id=f"{context.run_id}:{day}:labels"
+        if contract.production.labels is not None:
+            ids = prediction_ids(wh, plan, day)
+            label_reader = open_source(
+                resolved_source(contract.production.labels, home), wh, model=contract.name
             )
-    except (SourceSchemaError, inference_log.IngestError) as error:
+            labels = label_reader.read_ids(ids, plan.source_columns("label"), id_column=cols.id)
+            labelled = inference_log.ingest_labels(
+                wh, contract, labels, batch_id=f"{batch}:labels", features=model.features
+            )
+    except (SourceSchemaError, inference_log.InferenceLogError) as error:
         raise dg.Failure(str(error)) from error
     return dg.MaterializeResult(
         metadata={
@@ -124,7 +133,7 @@ def production_metrics(
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
     contract = _contract(models, model.model_name)
     monitored = monitored_levels(contract, model.metrics)
-    frame = inference_log.read_for_metrics(wh, contract, day)
+    frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
     n_predictions = len(frame)
     labelled = frame[frame["y_true"].notna()] if n_predictions else frame
     min_labelled = contract.monitoring.min_labelled

@@ -26,9 +26,13 @@ LABEL_LOOKBACK_DAYS = 90
 def _poll_model(contract: ModelContract, state: dict, wh, home) -> tuple[set[dt.date], dict, int]:
     from mlops_assets.defs.production.assets import resolved_source
     from mlops_assets.storage import inference_log
+    from mlops_assets.storage.monitoring import unlabelled_days
     from mlops_assets.storage.sources import open_source
 
     cols = contract.columns
+    features = _features(wh, contract)
+    if features is None:
+        raise _NoBaseline
     days: set[dt.date] = set()
     reader = open_source(
         resolved_source(contract.production.predictions, home), wh, model=contract.name
@@ -52,8 +56,24 @@ def _poll_model(contract: ModelContract, state: dict, wh, home) -> tuple[set[dt.
         if not label_poll.empty:
             n_new += label_poll.n_rows
             since = dt.date.today() - dt.timedelta(days=LABEL_LOOKBACK_DAYS)
-            days |= set(inference_log.unlabelled_days(wh, contract, since=since))
+            inference_log.ensure_tables(wh, contract, features=features)
+            plan = inference_log.layout(contract, features)
+            days |= set(unlabelled_days(wh, plan, since=since))
     return days, new_state, n_new
+
+
+class _NoBaseline(Exception):  # noqa: N818 - control flow: nothing to judge new rows against
+    pass
+
+
+def _features(wh, contract: ModelContract) -> dict[str, str] | None:
+    """The features the model's latest baseline was built with (declared or from MLflow)."""
+    rows = wh.query(
+        "SELECT features_json FROM mlops.training_baselines WHERE model_name = :m "
+        "ORDER BY created_at DESC LIMIT 1",
+        {"m": contract.name},
+    )
+    return json.loads(rows[0]["features_json"]) if rows else None
 
 
 @dg.sensor(
@@ -77,6 +97,10 @@ def inference_log_sensor(
         state = cursor.get(contract.name, {})
         try:
             days, new_state, n_new = _poll_model(contract, state, wh, home)
+        except _NoBaseline:
+            # The cursor stays put: these rows are picked up once a baseline exists.
+            notes.append(f"{contract.name}: no baseline yet (materialize its training assets)")
+            continue
         except Exception as error:  # noqa: BLE001 - one model's broken source must not stop the others
             from mlops_assets.lib.redact import redact
 
@@ -84,13 +108,6 @@ def inference_log_sensor(
             continue
         if n_new == 0:
             continue
-        baselined = wh.query(
-            "SELECT count(*) AS n FROM mlops.training_baselines WHERE model_name = :m",
-            {"m": contract.name},
-        )[0]["n"]
-        if not baselined:
-            notes.append(f"{contract.name}: new data waits for a baseline (materialize training)")
-            continue  # keep the old cursor: these rows are picked up once a baseline exists
         tag = hashlib.sha1(json.dumps(new_state, sort_keys=True).encode()).hexdigest()[:12]
         for day in sorted(days):
             requests.append(

@@ -336,7 +336,7 @@ def _registered_run(contract: ModelContract, frame: pd.DataFrame, mlflow: MLflow
                 f"model {contract.name}: validation data lacks feature column(s) "
                 f"{', '.join(missing)}"
             )
-        validation = _scored(contract, frame, Predictor(contract, model_dir))
+        validation = _scored(contract, frame, Predictor(contract, model_dir, features=list(kinds)))
     except ModelLoadError as error:
         raise dg.Failure(str(error)) from error
     except Exception as error:
