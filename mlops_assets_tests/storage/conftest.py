@@ -4,6 +4,9 @@ contracts built the way users write them (parse_contract of a plain mapping)."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +21,49 @@ DAY = dt.date(2026, 3, 2)
 LABEL_TABLE = {"table": "serving.labels"}
 
 
+@pytest.fixture(scope="session")
+def _migrated_duckdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrations run once; each test gets a copy of the file (migrating costs ~0.5 s)."""
+    path = tmp_path_factory.mktemp("template") / "warehouse.duckdb"
+    DuckDBWarehouse(path).migrate()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _shared_pg(pg_admin_dsn: str) -> Iterator[PostgresWarehouse]:
+    """One migrated database for the session (creating and dropping one per test costs ~3 s);
+    each test starts from empty `serving` and `inference` schemas and empty shared tables."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        wh = PostgresWarehouse(f"{pg_admin_dsn.rsplit('/', 1)[0]}/{name}")
+        wh.migrate()
+        yield wh
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as con:
+            con.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
 @pytest.fixture(params=["embedded", pytest.param("postgres", marks=pytest.mark.postgres)])
 def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
-    """A migrated warehouse on each engine (a DuckDB file, a fresh PostgreSQL database)."""
+    """A migrated warehouse on each engine with a `serving` schema for the users' tables."""
     if request.param == "embedded":
-        wh: Warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+        path = tmp_path / "warehouse.duckdb"
+        shutil.copy(request.getfixturevalue("_migrated_duckdb"), path)
+        wh: Warehouse = DuckDBWarehouse(path)
     else:
-        wh = PostgresWarehouse(request.getfixturevalue("pg_dsn"))
-    wh.migrate()
+        wh = request.getfixturevalue("_shared_pg")
+        with wh.transaction() as tx:
+            tx.execute("DROP SCHEMA IF EXISTS serving CASCADE")
+            tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+            tx.execute("CREATE SCHEMA inference")
+            tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
     wh.execute("CREATE SCHEMA IF NOT EXISTS serving")
     return wh
 

@@ -136,12 +136,12 @@ class TableSource(SourceReader):
             stored, data_type = self._column(name)
             kind = _PG_KINDS.get(data_type)
             expression = quote_identifier(stored)
-            if kind is None:
+            if kind is None and self.warehouse.engine == "postgres":
                 # A type pandas has no twin for (timestamptz, json, uuid, ...): read as text.
                 expression = f"CAST({expression} AS TEXT)"
                 kind = "text"
             parts.append(f"{expression} AS {quote_identifier(name)}")
-            types[name] = kind
+            types[name] = kind or "text"
         return ", ".join(parts), types
 
     def _frame(self, select: str, where: str, params: dict[str, Any], types: dict[str, str]):
