@@ -34,6 +34,9 @@ from mlops_assets.storage.warehouse import Transaction, Warehouse, sql_file
 Kind = Literal["prediction", "label"]
 SCHEMA = "inference"
 PROBA_TOLERANCE = 1e-3
+# Text columns are Arrow-backed pandas strings: vectorised string functions, and DuckDB and
+# PostgreSQL's COPY read them without a Python object per value. Their dtype prints "string".
+TEXT = pd.StringDtype("pyarrow")
 # PostgreSQL cuts identifiers at 63 bytes; two cut names could then be the same table.
 _MAX_IDENTIFIER = 63
 # Columns of the predictions table that are not features; a feature may not take these names.
@@ -88,19 +91,41 @@ def _canonical(value: Any) -> Any:
     return str(int(number)) if number.is_integer() else text.strip()
 
 
+def _from_codes(codes: np.ndarray, labels: list[Any], values: pd.Series) -> pd.Series:
+    """Arrow strings from factorize codes and one label per code (decoded in C)."""
+    import pyarrow as pa
+
+    indices = pa.array(codes, type=pa.int64(), mask=codes < 0)
+    dictionary = pa.array([None if v is pd.NA else v for v in labels], type=pa.string())
+    decoded = pa.DictionaryArray.from_arrays(indices, dictionary).dictionary_decode()
+    return pd.Series(
+        pd.arrays.ArrowStringArray(decoded), index=values.index, name=values.name, dtype=TEXT
+    )
+
+
 def canonical_categories(values: pd.Series) -> pd.Series:
     """The one spelling of a categorical value, used for the reference sample and production:
     integral numbers 1 / 1.0 -> "1", other numbers by their shortest repr, booleans ->
-    "true" / "false", strings stripped, missing -> <NA>. Returns a pandas string Series.
+    "true" / "false", strings stripped, missing -> <NA>. Returns a pandas string Series
+    (Arrow-backed).
 
     Works on the distinct values only (pandas.factorize), so a million rows of a few categories
-    cost a few Python calls."""
+    cost a few Python calls; strings and integers take vectorised paths."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(object)
+    if isinstance(values.dtype, pd.StringDtype):
+        return values.astype(TEXT).str.strip()
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
+        "string",
+        "empty",
+    ):
+        return values.astype(TEXT).str.strip()
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    mapped = np.array([_canonical(u) for u in uniques] + [pd.NA], dtype=object)
-    # Code -1 (missing) indexes the trailing <NA>.
-    return pd.Series(mapped[codes], index=values.index, name=values.name, dtype="string")
+    if pd.api.types.is_integer_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        labels = list(np.asarray(uniques, dtype=np.int64).astype(str))
+    else:
+        labels = [_canonical(u) for u in uniques]
+    return _from_codes(np.asarray(codes), labels, values)
 
 
 def _timestamps(values: pd.Series) -> pd.Series:
@@ -300,10 +325,13 @@ def ensure_tables(
         tx.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         added = _ensure(tx, plan.predictions_table, plan.prediction_types())
         added += _ensure(tx, plan.labels_table, plan.label_types())
-        index = quote_identifier(f"{contract.name}__predictions_day_idx")
-        tx.execute(
-            f"CREATE INDEX IF NOT EXISTS {index} ON {plan.predictions_table} (prediction_date)"
-        )
+        if wh.engine == "postgres":
+            # PostgreSQL needs it to read one day; DuckDB skips blocks by their min/max
+            # (zonemaps) and an ART index there would only slow every insert.
+            index = quote_identifier(f"{contract.name}__predictions_day_idx")
+            tx.execute(
+                f"CREATE INDEX IF NOT EXISTS {index} ON {plan.predictions_table} (prediction_date)"
+            )
     return added
 
 
@@ -403,11 +431,11 @@ def validate_rows(
 
     good_frame = pd.DataFrame(out, index=frame.index)
     if BATCH_COLUMN in frame.columns:
-        good_frame["batch_id"] = frame[BATCH_COLUMN].astype("string")
+        good_frame["batch_id"] = frame[BATCH_COLUMN].astype(TEXT)
     bad = reasons.any()
     # Duplicates among otherwise good rows: the last delivery of an id wins.
-    duplicated = ids.duplicated(keep="last") & ~bad & ids.notna()
-    duplicated &= ids[~bad].reindex(ids.index).duplicated(keep="last").fillna(False)
+    kept = ids.where(~bad)
+    duplicated = kept.notna() & kept.duplicated(keep="last")
     reasons.add(duplicated, "duplicate id within the batch (its last row was kept)")
     bad = reasons.any()
     rejected = frame[bad].copy()
@@ -454,13 +482,13 @@ def _predictions(frame: pd.DataFrame, plan: Layout, reasons: _Reasons) -> dict[s
         # No label column: the class with the highest probability (what serving would say).
         best = pd.concat(probas.values(), axis=1).to_numpy().argmax(axis=1)
         predicted = pd.Series(np.asarray(plan.classes, dtype=object)[best], index=frame.index)
-        predicted = predicted.astype("string")
+        predicted = predicted.astype(TEXT)
     else:
         # Binary with a probability only: the contract's decision threshold.
         positive = out["proba"] >= plan.threshold
         predicted = pd.Series(
             np.where(positive, plan.classes[1], plan.classes[0]), index=frame.index
-        ).astype("string")
+        ).astype(TEXT)
     out["y_pred"] = predicted
     return out
 
@@ -491,9 +519,9 @@ def _quarantine_rows(
 ) -> pd.DataFrame:
     plan_id = contract.columns.id
     batches = (
-        bad[BATCH_COLUMN].astype("string").fillna(batch_id)
+        bad[BATCH_COLUMN].astype(TEXT).fillna(batch_id)
         if BATCH_COLUMN in bad.columns
-        else pd.Series(batch_id, index=bad.index, dtype="string")
+        else pd.Series(batch_id, index=bad.index, dtype=TEXT)
     )
     original = bad.drop(columns=["reason"])
     lines = original.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
@@ -506,9 +534,9 @@ def _quarantine_rows(
             "row_id": (
                 canonical_categories(bad[plan_id])
                 if plan_id in bad.columns
-                else pd.Series(pd.NA, index=bad.index, dtype="string")
+                else pd.Series(pd.NA, index=bad.index, dtype=TEXT)
             ),
-            "reason": bad["reason"].astype("string"),
+            "reason": bad["reason"].astype(TEXT),
             "row_json": pd.Series(lines.splitlines() if len(bad) else [], index=bad.index),
             "quarantined_at": now,
         }
@@ -554,9 +582,9 @@ def _reject_batch(
             "batch_id": [batch_id],
             "source": [_source_name(contract, kind)],
             "kind": [kind],
-            "row_id": pd.Series([pd.NA], dtype="string"),
+            "row_id": pd.Series([pd.NA], dtype=TEXT),
             "reason": [f"{error} ({len(frame)} rows rejected)"],
-            "row_json": pd.Series([pd.NA], dtype="string"),
+            "row_json": pd.Series([pd.NA], dtype=TEXT),
             "quarantined_at": [now],
         }
     )

@@ -101,6 +101,25 @@ class Transaction(ABC):
         inside this transaction (a re-delivered row replaces the old one, never duplicates)."""
 
 
+def arrow_to_pandas(table: Any) -> pd.DataFrame:
+    """pandas from Arrow with text as Arrow-backed strings (dtype "string"): no Python object
+    per value, which is most of the cost of a million-row result otherwise."""
+    import pyarrow as pa
+
+    if hasattr(table, "read_all"):  # a RecordBatchReader
+        table = table.read_all()
+    text = pd.StringDtype("pyarrow")
+
+    def mapper(kind: Any) -> Any:
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return text
+        if hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind):
+            return text
+        return None
+
+    return table.to_pandas(types_mapper=mapper)
+
+
 def _typed(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
     """Cast a result to the requested pandas dtypes (the engines return near-misses: DuckDB
     gives object columns for all-NULL text, PostgreSQL's CSV has no types at all)."""
@@ -112,7 +131,7 @@ def _typed(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
         kind = types[column]
         values = frame[column]
         if kind == "text":
-            out[column] = values.astype("string")
+            out[column] = values.astype(pd.StringDtype("pyarrow"))
         elif kind == "double":
             out[column] = pd.to_numeric(values, errors="raise").astype("float64")
         elif kind in ("date", "timestamp"):
@@ -236,6 +255,17 @@ def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in params.items() if k in names}
 
 
+def _as_arrow(frame: pd.DataFrame) -> Any:
+    """An Arrow table when the frame converts (DuckDB scans it without a Python object per
+    value, which pandas object columns cost); the frame itself when it does not."""
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return frame
+
+
 def _quote_column(name: str) -> str:
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
         raise WarehouseError(f"not a column name: {name!r}")
@@ -274,7 +304,7 @@ class _DuckTransaction(Transaction):
         if frame.empty:
             return 0
         columns = ", ".join(f'"{c}"' for c in frame.columns)
-        self._con.register("_incoming_frame", frame)
+        self._con.register("_incoming_frame", _as_arrow(frame))
         try:
             self._con.execute(
                 f"INSERT INTO {_check_table(table)} ({columns}) "  # noqa: S608 - checked names
@@ -287,13 +317,14 @@ class _DuckTransaction(Transaction):
     def select_frame(
         self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
     ) -> pd.DataFrame:
-        return _typed(self.query_df(sql, params), types)
+        result = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        return _typed(arrow_to_pandas(result.arrow()), types)
 
     def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
         if frame.empty:
             return 0
         quoted = _quote_column(key)
-        self._con.register("_incoming_keys", frame[[key]])
+        self._con.register("_incoming_keys", _as_arrow(frame[[key]]))
         try:
             self._con.execute(
                 f"DELETE FROM {_check_table(table)} WHERE {quoted} IN "  # noqa: S608 - checked
@@ -438,25 +469,19 @@ class _PgTransaction(Transaction):
                 for block in copy:
                     buffer.write(block)
         buffer.seek(0)
-        header = buffer.readline().decode().strip()
+        # HEADER names the columns even for an empty result; names are plain identifiers.
+        names = [n.strip('"') for n in buffer.readline().decode().strip().split(",")]
         buffer.seek(0)
-        names = [n.strip('"') for n in header.split(",")] if header else []
-        table = (
-            pacsv.read_csv(
-                buffer,
-                convert_options=pacsv.ConvertOptions(
-                    column_types={n: arrow[types[n]] for n in names if n in types},
-                    null_values=["\\N"],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-            if header
-            else None
+        table = pacsv.read_csv(
+            buffer,
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: arrow[types[n]] for n in names if n in types},
+                null_values=["\\N"],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
         )
-        if table is None:
-            return _typed(pd.DataFrame({n: [] for n in types}), types)
-        return _typed(table.to_pandas(), types)
+        return _typed(arrow_to_pandas(table), types)
 
     def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
         if frame.empty:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mlops_assets.lib.contract import Source
-from mlops_assets.storage.warehouse import Warehouse
+from mlops_assets.storage.warehouse import Warehouse, arrow_to_pandas
 
 BATCH_COLUMN = "_batch"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -125,6 +125,7 @@ __all__ = [
     "SourceError",
     "SourceReader",
     "SourceSchemaError",
+    "arrow_to_pandas",
     "open_source",
     "quote_identifier",
 ]

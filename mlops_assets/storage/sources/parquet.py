@@ -24,6 +24,7 @@ from mlops_assets.storage.sources import (
     Poll,
     SourceError,
     SourceReader,
+    arrow_to_pandas,
     quote_identifier,
 )
 
@@ -69,7 +70,8 @@ class ParquetSource(SourceReader):
         con = duckdb.connect()
         try:
             params = {**params, "files": [str(self.folder / n) for n in names]}
-            return con.execute(sql, params).df()
+            # Through Arrow: text stays Arrow-backed (no Python string per value).
+            return arrow_to_pandas(con.execute(sql, params).arrow())
         finally:
             con.close()
 
