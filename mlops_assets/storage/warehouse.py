@@ -41,7 +41,11 @@ _DUCKDB_READONLY_CONFIG = {
 }
 READER_ROLE = "mlops_reader"
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+# schema.table, where the table may be quoted to keep a model name's case (inference tables).
+_IDENTIFIER = re.compile(r'^[a-z_][a-z0-9_]*\.([a-z_][a-z0-9_]*|"[A-Za-z_][A-Za-z0-9_]*")$')
+# Column types `select_frame` can return, as the engines spell them in a CAST.
+_COPY_CHUNK = 1 << 22  # bytes per write to COPY: bounded memory on the wire side
+FRAME_TYPES = ("text", "double", "date", "timestamp", "boolean", "bigint")
 
 
 class WarehouseError(RuntimeError):
@@ -96,6 +100,63 @@ class Transaction(ABC):
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         return pd.DataFrame(self.query(sql, params))
+
+    @abstractmethod
+    def select_frame(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        """A large result straight into pandas (no Python object per row), with the column
+        types given (`FRAME_TYPES`): text -> pandas string, double -> float64, date/timestamp ->
+        datetime64, boolean -> boolean, bigint -> Int64. Every result column must be typed."""
+
+    @abstractmethod
+    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
+        """Upsert by `key`: delete the rows whose key is in the frame, then insert the frame,
+        inside this transaction (a re-delivered row replaces the old one, never duplicates)."""
+
+
+def arrow_to_pandas(table: Any) -> pd.DataFrame:
+    """pandas from Arrow with text as Arrow-backed strings (dtype "string"): no Python object
+    per value, which is most of the cost of a million-row result otherwise."""
+    import pyarrow as pa
+
+    if hasattr(table, "read_all"):  # a RecordBatchReader
+        table = table.read_all()
+    text = pd.StringDtype("pyarrow")
+
+    def mapper(kind: Any) -> Any:
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return text
+        if hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind):
+            return text
+        return None
+
+    return table.to_pandas(types_mapper=mapper)
+
+
+def _typed(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
+    """Cast a result to the requested pandas dtypes (the engines return near-misses: DuckDB
+    gives object columns for all-NULL text, PostgreSQL's CSV has no types at all)."""
+    missing = [c for c in frame.columns if c not in types]
+    if missing:
+        raise WarehouseError(f"select_frame: no type given for column(s) {', '.join(missing)}")
+    out = {}
+    for column in frame.columns:
+        kind = types[column]
+        values = frame[column]
+        if kind == "text":
+            out[column] = values.astype(pd.StringDtype("pyarrow"))
+        elif kind == "double":
+            out[column] = pd.to_numeric(values, errors="raise").astype("float64")
+        elif kind in ("date", "timestamp"):
+            out[column] = pd.to_datetime(values).astype("datetime64[ns]")
+        elif kind == "boolean":
+            out[column] = values.astype("boolean")
+        elif kind == "bigint":
+            out[column] = values.astype("Int64")
+        else:
+            raise WarehouseError(f"select_frame: unknown type {kind!r} (use one of {FRAME_TYPES})")
+    return pd.DataFrame(out, index=frame.index)
 
 
 class Warehouse(ABC):
@@ -214,6 +275,23 @@ def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in params.items() if k in names}
 
 
+def _as_arrow(frame: pd.DataFrame) -> Any:
+    """An Arrow table when the frame converts (DuckDB scans it without a Python object per
+    value, which pandas object columns cost); the frame itself when it does not."""
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return frame
+
+
+def _quote_column(name: str) -> str:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+        raise WarehouseError(f"not a column name: {name!r}")
+    return f'"{name}"'
+
+
 def _check_table(table: str) -> str:
     if not _IDENTIFIER.match(table):
         raise WarehouseError(f"not a schema-qualified table name: {table!r}")
@@ -246,7 +324,7 @@ class _DuckTransaction(Transaction):
         if frame.empty:
             return 0
         columns = ", ".join(f'"{c}"' for c in frame.columns)
-        self._con.register("_incoming_frame", frame)
+        self._con.register("_incoming_frame", _as_arrow(frame))
         try:
             self._con.execute(
                 f"INSERT INTO {_check_table(table)} ({columns}) "  # noqa: S608 - checked names
@@ -255,6 +333,26 @@ class _DuckTransaction(Transaction):
         finally:
             self._con.unregister("_incoming_frame")
         return len(frame)
+
+    def select_frame(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        result = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        return _typed(arrow_to_pandas(result.arrow()), types)
+
+    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
+        if frame.empty:
+            return 0
+        quoted = _quote_column(key)
+        self._con.register("_incoming_keys", _as_arrow(frame[[key]]))
+        try:
+            self._con.execute(
+                f"DELETE FROM {_check_table(table)} WHERE {quoted} IN "  # noqa: S608 - checked
+                f"(SELECT {quoted} FROM _incoming_keys)"
+            )
+        finally:
+            self._con.unregister("_incoming_keys")
+        return self.insert_frame(table, frame)
 
 
 class DuckDBWarehouse(Warehouse):
@@ -390,14 +488,106 @@ class _PgTransaction(Transaction):
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int:
         if frame.empty:
             return 0
-        columns = ", ".join(f'"{c}"' for c in frame.columns)
-        clean = frame.astype(object).where(frame.notna(), None)
+        columns = ", ".join(_quote_column(c) for c in frame.columns)
         with self._con.cursor() as cur:
+            csv = _frame_to_csv(frame)
+            if csv is not None:
+                # Bulk path: Arrow writes the CSV in C; no Python object per row.
+                copy_sql = f"COPY {_check_table(table)} ({columns}) FROM STDIN (FORMAT csv)"
+                with cur.copy(copy_sql) as copy:
+                    for start in range(0, len(csv), _COPY_CHUNK):
+                        copy.write(csv[start : start + _COPY_CHUNK])
+                return len(frame)
+            clean = frame.astype(object).where(frame.notna(), None)
             copy_sql = f"COPY {_check_table(table)} ({columns}) FROM STDIN"
             with cur.copy(copy_sql) as copy:
                 for row in clean.itertuples(index=False, name=None):
                     copy.write_row(row)
         return len(frame)
+
+    def select_frame(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        arrow = {
+            "text": pa.string(),
+            "double": pa.float64(),
+            "date": pa.date32(),
+            "timestamp": pa.timestamp("us"),
+            "boolean": pa.bool_(),
+            "bigint": pa.int64(),
+        }
+        unknown = {k: v for k, v in types.items() if v not in arrow}
+        if unknown:
+            raise WarehouseError(f"select_frame: unknown type(s) {unknown} (use {FRAME_TYPES})")
+        buffer = io.BytesIO()
+        with self._con.cursor() as cur:
+            # COPY has no server-side parameters; psycopg binds them client-side, quoted.
+            statement = f"COPY ({sql}) TO STDOUT (FORMAT csv, HEADER, NULL '\\N')"
+            with cur.copy(self._sql(statement) if params else statement, params or None) as copy:
+                for block in copy:
+                    buffer.write(block)
+        buffer.seek(0)
+        # HEADER names the columns even for an empty result; names are plain identifiers.
+        names = [n.strip('"') for n in buffer.readline().decode().strip().split(",")]
+        buffer.seek(0)
+        table = pacsv.read_csv(
+            buffer,
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: arrow[types[n]] for n in names if n in types},
+                null_values=["\\N"],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        return _typed(arrow_to_pandas(table), types)
+
+    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
+        if frame.empty:
+            return 0
+        quoted = _quote_column(key)
+        # Keys go through a temporary table filled by COPY: one round trip at any size.
+        self.execute("CREATE TEMP TABLE _incoming_keys (k TEXT) ON COMMIT DROP")
+        self.insert_frame("pg_temp._incoming_keys", frame[[key]].rename(columns={key: "k"}))
+        self.execute(
+            f"DELETE FROM {_check_table(table)} t USING pg_temp._incoming_keys i "  # noqa: S608
+            f"WHERE t.{quoted} = i.k"
+        )
+        self.execute("DROP TABLE pg_temp._incoming_keys")
+        return self.insert_frame(table, frame)
+
+
+def _frame_to_csv(frame: pd.DataFrame) -> bytes | None:
+    """CSV for COPY, or None when a column is of a kind Arrow's CSV writer cannot express
+    the way PostgreSQL reads it (bytes, Python objects): those go row by row."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    simple = (
+        pa.types.is_integer,
+        pa.types.is_floating,
+        pa.types.is_boolean,
+        pa.types.is_string,
+        pa.types.is_large_string,
+        pa.types.is_timestamp,
+        pa.types.is_date,
+    )
+    for field in table.schema:
+        if not any(test(field.type) for test in simple):
+            return None
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            return None
+    buffer = io.BytesIO()
+    # Arrow writes NULL as an unquoted empty field and every string quoted, so PostgreSQL's
+    # CSV reader tells NULL from an empty string.
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+    return buffer.getvalue()
 
 
 class PostgresWarehouse(Warehouse):

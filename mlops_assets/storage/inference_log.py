@@ -1,0 +1,779 @@
+"""The inference log: per-model typed tables of predictions and labels, built from the contract.
+
+`inference."<model>__predictions"` has one column per feature (numeric -> DOUBLE PRECISION,
+categorical -> TEXT), the prediction (`y_pred`: TEXT for classification, DOUBLE PRECISION for
+regression), the probability (`proba`, binary) or one `proba__<i>` per class index
+(multiclass), `odds` for the betting ROI, and where each row came from. Labels live beside it in
+`inference."<model>__labels"`, keyed by the same prediction id, because they arrive later.
+
+The DDL of these tables cannot live in `sql/`: their columns are the contract's features, known
+only at run time. It is generated here from names that are validated (letters, digits, _) and
+double-quoted; values are always bound. The tables every model shares (quarantine, ingest
+batches) are in `sql/migrations/0010_create_inference_schema.sql`.
+
+Types are fixed by the contract at the door (`validate_rows`), so the reference sample and
+production compare like with like: a categorical is always text in one canonical spelling
+(`canonical_categories`), whatever the serving system wrote (1, 1.0, "1 ", True).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.lib.contract import ModelContract
+from mlops_assets.storage.sources import BATCH_COLUMN, SourceSchemaError, quote_identifier
+from mlops_assets.storage.warehouse import Transaction, Warehouse, sql_file
+
+Kind = Literal["prediction", "label"]
+SCHEMA = "inference"
+PROBA_TOLERANCE = 1e-3
+# Text columns are Arrow-backed pandas strings: vectorised string functions, and DuckDB and
+# PostgreSQL's COPY read them without a Python object per value. Their dtype prints "string".
+TEXT = pd.StringDtype("pyarrow")
+# PostgreSQL cuts identifiers at 63 bytes; two cut names could then be the same table.
+_MAX_IDENTIFIER = 63
+# Columns of the predictions table that are not features; a feature may not take these names.
+_FIXED = (
+    "prediction_id",
+    "prediction_date",
+    "predicted_at",
+    "model_version",
+    "y_pred",
+    "proba",
+    "odds",
+    "batch_id",
+    "ingested_at",
+)
+
+
+class InferenceLogError(ValueError):
+    """The contract cannot be laid out as tables (a reserved or too long name, a type change)."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    n_rows: int
+    n_good: int
+    n_quarantined: int
+    days: frozenset[dt.date]
+
+
+# --------------------------------------------------------------------------- canonical values
+
+
+def _canonical(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return pd.NA
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            return pd.NA
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value.strip()
+    text = str(value)
+    try:  # Decimal and friends: an integral 1.00 is the category "1"
+        number = float(text)
+    except ValueError:
+        return text.strip()
+    return str(int(number)) if number.is_integer() else text.strip()
+
+
+def _from_codes(codes: np.ndarray, labels: list[Any], values: pd.Series) -> pd.Series:
+    """Arrow strings from factorize codes and one label per code (decoded in C)."""
+    import pyarrow as pa
+
+    indices = pa.array(codes, type=pa.int64(), mask=codes < 0)
+    dictionary = pa.array([None if v is pd.NA else v for v in labels], type=pa.string())
+    decoded = pa.DictionaryArray.from_arrays(indices, dictionary).dictionary_decode()
+    return pd.Series(
+        pd.arrays.ArrowStringArray(decoded), index=values.index, name=values.name, dtype=TEXT
+    )
+
+
+def canonical_categories(values: pd.Series) -> pd.Series:
+    """The one spelling of a categorical value, used for the reference sample and production:
+    integral numbers 1 / 1.0 -> "1", other numbers by their shortest repr, booleans ->
+    "true" / "false", strings stripped, missing -> <NA>. Returns a pandas string Series
+    (Arrow-backed).
+
+    Works on the distinct values only (pandas.factorize), so a million rows of a few categories
+    cost a few Python calls; strings and integers take vectorised paths."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    if isinstance(values.dtype, pd.StringDtype):
+        return values.astype(TEXT).str.strip()
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
+        "string",
+        "empty",
+    ):
+        return values.astype(TEXT).str.strip()
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if pd.api.types.is_integer_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        labels = list(np.asarray(uniques, dtype=np.int64).astype(str))
+    else:
+        labels = [_canonical(u) for u in uniques]
+    return _from_codes(np.asarray(codes), labels, values)
+
+
+def _timestamps(values: pd.Series) -> pd.Series:
+    """Naive UTC timestamps; aware values are converted, unparseable ones become NaT."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = pd.to_datetime(values, utc=True)
+    else:
+        parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def _numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(float64 values, mask of values that were present but are not numbers)."""
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype("float64")
+    number = pd.to_numeric(values, errors="coerce")
+    number = pd.Series(number, index=values.index).astype("float64")
+    return number, values.notna() & number.isna()
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one contract maps onto the two tables."""
+
+    model: str
+    task: str
+    features: dict[str, str]
+    classes: list[str]
+    id_column: str
+    timestamp_column: str
+    target_column: str
+    prediction_column: str | None
+    probability_column: str | None
+    class_probability_columns: dict[str, str]  # proba__<i> -> source column
+    odds_column: str | None
+    labels_in_log: bool  # no label source: the target is a column of the inference log
+    threshold: float  # binary: P(positive) at or above which the prediction is positive
+
+    @property
+    def predictions_table(self) -> str:
+        return f'{SCHEMA}."{self.model}__predictions"'
+
+    @property
+    def labels_table(self) -> str:
+        return f'{SCHEMA}."{self.model}__labels"'
+
+    @property
+    def classification(self) -> bool:
+        return self.task != "regression"
+
+    def source_columns(self, kind: Kind) -> list[str]:
+        """The users' columns to read for predictions or labels."""
+        if kind == "label":
+            return [self.id_column, self.target_column]
+        names = [self.id_column, self.timestamp_column, *self.features]
+        names += [c for c in (self.prediction_column, self.probability_column) if c]
+        names += list(self.class_probability_columns.values())
+        if self.odds_column:
+            names.append(self.odds_column)
+        if self.labels_in_log:
+            names.append(self.target_column)
+        return list(dict.fromkeys(names))
+
+    def prediction_types(self) -> dict[str, str]:
+        """Column -> SQL type of the predictions table, in order."""
+        types = {
+            "prediction_id": "TEXT PRIMARY KEY",
+            "prediction_date": "DATE NOT NULL",
+            "predicted_at": "TIMESTAMP NOT NULL",
+            "model_version": "TEXT",
+        }
+        for name, kind in self.features.items():
+            types[name] = "DOUBLE PRECISION" if kind == "numeric" else "TEXT"
+        types["y_pred"] = "TEXT" if self.classification else "DOUBLE PRECISION"
+        if self.task == "binary":
+            types["proba"] = "DOUBLE PRECISION"
+        for column in self.class_probability_columns:
+            types[column] = "DOUBLE PRECISION"
+        if self.odds_column:
+            types["odds"] = "DOUBLE PRECISION"
+        types["batch_id"] = "TEXT"
+        types["ingested_at"] = "TIMESTAMP NOT NULL"
+        return types
+
+    def label_types(self) -> dict[str, str]:
+        return {
+            "prediction_id": "TEXT PRIMARY KEY",
+            "y_true": "TEXT NOT NULL" if self.classification else "DOUBLE PRECISION NOT NULL",
+            "labelled_at": "TIMESTAMP NOT NULL",
+            "batch_id": "TEXT",
+        }
+
+
+def layout(contract: ModelContract, features: Mapping[str, str] | None = None) -> Layout:
+    """The tables' layout; `features` overrides the contract's (a registered model whose
+    features come from its MLflow signature: pass `contract.feature_kinds(signature)`)."""
+    kinds = dict(features) if features is not None else contract.feature_kinds()
+    c = contract.columns
+    problems = []
+    if len(contract.name) + len("__predictions") > _MAX_IDENTIFIER:
+        problems.append(
+            f"name: {contract.name!r} is too long for its table names "
+            f"(at most {_MAX_IDENTIFIER - len('__predictions')} characters)"
+        )
+    for name in kinds:
+        if name in _FIXED or name.startswith("proba__"):
+            problems.append(f"columns.features: {name!r} is a reserved column of the log")
+        if len(name.encode()) > _MAX_IDENTIFIER:
+            problems.append(f"columns.features: {name!r} is longer than {_MAX_IDENTIFIER}")
+        if kinds[name] not in ("numeric", "categorical"):
+            problems.append(f"columns.features: {name!r} has unknown kind {kinds[name]!r}")
+    class_columns: dict[str, str] = {}
+    if contract.task == "multiclass" and c.probabilities:
+        by_label = {str(k): v for k, v in c.probabilities.items()}
+        missing = [label for label in contract.class_labels if label not in by_label]
+        extra = [label for label in by_label if label not in contract.class_labels]
+        if missing or extra:
+            problems.append(
+                "columns.probabilities: must name one column per class of classes "
+                f"(missing {missing}, unknown {extra})"
+            )
+        class_columns = {
+            f"proba__{i}": by_label[label]
+            for i, label in enumerate(contract.class_labels)
+            if label in by_label
+        }
+    if problems:
+        raise InferenceLogError(f"model {contract.name}: " + "; ".join(problems))
+    return Layout(
+        model=contract.name,
+        task=contract.task,
+        features=kinds,
+        classes=contract.class_labels,
+        id_column=c.id,
+        timestamp_column=c.timestamp,
+        target_column=c.target,
+        prediction_column=c.prediction,
+        probability_column=c.probability if contract.task == "binary" else None,
+        class_probability_columns=class_columns,
+        odds_column=(
+            contract.business_value.odds_column if contract.business_value.kind == "roi" else None
+        ),
+        labels_in_log=contract.production.labels is None,
+        threshold=contract.threshold,
+    )
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _existing_columns(tx: Transaction, table: str) -> dict[str, str]:
+    rows = tx.query(
+        sql_file("queries/select_table_columns"),
+        {"schema_name": SCHEMA, "table_name": table},
+    )
+    return {r["column_name"]: str(r["data_type"]).lower() for r in rows}
+
+
+def _kind_of(sql_type: str) -> str:
+    head = sql_type.split()[0].lower()
+    return {"double": "number", "text": "text", "varchar": "text"}.get(head, head)
+
+
+def _ensure(tx: Transaction, table: str, types: dict[str, str]) -> list[str]:
+    name = table.split(".", 1)[1].strip('"')
+    existing = _existing_columns(tx, name)
+    columns = ", ".join(f"{quote_identifier(c)} {t}" for c, t in types.items())
+    if not existing:
+        tx.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        return list(types)
+    added = []
+    for column, sql_type in types.items():
+        if column not in existing:
+            # A new feature: older rows have NULL there. Never drop: the data is the history.
+            plain = sql_type.replace(" PRIMARY KEY", "").replace(" NOT NULL", "")
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN {quote_identifier(column)} {plain}")
+            added.append(column)
+        elif _kind_of(sql_type) != _kind_of(existing[column]):
+            raise InferenceLogError(
+                f"{table}: column {column!r} is {existing[column]} but the contract now makes "
+                f"it {sql_type.split()[0]}; the stored history is kept, so give the changed "
+                "feature a new name (or move the old table aside)"
+            )
+    return added
+
+
+def ensure_tables(
+    wh: Warehouse, contract: ModelContract, *, features: Mapping[str, str] | None = None
+) -> list[str]:
+    """Create the model's predictions and labels tables, or add the columns the contract
+    gained since (never drops or retypes one). Returns the columns created or added."""
+    plan = layout(contract, features)
+    with wh.transaction() as tx:
+        tx.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        added = _ensure(tx, plan.predictions_table, plan.prediction_types())
+        added += _ensure(tx, plan.labels_table, plan.label_types())
+        if wh.engine == "postgres":
+            # PostgreSQL needs it to read one day; DuckDB skips blocks by their min/max
+            # (zonemaps) and an ART index there would only slow every insert.
+            index = quote_identifier(f"{contract.name}__predictions_day_idx")
+            tx.execute(
+                f"CREATE INDEX IF NOT EXISTS {index} ON {plan.predictions_table} (prediction_date)"
+            )
+    return added
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class _Reasons:
+    """Per-row problems, kept as masks until the end so clean rows cost nothing."""
+
+    def __init__(self, index: pd.Index):
+        self.index = index
+        self.checks: list[tuple[pd.Series, str]] = []
+
+    def add(self, mask: pd.Series, message: str) -> None:
+        mask = mask.fillna(False).astype(bool)
+        if mask.any():
+            self.checks.append((mask, message))
+
+    def any(self) -> pd.Series:
+        bad = pd.Series(False, index=self.index)
+        for mask, _ in self.checks:
+            bad |= mask
+        return bad
+
+    def text(self, rows: pd.Series) -> pd.Series:
+        reasons = pd.Series("", index=self.index[rows], dtype=object)
+        for mask, message in self.checks:
+            hit = mask[rows]
+            reasons[hit] = reasons[hit] + ("; " + message)
+        return reasons.str.removeprefix("; ")
+
+
+def _labels(values: pd.Series, plan: Layout) -> pd.Series:
+    labels = canonical_categories(values)
+    if plan.task == "binary" and plan.classes == ["0", "1"]:
+        # A binary log often writes booleans; the default classes are 0 and 1.
+        labels = labels.replace({"true": "1", "false": "0"})
+    return labels
+
+
+def _check_columns(frame: pd.DataFrame, plan: Layout, kind: Kind, source: str) -> None:
+    missing = [c for c in plan.source_columns(kind) if c not in frame.columns]
+    if missing:
+        raise SourceSchemaError(columns=missing, source=source, model=plan.model)
+
+
+def _source_name(contract: ModelContract, kind: Kind) -> str:
+    production = contract.production
+    source = production.labels if kind == "label" and production.labels else production.predictions
+    return source.describe()
+
+
+def validate_rows(
+    frame: pd.DataFrame,
+    contract: ModelContract,
+    kind: Kind,
+    *,
+    features: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a batch (the users' columns, as a source reader returns them) into rows to store
+    and rows to quarantine.
+
+    good: the table's typed columns (prediction_id, prediction_date, predicted_at, features,
+    y_pred, proba / proba__<i>, odds, batch_id; for labels prediction_id, y_true, batch_id).
+    bad: the original rows with `reason` (every problem of the row, "; "-separated).
+    A missing column raises SourceSchemaError (the whole batch is wrong, not its rows).
+    Missing feature values are kept: they are a data-quality signal for drift."""
+    plan = layout(contract, features)
+    _check_columns(frame, plan, kind, _source_name(contract, kind))
+    frame = frame.reset_index(drop=True)
+    reasons = _Reasons(frame.index)
+    out: dict[str, pd.Series] = {}
+
+    ids = canonical_categories(frame[plan.id_column])
+    reasons.add(ids.isna() | (ids == ""), f"id {plan.id_column} missing")
+    out["prediction_id"] = ids
+
+    if kind == "prediction":
+        when = _timestamps(frame[plan.timestamp_column])
+        reasons.add(when.isna(), f"timestamp {plan.timestamp_column} missing or not a timestamp")
+        out["prediction_date"] = when.dt.normalize()
+        out["predicted_at"] = when
+        for name, feature_kind in plan.features.items():
+            if feature_kind == "numeric":
+                number, wrong = _numbers(frame[name])
+                reasons.add(wrong, f"feature {name} is not a number")
+                out[name] = number
+            else:
+                out[name] = canonical_categories(frame[name])
+        out.update(_predictions(frame, plan, reasons))
+        if plan.odds_column:
+            odds, wrong = _numbers(frame[plan.odds_column])
+            reasons.add(wrong, f"odds {plan.odds_column} is not a number")
+            out["odds"] = odds
+    else:
+        out["y_true"] = _target(frame[plan.target_column], plan, reasons)
+
+    good_frame = pd.DataFrame(out, index=frame.index)
+    if BATCH_COLUMN in frame.columns:
+        good_frame["batch_id"] = frame[BATCH_COLUMN].astype(TEXT)
+    bad = reasons.any()
+    # Duplicates among otherwise good rows: the last delivery of an id wins.
+    kept = ids.where(~bad)
+    duplicated = kept.notna() & kept.duplicated(keep="last")
+    reasons.add(duplicated, "duplicate id within the batch (its last row was kept)")
+    bad = reasons.any()
+    rejected = frame[bad].copy()
+    rejected["reason"] = reasons.text(bad)
+    return good_frame[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
+
+
+def _predictions(frame: pd.DataFrame, plan: Layout, reasons: _Reasons) -> dict[str, pd.Series]:
+    out: dict[str, pd.Series] = {}
+    if plan.task == "regression":
+        value, _ = _numbers(frame[plan.prediction_column])
+        reasons.add(value.isna(), f"prediction {plan.prediction_column} missing or not a number")
+        out["y_pred"] = value
+        return out
+    if plan.probability_column:
+        p, _ = _numbers(frame[plan.probability_column])
+        reasons.add(p.isna(), f"probability {plan.probability_column} missing or not a number")
+        reasons.add((p < 0) | (p > 1), f"probability {plan.probability_column} outside [0, 1]")
+        out["proba"] = p
+    elif plan.task == "binary":
+        out["proba"] = pd.Series(np.nan, index=frame.index)
+    probas = {}
+    for column, source in plan.class_probability_columns.items():
+        p, _ = _numbers(frame[source])
+        reasons.add(p.isna(), f"probability {source} missing or not a number")
+        reasons.add((p < 0) | (p > 1), f"probability {source} outside [0, 1]")
+        probas[column] = p
+    if probas:
+        total = pd.concat(probas.values(), axis=1).sum(axis=1, min_count=len(probas))
+        reasons.add(
+            (total - 1).abs() > PROBA_TOLERANCE,
+            f"class probabilities do not sum to 1 (within {PROBA_TOLERANCE})",
+        )
+        out.update(probas)
+    if plan.prediction_column:
+        predicted = _labels(frame[plan.prediction_column], plan)
+        reasons.add(predicted.isna(), f"prediction {plan.prediction_column} missing")
+        reasons.add(
+            predicted.notna() & ~predicted.isin(plan.classes),
+            f"prediction {plan.prediction_column} is not one of the classes "
+            f"{', '.join(plan.classes)}",
+        )
+    elif probas:
+        # No label column: the class with the highest probability (what serving would say).
+        best = pd.concat(probas.values(), axis=1).to_numpy().argmax(axis=1)
+        predicted = pd.Series(np.asarray(plan.classes, dtype=object)[best], index=frame.index)
+        predicted = predicted.astype(TEXT)
+    else:
+        # Binary with a probability only: the contract's decision threshold.
+        positive = out["proba"] >= plan.threshold
+        predicted = pd.Series(
+            np.where(positive, plan.classes[1], plan.classes[0]), index=frame.index
+        ).astype(TEXT)
+    out["y_pred"] = predicted
+    return out
+
+
+def _target(values: pd.Series, plan: Layout, reasons: _Reasons) -> pd.Series:
+    if plan.classification:
+        labels = _labels(values, plan)
+        reasons.add(labels.isna(), f"target {plan.target_column} missing")
+        reasons.add(
+            labels.notna() & ~labels.isin(plan.classes),
+            f"target {plan.target_column} is not one of the classes {', '.join(plan.classes)}",
+        )
+        return labels
+    value, _ = _numbers(values)
+    reasons.add(value.isna(), f"target {plan.target_column} missing or not a number")
+    return value
+
+
+# --------------------------------------------------------------------------- ingestion
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _quarantine_rows(
+    contract: ModelContract, kind: Kind, bad: pd.DataFrame, batch_id: str, now: dt.datetime
+) -> pd.DataFrame:
+    plan_id = contract.columns.id
+    batches = (
+        bad[BATCH_COLUMN].astype(TEXT).fillna(batch_id)
+        if BATCH_COLUMN in bad.columns
+        else pd.Series(batch_id, index=bad.index, dtype=TEXT)
+    )
+    original = bad.drop(columns=["reason"])
+    lines = original.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+    return pd.DataFrame(
+        {
+            "model_name": contract.name,
+            "batch_id": batches,
+            "source": _source_name(contract, kind),
+            "kind": kind,
+            "row_id": (
+                canonical_categories(bad[plan_id])
+                if plan_id in bad.columns
+                else pd.Series(pd.NA, index=bad.index, dtype=TEXT)
+            ),
+            "reason": bad["reason"].astype(TEXT),
+            "row_json": pd.Series(lines.splitlines() if len(bad) else [], index=bad.index),
+            "quarantined_at": now,
+        }
+    )
+
+
+def _record(
+    tx: Transaction,
+    contract: ModelContract,
+    kind: Kind,
+    batch_id: str,
+    result: IngestResult,
+    now: dt.datetime,
+) -> None:
+    tx.execute(
+        sql_file("queries/insert_ingest_batch"),
+        {
+            "model_name": contract.name,
+            "kind": kind,
+            "batch_id": batch_id,
+            "n_rows": result.n_rows,
+            "n_good": result.n_good,
+            "n_quarantined": result.n_quarantined,
+            "days": json.dumps(sorted(d.isoformat() for d in result.days)),
+            "ingested_at": now,
+        },
+    )
+
+
+def _reject_batch(
+    wh: Warehouse,
+    contract: ModelContract,
+    kind: Kind,
+    frame: pd.DataFrame,
+    batch_id: str,
+    error: SourceSchemaError,
+) -> None:
+    """A batch without a required column: one quarantine row says so, for the whole batch."""
+    now = _now()
+    record = pd.DataFrame(
+        {
+            "model_name": [contract.name],
+            "batch_id": [batch_id],
+            "source": [_source_name(contract, kind)],
+            "kind": [kind],
+            "row_id": pd.Series([pd.NA], dtype=TEXT),
+            "reason": [f"{error} ({len(frame)} rows rejected)"],
+            "row_json": pd.Series([pd.NA], dtype=TEXT),
+            "quarantined_at": [now],
+        }
+    )
+    with wh.transaction() as tx:
+        tx.insert_frame("mlops.quarantine", record)
+        rejected = IngestResult(len(frame), 0, len(frame), frozenset())
+        _record(tx, contract, kind, batch_id, rejected, now)
+
+
+def _days(column: pd.Series) -> frozenset[dt.date]:
+    values = pd.Series(column.dropna().unique())
+    return frozenset(pd.Timestamp(v).date() for v in values)
+
+
+def ingest_predictions(
+    wh: Warehouse,
+    contract: ModelContract,
+    frame: pd.DataFrame,
+    *,
+    batch_id: str,
+    model_version: str | None,
+    features: Mapping[str, str] | None = None,
+) -> IngestResult:
+    """Validate a batch of predictions and store it: good rows upserted by prediction id
+    (a re-delivered row replaces the old one), bad rows quarantined with their reasons, the
+    batch recorded in mlops.ingest_batches, all in one transaction. Days are those of the
+    rows' timestamps. Each row's batch_id is its `_batch` (file) when the frame has one, else
+    `batch_id`. When the contract has no label source, targets in the log are stored as
+    labels too (rows without one are simply not labelled yet).
+
+    A missing column records the rejected batch and raises SourceSchemaError."""
+    plan = layout(contract, features)
+    try:
+        good, bad = validate_rows(frame, contract, "prediction", features=features)
+    except SourceSchemaError as error:
+        _reject_batch(wh, contract, "prediction", frame, batch_id, error)
+        raise
+    now = _now()
+    good["model_version"] = model_version
+    if "batch_id" not in good.columns:
+        good["batch_id"] = batch_id
+    good["batch_id"] = good["batch_id"].fillna(batch_id)
+    good["ingested_at"] = now
+    rows = good[list(plan.prediction_types())]
+    label_good = label_bad = None
+    if plan.labels_in_log:
+        labelled = frame[frame[plan.target_column].notna()]
+        if BATCH_COLUMN in labelled.columns:
+            labelled = labelled[[plan.id_column, plan.target_column, BATCH_COLUMN]]
+        else:
+            labelled = labelled[[plan.id_column, plan.target_column]]
+        label_good, label_bad = validate_rows(labelled, contract, "label", features=features)
+    quarantined = _quarantine_rows(contract, "prediction", bad, batch_id, now)
+    result = IngestResult(len(frame), len(rows), len(bad), _days(rows["prediction_date"]))
+    with wh.transaction() as tx:
+        tx.replace_rows(plan.predictions_table, rows, key="prediction_id")
+        tx.insert_frame("mlops.quarantine", quarantined)
+        if label_good is not None:
+            _store_labels(tx, plan, label_good, batch_id, now)
+            tx.insert_frame(
+                "mlops.quarantine", _quarantine_rows(contract, "label", label_bad, batch_id, now)
+            )
+        _record(tx, contract, "prediction", batch_id, result, now)
+    return result
+
+
+def _store_labels(
+    tx: Transaction, plan: Layout, good: pd.DataFrame, batch_id: str, now: dt.datetime
+) -> pd.DataFrame:
+    if "batch_id" not in good.columns:
+        good["batch_id"] = batch_id
+    good["batch_id"] = good["batch_id"].fillna(batch_id)
+    good["labelled_at"] = now
+    rows = good[list(plan.label_types())]
+    tx.replace_rows(plan.labels_table, rows, key="prediction_id")
+    return rows
+
+
+def ingest_labels(
+    wh: Warehouse,
+    contract: ModelContract,
+    frame: pd.DataFrame,
+    *,
+    batch_id: str,
+    features: Mapping[str, str] | None = None,
+) -> IngestResult:
+    """Validate and upsert late labels (id and target columns). Days are those of the
+    predictions the labels belong to; labels whose prediction is not stored yet are kept (they
+    may come first) and count in no day until it arrives (its ingestion reports the day)."""
+    plan = layout(contract, features)
+    try:
+        good, bad = validate_rows(frame, contract, "label", features=features)
+    except SourceSchemaError as error:
+        _reject_batch(wh, contract, "label", frame, batch_id, error)
+        raise
+    now = _now()
+    with wh.transaction() as tx:
+        rows = _store_labels(tx, plan, good, batch_id, now)
+        tx.insert_frame("mlops.quarantine", _quarantine_rows(contract, "label", bad, batch_id, now))
+        days = _label_days(tx, plan, rows)
+        result = IngestResult(len(frame), len(rows), len(bad), days)
+        _record(tx, contract, "label", batch_id, result, now)
+    return result
+
+
+def _label_days(tx: Transaction, plan: Layout, rows: pd.DataFrame) -> frozenset[dt.date]:
+    if rows.empty:
+        return frozenset()
+    # Table names from the validated layout; the batch ids and the time are bound.
+    found = tx.query(
+        f"SELECT DISTINCT p.prediction_date AS day FROM {plan.labels_table} l "  # noqa: S608
+        f"JOIN {plan.predictions_table} p ON p.prediction_id = l.prediction_id "
+        "WHERE l.labelled_at = :labelled_at AND l.batch_id = ANY(:batches)",
+        {
+            "labelled_at": rows["labelled_at"].iloc[0],
+            "batches": sorted(set(rows["batch_id"].astype(str))),
+        },
+    )
+    return frozenset(
+        r["day"].date() if isinstance(r["day"], dt.datetime) else r["day"] for r in found
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_for_metrics(
+    wh: Warehouse,
+    contract: ModelContract,
+    day: dt.date,
+    *,
+    features: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """One day's predictions with what metrics need: model_version, y_true (NULL until
+    labelled), y_pred, proba (binary) or proba__<i> (multiclass, i = index in class_labels),
+    odds (roi). Classification labels are pandas strings, numbers float64."""
+    plan = layout(contract, features)
+    label_kind = "text" if plan.classification else "double"
+    types = {"model_version": "text", "y_true": label_kind, "y_pred": label_kind}
+    if plan.task == "binary":
+        types["proba"] = "double"
+    for column in plan.class_probability_columns:
+        types[column] = "double"
+    if plan.odds_column:
+        types["odds"] = "double"
+    select = ", ".join(
+        f"l.{quote_identifier(c)}" if c == "y_true" else f"p.{quote_identifier(c)}" for c in types
+    )
+    sql = (  # noqa: S608 - validated identifiers; the day is bound
+        f"SELECT {select} FROM {plan.predictions_table} p "
+        f"LEFT JOIN {plan.labels_table} l ON l.prediction_id = p.prediction_id "
+        "WHERE p.prediction_date = :day"
+    )
+    with wh.transaction() as tx:
+        return tx.select_frame(sql, {"day": day}, types=types)
+
+
+def read_features(
+    wh: Warehouse,
+    contract: ModelContract,
+    day: dt.date,
+    *,
+    features: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """One day's feature columns: numeric float64, categorical pandas strings (canonical)."""
+    plan = layout(contract, features)
+    types = {n: "double" if k == "numeric" else "text" for n, k in plan.features.items()}
+    select = ", ".join(quote_identifier(c) for c in types)
+    sql = (  # noqa: S608 - validated identifiers; the day is bound
+        f"SELECT {select} FROM {plan.predictions_table} WHERE prediction_date = :day"
+    )
+    with wh.transaction() as tx:
+        frame = tx.select_frame(sql, {"day": day}, types=types)
+    for name, kind in plan.features.items():
+        if kind == "categorical":
+            frame[name] = canonical_categories(frame[name])
+    return frame
+
+
+__all__ = [
+    "InferenceLogError",
+    "IngestResult",
+    "Layout",
+    "canonical_categories",
+    "ensure_tables",
+    "ingest_labels",
+    "ingest_predictions",
+    "layout",
+    "read_features",
+    "read_for_metrics",
+    "validate_rows",
+]

@@ -1,0 +1,238 @@
+"""A table or view in the warehouse (either engine, any schema) as a source.
+
+Pick-up cursor: a high-water mark on the cursor column (the contract's `loaded_at`, else the
+timestamp) plus the number of rows seen at exactly that value. The next poll scans `>= mark`:
+rows strictly above are new; rows equal to the mark are new only if there are now more of them
+(a bulk insert often gives thousands of rows one `now()`), and then the whole boundary is read
+again, which is harmless because the inference log upserts by prediction id. So no id list is
+kept in the cursor, however many rows share the mark.
+
+The one thing a mark cannot see is a row committed later with a cursor value below the mark
+(a long transaction that stamped `loaded_at` when it began). Stamp the cursor column when the
+row becomes visible (or use a sequence), and that cannot happen.
+
+Identifiers (schema, table, columns) are validated and quoted, never values; the dynamic SQL
+here exists only because the table and column names come from the contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from typing import Any
+
+import pandas as pd
+
+from mlops_assets.lib.contract import Source
+from mlops_assets.storage.sources import (
+    BATCH_COLUMN,
+    Poll,
+    SourceError,
+    SourceReader,
+    quote_identifier,
+)
+from mlops_assets.storage.warehouse import Warehouse, sql_file
+
+# PostgreSQL column types -> the typed frame kinds of `Transaction.select_frame`; anything else
+# is read as text and typed by the inference log.
+_PG_KINDS = {
+    "smallint": "bigint",
+    "integer": "bigint",
+    "bigint": "bigint",
+    "real": "double",
+    "double precision": "double",
+    "numeric": "double",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp without time zone": "timestamp",
+    "text": "text",
+    "character varying": "text",
+    "character": "text",
+}
+
+
+def _encode(value: Any) -> dict[str, Any]:
+    if isinstance(value, dt.datetime):
+        return {"t": "timestamp", "v": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"t": "date", "v": value.isoformat()}
+    if isinstance(value, bool):
+        raise SourceError("a boolean column cannot be a pick-up cursor")
+    if isinstance(value, int):
+        return {"t": "int", "v": value}
+    if isinstance(value, float):
+        return {"t": "float", "v": value}
+    if isinstance(value, decimal.Decimal):
+        return {"t": "decimal", "v": str(value)}
+    if isinstance(value, str):
+        return {"t": "text", "v": value}
+    raise SourceError(f"cannot use a value of type {type(value).__name__} as a pick-up cursor")
+
+
+def _decode(mark: dict[str, Any]) -> Any:
+    kind, value = mark["t"], mark["v"]
+    if kind == "timestamp":
+        return dt.datetime.fromisoformat(value)
+    if kind == "date":
+        return dt.date.fromisoformat(value)
+    if kind == "decimal":
+        return decimal.Decimal(value)
+    if kind in ("int", "float", "text"):
+        return value
+    raise SourceError(f"unknown cursor value type {kind!r}")
+
+
+class TableSource(SourceReader):
+    def __init__(self, source: Source, warehouse: Warehouse, *, model: str):
+        super().__init__(source, model=model)
+        assert source.table is not None
+        self.warehouse = warehouse
+        self._schema, self._table = source.table.split(".", 1)
+        self._resolved: dict[str, tuple[str, str]] | None = None
+        self._relation: str | None = None
+
+    # -- schema -------------------------------------------------------------------------
+
+    def _lookup(self) -> dict[str, tuple[str, str]]:
+        """Contract-style name (as stored) -> (stored name, data type)."""
+        if self._resolved is None:
+            rows = self.warehouse.query(
+                sql_file("queries/select_source_columns"),
+                {"schema_name": self._schema, "table_name": self._table},
+            )
+            if not rows:
+                raise SourceError(
+                    f"model {self.model}: {self.source.describe()} does not exist "
+                    "(or has no columns) in the warehouse"
+                )
+            relations = {(r["table_schema"], r["table_name"]) for r in rows}
+            exact = (self._schema, self._table)
+            relation = exact if exact in relations else sorted(relations)[0]
+            self._relation = f"{quote_identifier(relation[0])}.{quote_identifier(relation[1])}"
+            self._resolved = {
+                r["column_name"]: (r["column_name"], str(r["data_type"]).lower())
+                for r in rows
+                if (r["table_schema"], r["table_name"]) == relation
+            }
+        return self._resolved
+
+    def columns(self) -> list[str]:
+        return list(self._lookup())
+
+    def _column(self, name: str) -> tuple[str, str]:
+        found = self._lookup()
+        if name in found:
+            return found[name]
+        by_lower = {k.lower(): v for k, v in found.items()}
+        self._missing([name], list(found))
+        return by_lower[name.lower()]
+
+    def _select_list(self, columns: list[str]) -> tuple[str, dict[str, str]]:
+        """`"stored" AS "wanted"` per column, and each output column's frame type (PG)."""
+        self._missing(columns, self.columns())
+        parts, types = [], {}
+        for name in columns:
+            stored, data_type = self._column(name)
+            kind = _PG_KINDS.get(data_type)
+            expression = quote_identifier(stored)
+            if kind is None and self.warehouse.engine == "postgres":
+                # A type pandas has no twin for (timestamptz, json, uuid, ...): read as text.
+                expression = f"CAST({expression} AS TEXT)"
+                kind = "text"
+            parts.append(f"{expression} AS {quote_identifier(name)}")
+            types[name] = kind or "text"
+        return ", ".join(parts), types
+
+    def _frame(self, select: str, where: str, params: dict[str, Any], types: dict[str, str]):
+        # Dynamic identifiers only (validated and quoted above); values are bound.
+        sql = f"SELECT {select} FROM {self._relation} WHERE {where}"  # noqa: S608
+        with self.warehouse.transaction() as tx:
+            if self.warehouse.engine == "postgres":
+                frame = tx.select_frame(sql, params, types=types)
+            else:
+                frame = tx.query_df(sql, params)
+        frame[BATCH_COLUMN] = self.source.table
+        return frame
+
+    # -- poll ---------------------------------------------------------------------------
+
+    def poll(self, cursor: str | None, *, cursor_column: str, timestamp_column: str | None) -> Poll:
+        try:
+            state = json.loads(cursor) if cursor else None
+        except json.JSONDecodeError as error:
+            raise SourceError(f"unreadable cursor for {self.source.describe()}: {error}") from None
+        self._lookup()
+        c = quote_identifier(self._column(cursor_column)[0])
+        day = (
+            f"CAST({quote_identifier(self._column(timestamp_column)[0])} AS DATE)"
+            if timestamp_column
+            else "CAST(NULL AS DATE)"
+        )
+        params: dict[str, Any] = {}
+        if state is None:
+            low, at_low = "1 = 1", "0"
+        else:
+            params["lo"] = _decode(state["mark"])
+            low, at_low = f"{c} >= :lo", f"CASE WHEN {c} = :lo THEN 1 ELSE 0 END"
+        sql = (  # noqa: S608 - validated, quoted identifiers; values bound
+            f"WITH m AS (SELECT max({c}) AS hi FROM {self._relation} WHERE {low}) "
+            f"SELECT {day} AS day, count(*) AS n, sum({at_low}) AS n_lo, "
+            f"sum(CASE WHEN {c} = m.hi THEN 1 ELSE 0 END) AS n_hi, max(m.hi) AS hi "
+            f"FROM {self._relation}, m WHERE {low} AND {c} <= m.hi GROUP BY 1"
+        )
+        rows = self.warehouse.query(sql, params)
+        seen_at_low = int(state["n_at_mark"]) if state else 0
+        n_low = sum(int(r["n_lo"] or 0) for r in rows)
+        boundary_new = n_low > seen_at_low
+        n_new = sum(int(r["n"]) - int(r["n_lo"] or 0) for r in rows)
+        n_new += n_low - seen_at_low if boundary_new else 0
+        if n_new <= 0:
+            return Poll(frozenset(), 0, cursor or "", (), span=None)
+        days = frozenset(
+            r["day"]
+            for r in rows
+            if r["day"] is not None
+            and (int(r["n"]) > int(r["n_lo"] or 0) or (boundary_new and int(r["n_lo"] or 0)))
+        )
+        days = frozenset(d.date() if isinstance(d, dt.datetime) else d for d in days)
+        high = rows[0]["hi"]
+        new_cursor = json.dumps(
+            {"mark": _encode(high), "n_at_mark": sum(int(r["n_hi"]) for r in rows)}
+        )
+        span = json.dumps(
+            {
+                "lo": state["mark"] if state else None,
+                "lo_inclusive": boundary_new,
+                "hi": _encode(high),
+            }
+        )
+        return Poll(days, n_new, new_cursor, (str(self.source.table),), span=span)
+
+    def read_new(self, poll: Poll, columns: list[str], *, cursor_column: str) -> pd.DataFrame:
+        select, types = self._select_list(columns)
+        if poll.span is None:
+            return self._frame(select, "1 = 0", {}, types)
+        span = json.loads(poll.span)
+        c = quote_identifier(self._column(cursor_column)[0])
+        params: dict[str, Any] = {"hi": _decode(span["hi"])}
+        where = f"{c} <= :hi"
+        if span["lo"] is not None:
+            params["lo"] = _decode(span["lo"])
+            where += f" AND {c} {'>=' if span['lo_inclusive'] else '>'} :lo"
+        return self._frame(select, where, params, types)
+
+    def read_day(self, day: dt.date, columns: list[str], *, timestamp_column: str) -> pd.DataFrame:
+        select, types = self._select_list(columns)
+        ts = quote_identifier(self._column(timestamp_column)[0])
+        # A range, not CAST(ts AS DATE) = day, so an index on the timestamp is used.
+        start = dt.datetime.combine(day, dt.time())
+        params = {"start": start, "end": start + dt.timedelta(days=1)}
+        return self._frame(select, f"{ts} >= :start AND {ts} < :end", params, types)
+
+    def read_ids(self, ids: list[str], columns: list[str], *, id_column: str) -> pd.DataFrame:
+        select, types = self._select_list(columns)
+        key = quote_identifier(self._column(id_column)[0])
+        return self._frame(
+            select, f"CAST({key} AS TEXT) = ANY(:ids)", {"ids": [str(i) for i in ids]}, types
+        )

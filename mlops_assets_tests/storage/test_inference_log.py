@@ -1,0 +1,301 @@
+"""The inference log on both engines: typed per-model tables, upserts by prediction id, late
+labels, quarantine of bad rows, and the one canonical spelling of categorical values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.lib.contract import parse_contract
+from mlops_assets.storage.inference_log import (
+    InferenceLogError,
+    canonical_categories,
+    ensure_tables,
+    ingest_labels,
+    ingest_predictions,
+    layout,
+    read_features,
+    read_for_metrics,
+    validate_rows,
+)
+from mlops_assets.storage.sources import SourceSchemaError
+from mlops_assets.storage.warehouse import Warehouse
+from mlops_assets_tests.storage.conftest import DAY, binary_contract, prediction_frame
+
+LABELS = {"table": "serving.labels"}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1, 2, 2], ["1", "2", "2"]),
+        ([1.0, 2.0, np.nan], ["1", "2", None]),  # an int code read back as float
+        ([1.5, -0.25, 3.0], ["1.5", "-0.25", "3"]),
+        ([True, False, None], ["true", "false", None]),
+        ([" north", "south ", ""], ["north", "south", ""]),
+        (["1", 1, 1.0], ["1", "1", "1"]),  # one spelling whatever the writer used
+        (pd.array([1, None], dtype="Int64"), ["1", None]),
+    ],
+)
+def test_canonical_categories(values, expected):
+    result = canonical_categories(pd.Series(values))
+    assert str(result.dtype) == "string"
+    assert [None if pd.isna(v) else v for v in result] == expected
+
+
+def _count(wh: Warehouse, table: str) -> int:
+    return int(wh.query(f"SELECT count(*) AS n FROM {table}")[0]["n"])  # noqa: S608
+
+
+def test_tables_are_typed_from_the_contract(warehouse: Warehouse):
+    contract = binary_contract(business_value={"kind": "roi", "odds_column": "odds_home"})
+    ensure_tables(warehouse, contract)
+    rows = warehouse.query(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'inference' AND table_name = 'credit__predictions'"
+    )
+    types = {r["column_name"]: r["data_type"].lower() for r in rows}
+    assert types["amount"].startswith("double")
+    assert types["region"] in ("text", "varchar")
+    assert types["y_pred"] in ("text", "varchar")
+    assert types["proba"].startswith("double")
+    assert types["odds"].startswith("double")
+    assert "features_json" not in types
+    assert ensure_tables(warehouse, contract) == []  # idempotent
+
+
+def test_predictions_then_labels_two_days_later(warehouse: Warehouse):
+    contract = binary_contract(labels=LABELS)
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(50)
+    result = ingest_predictions(warehouse, contract, frame, batch_id="b1", model_version="3")
+    assert (result.n_rows, result.n_good, result.n_quarantined) == (50, 50, 0)
+    assert result.days == {DAY}
+
+    before = read_for_metrics(warehouse, contract, DAY)
+    assert len(before) == 50 and before["y_true"].isna().all()
+    assert set(before.columns) == {"model_version", "y_true", "y_pred", "proba"}
+
+    labels = pd.DataFrame({"pid": frame["pid"][:30], "defaulted": [1, 0] * 15})
+    late = ingest_labels(warehouse, contract, labels, batch_id="labels-day3")
+    assert (late.n_good, late.days) == (30, {DAY})
+    after = read_for_metrics(warehouse, contract, DAY).sort_values("proba")
+    assert after["y_true"].notna().sum() == 30
+    assert set(after["y_true"].dropna()) == {"0", "1"}
+    expected = frame.set_index("p")["label"].astype(str)
+    assert list(after["y_pred"]) == list(expected.loc[after["proba"]])
+    assert set(after["model_version"]) == {"3"}
+
+
+def test_labels_before_their_predictions_are_kept(warehouse: Warehouse):
+    contract = binary_contract(labels=LABELS)
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(10)
+    early = ingest_labels(
+        warehouse, contract, pd.DataFrame({"pid": frame["pid"], "defaulted": 1}), batch_id="l"
+    )
+    assert (early.n_good, early.days) == (10, frozenset())
+    ingest_predictions(warehouse, contract, frame, batch_id="p", model_version="1")
+    assert read_for_metrics(warehouse, contract, DAY)["y_true"].eq("1").all()
+
+
+def test_a_redelivered_batch_replaces_rows(warehouse: Warehouse):
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(40)
+    ingest_predictions(warehouse, contract, frame, batch_id="b1", model_version="1")
+    again = frame.assign(p=0.25, label=0)
+    ingest_predictions(warehouse, contract, again, batch_id="b1-again", model_version="1")
+    assert _count(warehouse, 'inference."credit__predictions"') == 40
+    stored = read_for_metrics(warehouse, contract, DAY)
+    assert (stored["proba"] == 0.25).all()
+
+
+def test_an_out_of_order_batch_lands_in_its_day(warehouse: Warehouse):
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    later = DAY + dt.timedelta(days=2)
+    ingest_predictions(
+        warehouse, contract, prediction_frame(20, day=later), batch_id="b2", model_version="1"
+    )
+    old = prediction_frame(15, day=DAY, start=100)
+    result = ingest_predictions(warehouse, contract, old, batch_id="b1-late", model_version="1")
+    assert result.days == {DAY}
+    assert len(read_for_metrics(warehouse, contract, DAY)) == 15
+    assert len(read_for_metrics(warehouse, contract, later)) == 20
+
+
+def test_bad_rows_are_quarantined_and_good_rows_land(warehouse: Warehouse):
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(10).astype({"amount": object, "p": object})
+    frame.loc[1, "pid"] = None
+    frame.loc[2, "p"] = 1.5
+    frame.loc[3, "p"] = np.nan
+    frame.loc[4, "amount"] = "lots"
+    frame.loc[5, "ts"] = None
+    frame.loc[6, "pid"] = frame.loc[7, "pid"]  # the last occurrence (row 7) is kept
+    frame.loc[8, "amount"] = np.nan  # missing features are data, not errors
+    result = ingest_predictions(warehouse, contract, frame, batch_id="batch-7", model_version="1")
+    assert (result.n_rows, result.n_good, result.n_quarantined) == (10, 4, 6)
+
+    rows = warehouse.query(
+        "SELECT row_id, reason, batch_id, kind, row_json FROM mlops.quarantine ORDER BY reason"
+    )
+    reasons = {r["reason"] for r in rows}
+    assert reasons == {
+        "id pid missing",
+        "probability p outside [0, 1]",
+        "probability p missing or not a number",
+        "feature amount is not a number",
+        "timestamp ts missing or not a timestamp",
+        "duplicate id within the batch (its last row was kept)",
+    }
+    assert {r["batch_id"] for r in rows} == {"batch-7"}
+    assert {r["kind"] for r in rows} == {"prediction"}
+    lots = next(r for r in rows if r["reason"].startswith("feature"))
+    assert json.loads(lots["row_json"])["amount"] == "lots" and lots["row_id"] == "id-4"
+    features = read_features(warehouse, contract, DAY)
+    assert len(features) == 4 and features["amount"].isna().sum() == 1
+    batch = warehouse.query("SELECT n_rows, n_good, n_quarantined, days FROM mlops.ingest_batches")
+    assert batch == [{"n_rows": 10, "n_good": 4, "n_quarantined": 6, "days": '["2026-03-02"]'}]
+
+
+def test_a_missing_column_rejects_the_whole_batch(warehouse: Warehouse):
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(5).drop(columns=["region"])
+    with pytest.raises(SourceSchemaError, match=r"'region'.*table serving\.preds") as caught:
+        ingest_predictions(warehouse, contract, frame, batch_id="b", model_version="1")
+    assert "credit" in str(caught.value)
+    rows = warehouse.query("SELECT row_id, reason FROM mlops.quarantine")
+    assert len(rows) == 1 and rows[0]["row_id"] is None and "5 rows" in rows[0]["reason"]
+    assert _count(warehouse, 'inference."credit__predictions"') == 0
+
+
+def test_multiclass_probabilities_and_labels(warehouse: Warehouse):
+    contract = parse_contract(
+        {
+            "name": "iris",
+            "task": "multiclass",
+            "model": {"train": {"source": {"table": "serving.history"}}},
+            "columns": {
+                "features": {"petal": "numeric"},
+                "target": "species",
+                "id": "pid",
+                "timestamp": "ts",
+                "probabilities": {"setosa": "p_s", "virginica": "p_v", "versicolor": "p_c"},
+            },
+            "classes": ["setosa", "versicolor", "virginica"],
+            "production": {"predictions": {"table": "serving.iris"}},
+        },
+        source="test",
+    )
+    ensure_tables(warehouse, contract)
+    ts = dt.datetime.combine(DAY, dt.time(9))
+    frame = pd.DataFrame(
+        {
+            "pid": [1, 2, 3, 4],
+            "ts": [ts] * 4,
+            "petal": [1.0, 2.0, 3.0, 4.0],
+            "p_s": [0.7, 0.1, 0.5, 0.2],
+            "p_c": [0.2, 0.1, 0.4, 0.3],
+            "p_v": [0.1, 0.8, 0.4, 0.5],
+            "species": ["setosa", "virginica", None, "rose"],
+        }
+    )
+    result = ingest_predictions(warehouse, contract, frame, batch_id="m", model_version="1")
+    assert (result.n_good, result.n_quarantined) == (3, 1)  # row 3 sums to 1.3
+    stored = read_for_metrics(warehouse, contract, DAY).sort_values("proba__0")
+    assert list(stored.columns) == [
+        "model_version",
+        "y_true",
+        "y_pred",
+        "proba__0",
+        "proba__1",
+        "proba__2",
+    ]
+    # proba__i follows the order of `classes`, not of the probabilities mapping.
+    assert list(stored["proba__2"]) == [0.8, 0.5, 0.1]
+    assert list(stored["y_pred"]) == ["virginica", "virginica", "setosa"]
+    # The in-log target: a known class is a label, an unknown one is quarantined, none waits.
+    assert sorted(stored["y_true"].dropna()) == ["setosa", "virginica"]
+    bad = warehouse.query("SELECT kind, reason FROM mlops.quarantine ORDER BY kind")
+    assert [r["kind"] for r in bad] == ["label", "prediction"]
+    assert "not one of the classes" in bad[0]["reason"]
+
+
+def test_regression_predictions_are_numbers(warehouse: Warehouse):
+    contract = parse_contract(
+        {
+            "name": "price",
+            "task": "regression",
+            "model": {"train": {"source": {"table": "serving.history"}}},
+            "columns": {
+                "features": {"rooms": "numeric", "zone": "categorical"},
+                "target": "price",
+                "prediction": "predicted",
+            },
+            "production": {"predictions": {"table": "serving.price"}},
+        },
+        source="test",
+    )
+    ensure_tables(warehouse, contract)
+    ts = dt.datetime.combine(DAY, dt.time(9))
+    frame = pd.DataFrame(
+        {
+            "prediction_id": ["a", "b", "c"],
+            "predicted_at": [ts] * 3,
+            "rooms": [2, 3, 4],
+            "zone": [1, 2, 2],
+            "predicted": [100.5, "n/a", 300.0],
+            "price": [110.0, None, 290.0],
+        }
+    )
+    result = ingest_predictions(warehouse, contract, frame, batch_id="r", model_version="1")
+    assert (result.n_good, result.n_quarantined) == (2, 1)
+    stored = read_for_metrics(warehouse, contract, DAY).sort_values("y_pred")
+    assert stored["y_pred"].dtype == "float64" and list(stored["y_pred"]) == [100.5, 300.0]
+    assert list(stored["y_true"]) == [110.0, 290.0]
+    assert list(read_features(warehouse, contract, DAY)["zone"].sort_values()) == ["1", "2"]
+
+
+def test_a_new_feature_adds_a_column_and_keeps_history(warehouse: Warehouse):
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    ingest_predictions(warehouse, contract, prediction_frame(5), batch_id="b", model_version="1")
+    grown = binary_contract(
+        features={"amount": "numeric", "region": "categorical", "age": "numeric"}
+    )
+    assert ensure_tables(warehouse, grown) == ["age"]
+    assert read_features(warehouse, grown, DAY)["age"].isna().sum() == 5
+    changed = binary_contract(features={"amount": "categorical", "region": "categorical"})
+    with pytest.raises(InferenceLogError, match="amount"):
+        ensure_tables(warehouse, changed)
+
+
+def test_reserved_feature_names_are_refused():
+    contract = binary_contract(features={"batch_id": "numeric"})
+    with pytest.raises(InferenceLogError, match="'batch_id' is a reserved column"):
+        layout(contract)
+
+
+def test_validate_rows_returns_typed_columns():
+    contract = binary_contract()
+    good, bad = validate_rows(prediction_frame(3).astype({"label": bool}), contract, "prediction")
+    assert bad.empty
+    assert set(good.columns) == {
+        "prediction_id",
+        "prediction_date",
+        "predicted_at",
+        "amount",
+        "region",
+        "y_pred",
+        "proba",
+    }
+    assert str(good["region"].dtype) == "string" and good["amount"].dtype == "float64"
+    assert set(good["y_pred"]) <= {"0", "1"}  # booleans map onto the default classes

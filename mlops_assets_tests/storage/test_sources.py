@@ -1,0 +1,260 @@
+"""Source readers: a table in the warehouse (both engines) and a folder of Parquet files.
+Poll cursors see new rows only; reads return the contract's columns; predictions from either
+source, and labels two days later, land in the inference log with the same types."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.lib.contract import Source
+from mlops_assets.storage.inference_log import (
+    canonical_categories,
+    ensure_tables,
+    ingest_labels,
+    ingest_predictions,
+    layout,
+    read_features,
+    read_for_metrics,
+)
+from mlops_assets.storage.sources import SourceSchemaError, open_source
+from mlops_assets.storage.warehouse import Warehouse
+from mlops_assets_tests.storage.conftest import DAY, binary_contract, prediction_frame
+
+PREDS_DDL = (
+    "CREATE TABLE serving.preds (pid TEXT, ts TIMESTAMP, amount DOUBLE PRECISION, "
+    "region TEXT, label INTEGER, p DOUBLE PRECISION, loaded_at TIMESTAMP)"
+)
+T1 = dt.datetime(2026, 3, 2, 10, 0)
+T2 = dt.datetime(2026, 3, 3, 11, 0)
+
+
+def _write(wh: Warehouse, table: str, frame: pd.DataFrame) -> None:
+    with wh.transaction() as tx:
+        tx.insert_frame(table, frame)
+
+
+def _table_reader(wh: Warehouse, table: str = "serving.preds"):
+    return open_source(Source(table=table), wh, model="credit")
+
+
+# --------------------------------------------------------------------------- table
+
+
+def test_table_poll_sees_new_rows_only(warehouse: Warehouse):
+    warehouse.execute(PREDS_DDL)
+    _write(warehouse, "serving.preds", prediction_frame(30, loaded_at=T1))
+    reader = _table_reader(warehouse)
+    first = reader.poll(None, cursor_column="loaded_at", timestamp_column="ts")
+    assert (first.n_rows, first.days, first.batches) == (30, {DAY}, ("serving.preds",))
+    rows = reader.read_new(first, ["pid", "p"], cursor_column="loaded_at")
+    assert len(rows) == 30 and set(rows["_batch"]) == {"serving.preds"}
+
+    nothing = reader.poll(first.cursor, cursor_column="loaded_at", timestamp_column="ts")
+    assert nothing.empty and nothing.days == frozenset() and nothing.cursor == first.cursor
+
+    next_day = DAY + dt.timedelta(days=1)
+    _write(
+        warehouse,
+        "serving.preds",
+        prediction_frame(10, day=next_day, start=100, loaded_at=T2),
+    )
+    second = reader.poll(first.cursor, cursor_column="loaded_at", timestamp_column="ts")
+    assert (second.n_rows, second.days) == (10, {next_day})
+    new = reader.read_new(second, ["pid"], cursor_column="loaded_at")
+    assert sorted(new["pid"]) == sorted(f"id-{i}" for i in range(100, 110))
+    assert reader.poll(second.cursor, cursor_column="loaded_at", timestamp_column="ts").empty
+
+
+def test_table_rows_at_the_high_water_mark_are_not_missed(warehouse: Warehouse):
+    warehouse.execute(PREDS_DDL)
+    _write(warehouse, "serving.preds", prediction_frame(5, loaded_at=T1))
+    reader = _table_reader(warehouse)
+    first = reader.poll(None, cursor_column="loaded_at", timestamp_column="ts")
+    # A second writer commits rows stamped with the same loaded_at after the poll.
+    _write(warehouse, "serving.preds", prediction_frame(3, start=50, loaded_at=T1))
+    second = reader.poll(first.cursor, cursor_column="loaded_at", timestamp_column="ts")
+    assert (second.n_rows, second.days) == (3, {DAY})
+    again = reader.read_new(second, ["pid"], cursor_column="loaded_at")
+    assert {"id-50", "id-51", "id-52"} <= set(again["pid"])  # the boundary is read again
+    assert reader.poll(second.cursor, cursor_column="loaded_at", timestamp_column="ts").empty
+
+
+def test_table_read_day_and_ids_with_names_in_another_case(warehouse: Warehouse):
+    warehouse.execute(PREDS_DDL)
+    _write(warehouse, "serving.preds", prediction_frame(4, loaded_at=T1))
+    _write(
+        warehouse,
+        "serving.preds",
+        prediction_frame(6, day=DAY + dt.timedelta(days=1), start=10, loaded_at=T2),
+    )
+    # PostgreSQL folds unquoted names to lower case; a contract may spell them otherwise.
+    reader = _table_reader(warehouse, "Serving.PREDS")
+    day = reader.read_day(DAY, ["PID", "Amount"], timestamp_column="TS")
+    assert list(day.columns) == ["PID", "Amount", "_batch"] and len(day) == 4
+    assert day["Amount"].dtype == "float64"
+    picked = reader.read_ids(["id-1", "id-12", "nope"], ["pid", "label"], id_column="pid")
+    assert sorted(picked["pid"]) == ["id-1", "id-12"]
+
+
+def test_table_missing_column_names_column_source_and_model(warehouse: Warehouse):
+    warehouse.execute(PREDS_DDL)
+    reader = _table_reader(warehouse)
+    with pytest.raises(SourceSchemaError, match=r"credit.*'score'.*table serving\.preds"):
+        reader.read_day(DAY, ["pid", "score"], timestamp_column="ts")
+
+
+# --------------------------------------------------------------------------- parquet
+
+
+def _parquet(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def test_parquet_poll_sees_new_and_rewritten_files(tmp_path: Path, warehouse: Warehouse):
+    folder = tmp_path / "inbox"
+    _parquet(folder, "a.parquet", prediction_frame(20))
+    _parquet(folder, "_b.parquet", prediction_frame(5, start=500))  # still being written
+    (folder / "notes.txt").write_text("not a batch")
+    reader = open_source(Source(parquet=str(folder)), warehouse, model="credit")
+    first = reader.poll(None, cursor_column="loaded_at", timestamp_column="ts")
+    assert (first.n_rows, first.days, first.batches) == (20, {DAY}, ("a.parquet",))
+    assert reader.poll(first.cursor, cursor_column="x", timestamp_column="ts").empty
+
+    next_day = DAY + dt.timedelta(days=1)
+    _parquet(folder, "c.parquet", prediction_frame(7, day=next_day, start=100))
+    (folder / "d.parquet").write_bytes(b"PAR1 half written")
+    second = reader.poll(first.cursor, cursor_column="x", timestamp_column="ts")
+    assert (second.n_rows, second.days, second.batches) == (7, {next_day}, ("c.parquet",))
+    assert len(second.unreadable) == 1 and second.unreadable[0].startswith("d.parquet")
+    rows = reader.read_new(second, ["pid", "p"], cursor_column="x")
+    assert len(rows) == 7 and set(rows["_batch"]) == {"c.parquet"}
+
+    # A re-written (re-delivered) file is picked up again.
+    path = _parquet(folder, "a.parquet", prediction_frame(20, seed=9))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    (folder / "d.parquet").unlink()
+    third = reader.poll(second.cursor, cursor_column="x", timestamp_column="ts")
+    assert third.batches == ("a.parquet",) and third.n_rows == 20
+    assert set(json.loads(third.cursor)["files"]) == {"a.parquet", "c.parquet"}
+
+
+def test_parquet_read_day_ids_and_missing_columns(tmp_path: Path, warehouse: Warehouse):
+    folder = tmp_path / "inbox"
+    _parquet(folder, "a.parquet", prediction_frame(4))
+    _parquet(folder, "b.parquet", prediction_frame(6, day=DAY + dt.timedelta(days=1), start=10))
+    reader = open_source(Source(parquet=str(folder)), warehouse, model="credit")
+    day = reader.read_day(DAY, ["pid", "amount"], timestamp_column="ts")
+    assert len(day) == 4 and set(day["_batch"]) == {"a.parquet"}
+    picked = reader.read_ids(["id-2", "id-11"], ["pid"], id_column="pid")
+    assert sorted(picked["pid"]) == ["id-11", "id-2"]
+    _parquet(folder, "c.parquet", prediction_frame(2, start=90).drop(columns=["p"]))
+    with pytest.raises(SourceSchemaError, match=r"credit.*'p'.*c\.parquet"):
+        reader.read_day(DAY, ["pid", "p"], timestamp_column="ts")
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _ingest_new(wh: Warehouse, contract, reader, cursor):
+    poll = reader.poll(cursor, cursor_column="loaded_at", timestamp_column="ts")
+    plan = layout(contract)
+    frame = reader.read_new(poll, plan.source_columns("prediction"), cursor_column="loaded_at")
+    result = ingest_predictions(
+        wh, contract, frame, batch_id=poll.batches[0] if poll.batches else "-", model_version="1"
+    )
+    return poll, result
+
+
+@pytest.mark.parametrize("kind", ["table", "parquet"])
+def test_predictions_from_a_source_then_labels_two_days_later(
+    kind: str, tmp_path: Path, warehouse: Warehouse
+):
+    folder = tmp_path / "inbox"
+    source = {"table": "serving.preds"} if kind == "table" else {"parquet": str(folder)}
+    contract = binary_contract(predictions=source, labels={"table": "serving.labels"})
+    ensure_tables(warehouse, contract)
+    warehouse.execute(PREDS_DDL)
+    warehouse.execute(
+        "CREATE TABLE serving.labels (pid TEXT, defaulted INTEGER, loaded_at TIMESTAMP)"
+    )
+    frame = prediction_frame(40, loaded_at=T1)
+    if kind == "table":
+        _write(warehouse, "serving.preds", frame)
+    else:
+        _parquet(folder, "batch-1.parquet", frame)
+    reader = open_source(contract.production.predictions, warehouse, model=contract.name)
+    poll, result = _ingest_new(warehouse, contract, reader, None)
+    assert (result.n_good, result.days) == (40, {DAY})
+
+    # Two days later the outcomes are known for 25 of them.
+    labelled_at = dt.datetime.combine(DAY + dt.timedelta(days=2), dt.time(8))
+    _write(
+        warehouse,
+        "serving.labels",
+        pd.DataFrame({"pid": frame["pid"][:25], "defaulted": 1, "loaded_at": labelled_at}),
+    )
+    labels = open_source(contract.production.labels, warehouse, model=contract.name)
+    label_poll = labels.poll(None, cursor_column="loaded_at", timestamp_column=None)
+    assert label_poll.n_rows == 25 and label_poll.days == frozenset()
+    new_labels = labels.read_new(
+        label_poll, layout(contract).source_columns("label"), cursor_column="loaded_at"
+    )
+    late = ingest_labels(warehouse, contract, new_labels, batch_id="labels")
+    assert late.days == {DAY}
+    metrics = read_for_metrics(warehouse, contract, DAY)
+    assert metrics["y_true"].eq("1").sum() == 25 and metrics["y_true"].isna().sum() == 15
+    # The same batch delivered again does not duplicate.
+    if kind == "parquet":
+        path = _parquet(folder, "batch-1.parquet", frame)
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    else:
+        _write(warehouse, "serving.preds", frame.assign(loaded_at=T2))
+    again, _ = _ingest_new(warehouse, contract, reader, poll.cursor)
+    assert again.n_rows == 40
+    assert len(read_for_metrics(warehouse, contract, DAY)) == 40
+
+
+def test_an_int_coded_categorical_reads_the_same_from_table_and_parquet(
+    tmp_path: Path, warehouse: Warehouse
+):
+    """The `1` vs `1.0` defect: int codes written by serving (an INTEGER column, or a float
+    column in Parquet because of a missing value) compare equal to a reference built from ints."""
+    features = {"amount": "numeric", "segment": "categorical"}
+    codes = np.tile([1, 2, 3], 10)
+    reference = canonical_categories(pd.Series(codes))
+    frame = prediction_frame(30, loaded_at=T1).drop(columns=["region"]).assign(segment=codes)
+
+    warehouse.execute(PREDS_DDL.replace("region TEXT", "segment INTEGER"))
+    _write(warehouse, "serving.preds", frame)
+    folder = tmp_path / "inbox"
+    floats = frame.assign(segment=frame["segment"].astype("float64"), pid=frame["pid"] + "-pq")
+    floats.loc[len(floats)] = floats.iloc[0].copy()
+    floats.loc[len(floats) - 1, ["pid", "segment"]] = ["missing-code", np.nan]
+    _parquet(folder, "floats.parquet", floats)
+
+    by_source = {}
+    for name, source in (("tbl", {"table": "serving.preds"}), ("pq", {"parquet": str(folder)})):
+        contract = binary_contract(name=name, predictions=source, features=features)
+        ensure_tables(warehouse, contract)
+        _ingest_new(
+            warehouse,
+            contract,
+            open_source(contract.production.predictions, warehouse, model=name),
+            None,
+        )
+        by_source[name] = read_features(warehouse, contract, DAY)["segment"]
+    assert by_source["pq"].isna().sum() == 1
+    for values in by_source.values():
+        observed = values.dropna().value_counts().sort_index()
+        assert observed.to_dict() == reference.value_counts().sort_index().to_dict()
+        assert set(values.dropna()) == {"1", "2", "3"}
