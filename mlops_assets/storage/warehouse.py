@@ -40,6 +40,8 @@ _DUCKDB_READONLY_CONFIG = {
     "lock_configuration": True,
 }
 READER_ROLE = "mlops_reader"
+# DuckDB's lock conflict; a word match, since "corrupt ... in block at ..." must not be retried.
+_LOCK_ERROR = re.compile(r"\block\b", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
@@ -292,7 +294,7 @@ class DuckDBWarehouse(Warehouse):
             except duckdb.IOException as error:
                 # Another process holds the file lock: wait briefly and try again. Readers
                 # and writers exclude each other across processes (readers share).
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                if not _LOCK_ERROR.search(str(error)) or time.monotonic() > deadline:
                     raise WarehouseError(
                         f"could not open the embedded warehouse {self.path} (damaged, not a "
                         f"DuckDB file, or locked): {_first_line(error)}"
