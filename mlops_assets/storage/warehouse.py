@@ -26,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_assets.lib.redact import redact
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # Time limit of `query_readonly`. On DuckDB a reader holds a shared file lock that keeps every
 # writer out, and writers give up after `DuckDBWarehouse.lock_timeout` (60 s), so a query must
@@ -202,8 +204,6 @@ def _check_timeout(timeout: float) -> float:
 
 
 def _first_line(error: BaseException) -> str:
-    from mlops_assets.lib.redact import redact
-
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return redact(lines[0] if lines else type(error).__name__)
 
@@ -425,7 +425,9 @@ class PostgresWarehouse(Warehouse):
         try:
             con = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout)
         except psycopg.OperationalError as error:
-            raise WarehouseError(f"could not connect to {self.describe()}: {error}") from error
+            raise WarehouseError(
+                f"could not connect to {self.describe()}: {redact(error)}"
+            ) from error
         try:
             with con.transaction():
                 yield _PgTransaction(con)
