@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except SettingsError as error:
-        return _fail(error, 2)
+        # One problem per line under the `error:` line, each naming its variable.
+        print(f"error: {redact(error)}", file=sys.stderr)
+        return 2
     except (WarehouseError, LookupError, ValueError) as error:
         return _fail(error, 1)
     except KeyboardInterrupt:

@@ -70,13 +70,16 @@ def make_warehouse(settings: Settings) -> Warehouse:
 
 
 def build_readonly_warehouse(settings: Settings | None = None, **overrides: object) -> Warehouse:
-    """The warehouse for inspection (`query`, `status`): never migrated, never created; the
-    embedded file is opened read-only, so a file this process may not write can be read and a
-    reader never takes the writers' lock."""
+    """The warehouse for inspection (`query`, `status`). An existing embedded file is opened
+    read-only and never migrated, so a file this process may not write can be read and a reader
+    never holds the writers' lock; only a missing one is first created empty (and migrated).
+    PostgreSQL is not migrated here; its queries run read-only (see `query_readonly`)."""
     settings = settings or load_settings(**overrides)
     if settings.warehouse.backend == "postgres":
         assert settings.warehouse.dsn is not None
         return PostgresWarehouse(settings.warehouse.dsn)
+    if not settings.embedded_path.exists():
+        build_runtime(settings)
     return DuckDBWarehouse(settings.embedded_path, read_only=True)
 
 

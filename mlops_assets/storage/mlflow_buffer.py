@@ -254,11 +254,12 @@ class MlflowBuffer:
         """MLflow refused the run (a 4xx): stop retrying it and raise an alert, atomically."""
         from mlops_assets.storage.alerts import SERVICE_MODEL, open_alert
 
+        error = redact(error)  # stored in last_error and in the alert text
         with self.warehouse.transaction() as tx:
             tx.execute(
                 "UPDATE mlops.mlflow_buffer_runs SET state = :s, last_error = :e "
                 "WHERE local_run_id = :id",
-                {"s": PARKED, "e": redact(error), "id": local_run_id},
+                {"s": PARKED, "e": error, "id": local_run_id},
             )
             tx.execute(
                 "UPDATE mlops.training_runs SET tracking_status = 'PARKED' "

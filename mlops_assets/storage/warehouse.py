@@ -26,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_assets.lib.redact import redact
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # Time limit of `query_readonly`. On DuckDB a reader holds a shared file lock that keeps every
 # writer out, and writers give up after `DuckDBWarehouse.lock_timeout` (60 s), so a query must
@@ -40,6 +42,8 @@ _DUCKDB_READONLY_CONFIG = {
     "lock_configuration": True,
 }
 READER_ROLE = "mlops_reader"
+# DuckDB's lock conflict; a word match, since "corrupt ... in block at ..." must not be retried.
+_LOCK_ERROR = re.compile(r"\block\b", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # schema.table, where the table may be quoted to keep a model name's case (inference tables).
 _IDENTIFIER = re.compile(r'^[a-z_][a-z0-9_]*\.([a-z_][a-z0-9_]*|"[A-Za-z_][A-Za-z0-9_]*")$')
@@ -261,8 +265,6 @@ def _check_timeout(timeout: float) -> float:
 
 
 def _first_line(error: BaseException) -> str:
-    from mlops_assets.lib.redact import redact
-
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return redact(lines[0] if lines else type(error).__name__)
 
@@ -390,7 +392,7 @@ class DuckDBWarehouse(Warehouse):
             except duckdb.IOException as error:
                 # Another process holds the file lock: wait briefly and try again. Readers
                 # and writers exclude each other across processes (readers share).
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                if not _LOCK_ERROR.search(str(error)) or time.monotonic() > deadline:
                     raise WarehouseError(
                         f"could not open the embedded warehouse {self.path} (damaged, not a "
                         f"DuckDB file, or locked): {_first_line(error)}"
@@ -613,7 +615,9 @@ class PostgresWarehouse(Warehouse):
         try:
             con = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout)
         except psycopg.OperationalError as error:
-            raise WarehouseError(f"could not connect to {self.describe()}: {error}") from error
+            raise WarehouseError(
+                f"could not connect to {self.describe()}: {redact(error)}"
+            ) from error
         try:
             with con.transaction():
                 yield _PgTransaction(con)

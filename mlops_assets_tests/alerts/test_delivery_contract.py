@@ -171,6 +171,7 @@ def test_env_webhook_reaches_the_receiver_through_the_real_definitions(
 
     sensor = defs.resolve_sensor_def("alert_notification_sensor")
     open_test_alert(WarehouseResource().get(), kind="mlflow_replay", metric="replay_parked")
+    open_test_alert(WarehouseResource().get(), kind="from_the_future", metric="x")
     open_test_alert(WarehouseResource().get(), metric="roc_auc")
 
     with dg.build_sensor_context(
@@ -178,7 +179,11 @@ def test_env_webhook_reaches_the_receiver_through_the_real_definitions(
     ) as context:
         result = sensor(context)
 
+    # The unformattable event is marked failed; the tick succeeds and delivers the others.
     assert "delivered 2" in result.skip_reason.skip_message
+    assert "1 marked failed" in result.skip_reason.skip_message
     assert len(webhook.accepted) == 2
     assert json.loads(result.cursor)["delivered"] == 2
-    assert all(e["delivered_at"] is not None for e in events(WarehouseResource().get()))
+    rows = events(WarehouseResource().get())
+    assert [e["delivered_at"] is not None for e in rows] == [True, False, True]
+    assert rows[1]["failed_at"] is not None and "from_the_future" in rows[1]["last_error"]
