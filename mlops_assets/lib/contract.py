@@ -455,9 +455,13 @@ class ModelCatalog:
     def __init__(self, contracts: Iterable[ModelContract] = ()):
         self._by_name: dict[str, ModelContract] = {}
         for contract in contracts:
-            if contract.name in self._by_name:
-                raise ContractError(contract.name, ["name: declared twice"])
-            self._by_name[contract.name] = contract
+            self.add(contract)
+
+    def add(self, contract: ModelContract) -> None:
+        """Declare one more model (tests and notebooks; a code location declares in YAML)."""
+        if contract.name in self._by_name:
+            raise ContractError(contract.name, ["name: declared twice"])
+        self._by_name[contract.name] = contract
 
     @property
     def names(self) -> list[str]:

@@ -39,12 +39,23 @@ def resolved_source(source: Source, home) -> Source:
     return Source(parquet=str(resolve_path(source.parquet, home)))
 
 
-@dg.asset(group_name=GROUP, partitions_def=DAY_MODEL, deps=["training_baseline"])
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=DAY_MODEL,
+    deps=["training_baseline"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            name="no_quarantined_rows",
+            asset="production_predictions",
+            description="WARN with the count when rows of the day went to mlops.quarantine",
+        )
+    ],
+)
 def production_predictions(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     models: dg.ResourceParam[ModelCatalog],
-) -> dg.MaterializeResult:
+):
     """The day's inference log for one model, read from its source into typed columns, with
     the labels that have arrived for it; bad rows go to mlops.quarantine with a reason."""
     from mlops_assets.storage import inference_log
@@ -87,16 +98,33 @@ def production_predictions(
             )
     except (SourceSchemaError, inference_log.InferenceLogError) as error:
         raise dg.Failure(str(error)) from error
-    return dg.MaterializeResult(
+    yield dg.Output(
+        None,
         metadata={
             "rows": ingested.n_rows,
             "rows_stored": ingested.n_good,
             "rows_quarantined": ingested.n_quarantined,
             "labels_received": labelled.n_good if labelled else 0,
+            "labels_quarantined": labelled.n_quarantined if labelled else 0,
             "source": contract.production.predictions.describe(),
             "model_version": model.model_version or "pending replay",
             "mlflow_run_id": model.run_ref,
-        }
+        },
+    )
+    quarantined = ingested.n_quarantined + (labelled.n_quarantined if labelled else 0)
+    yield dg.AssetCheckResult(
+        check_name="no_quarantined_rows",
+        passed=quarantined == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "model_name": contract.name,
+            "day": target.day_key,
+            "quarantined_predictions": ingested.n_quarantined,
+            "quarantined_labels": labelled.n_quarantined if labelled else 0,
+            "where": "SELECT * FROM mlops.quarantine WHERE model_name = '"
+            + contract.name
+            + "' ORDER BY quarantined_at DESC",
+        },
     )
 
 
