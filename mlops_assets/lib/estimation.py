@@ -8,20 +8,19 @@ see concept drift (P(y | x) itself changes); realised metrics replace estimates 
 arrive. Regression has no such estimate: a predicted value carries no distribution of its
 error.
 
-Three steps, all plain numpy:
+Three steps, numpy plus scikit-learn's isotonic regression:
 
-1. :func:`fit_calibrator` on the baseline's validation data: one monotone map per class
-   (the positive class for binary, one-vs-rest for multiclass, rows renormalised to sum 1).
-   The map is a *centred* isotonic regression: the pool-adjacent-violators fit, then linear
-   interpolation between the centres of its blocks. Plain isotonic regression is a step
-   function, and each step turns distinct scores into ties, which biases the estimated ROC AUC
-   down on a model that was calibrated to begin with; the centred variant is strictly
-   increasing inside the data range, so it keeps the model's ranking.
+1. :func:`fit_calibrator` on the baseline's validation data: one isotonic regression per
+   class (the positive class for binary, one-vs-rest for multiclass, rows renormalised to sum
+   1), stored as its knots (scikit-learn's ``X_thresholds_``/``y_thresholds_``, linear between
+   knots, constant beyond the ends), so it round-trips through JSON and applies with
+   ``np.interp``.
 2. :func:`estimate` on a batch of predictions: expected confusion matrix and metrics. The
    predicted label comes from the raw scores (as the realised metrics do); the calibrated
    probabilities only say how likely each label is. ROC AUC is the expected number of
-   correctly ranked positive/negative pairs over the expected number of pairs, ranking by the
-   raw score.
+   correctly ranked positive/negative pairs over the expected number of pairs (a ratio of
+   expectations, computed in one sort); with the 0/1 labels in place of the probabilities it
+   is exactly the Mann-Whitney AUC that the realised metric reports.
 3. :func:`reference_band` on labelled reference data: the spread of (realised - estimated) over
    chunks of a given size, so that an :class:`Estimate` carries ``lower``/``upper`` rescaled
    to its own batch size.
@@ -69,7 +68,7 @@ PROBA_SUM_TOLERANCE = 1e-3
 DEFAULT_Z = 3.0
 
 _FORMAT_VERSION = 1
-_METHOD = "centred_isotonic"
+_METHOD = "isotonic"
 
 
 class EstimationError(ValueError):
@@ -181,20 +180,11 @@ def _check_number(name: str, value: object, *, low: float, high: float) -> float
 # --------------------------------------------------------------------------- calibration
 
 
-def _centred_isotonic(score: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Knots (x, y) of the centred isotonic regression of target on score."""
-    order = np.argsort(score, kind="mergesort")
-    x, t = score[order], target[order]
-    fitted = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit_transform(x, t)
-    # A block is a run of equal fitted values; its knot sits at the mean score of its rows.
-    starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0.0])
-    counts = np.diff(np.r_[starts, x.size])
-    centres = np.add.reduceat(x, starts) / counts
-    values = fitted[starts]
-    # Blocks of tied scores cannot be split, so centres are strictly increasing already; keep
-    # the guard so that a float rounding tie can never produce a non-function.
-    keep = np.r_[True, np.diff(centres) > 0.0]
-    return centres[keep], values[keep]
+def _isotonic(score: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x, y) of the isotonic regression of target on score (linear between knots)."""
+    fitted = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+    fitted.fit(score, target)
+    return fitted.X_thresholds_.astype(np.float64), fitted.y_thresholds_.astype(np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,14 +272,14 @@ class Calibrator:
                 and kx.size >= 1
                 and np.all(np.isfinite(kx))
                 and np.all(np.isfinite(ky))
-                and np.all(np.diff(kx) > 0)
+                and np.all(np.diff(kx) >= 0)
                 and np.all(np.diff(ky) >= 0)
                 and ky.min() >= 0.0
                 and ky.max() <= 1.0
             )
             if not ok:
                 raise EstimationError(
-                    f"calibrator maps[{i}] must hold equal-length x (strictly increasing) and "
+                    f"calibrator maps[{i}] must hold equal-length x (non-decreasing) and "
                     "y (non-decreasing, in [0, 1])"
                 )
             xs.append(kx)
@@ -341,7 +331,7 @@ def fit_calibrator(
     xs, ys = [], []
     for c in columns:
         column = scores if kind == "binary" else scores[:, c]
-        kx, ky = _centred_isotonic(column, (y == c).astype(np.float64))
+        kx, ky = _isotonic(column, (y == c).astype(np.float64))
         xs.append(kx)
         ys.append(ky)
     return Calibrator(kind=kind, classes=names, knots_x=tuple(xs), knots_y=tuple(ys), n_rows=n)
