@@ -373,3 +373,25 @@ def test_impact_rejects_unknown_features_and_metrics() -> None:
         rank_feature_impact(_impact_model, calibrator, frame, frame, ["a", "d"])
     with pytest.raises(ImpactError, match="f1_macro"):
         rank_feature_impact(_impact_model, calibrator, frame, frame, ["a"], metric="f1_macro")
+
+
+def test_multiclass_business_value_and_roi_refusal() -> None:
+    rng = np.random.default_rng(13)
+    coef = rng.normal(0.0, 1.5, size=(4, 3))
+    y, p = softmax_day(rng, 3000, coef)
+    classes = ("a", "b", "c")
+    calibrator = fit_calibrator(np.array(classes)[y], p, classes=classes)
+    est = estimate(calibrator, p, business=_Costs(("c", "a", "b"), np.eye(3)))
+    assert est.values["business_value"] == pytest.approx(est.values["accuracy"])
+    # predicting "a" when the truth is "c" costs 10; every other mistake 1
+    values = -1.0 + np.eye(3)
+    values[2, 0] = -10.0
+    costs = _Costs(classes, values)
+    expected = float(np.sum(np.array(estimate(calibrator, p).confusion) * values) / 3000)
+    assert estimate(calibrator, p, business=costs).values["business_value"] == pytest.approx(
+        expected
+    )
+    real = realised_metrics(calibrator, np.array(classes)[y], p, business=costs)
+    assert real["business_value"] == pytest.approx(values[y, p.argmax(axis=1)].mean())
+    with pytest.raises(EstimationError, match="roi \\(odds\\) is for binary"):
+        estimate(calibrator, p, business=_Roi(np.full(3000, 2.0)))
