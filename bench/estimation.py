@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     summary["label_noise_mae"] = float(np.mean(floor))
     print(
         f"MAE against the noise-free expected metric: ours {summary['ours_mae_vs_expected']:.4f}, "
-        f"NannyML {summary['nannyml_mae_vs_expected'] or float('nan'):.4f}; realised vs expected "
+        f"NannyML {'n/a' if nml is None else format(summary['nannyml_mae_vs_expected'], '.4f')}; "
+        "realised vs expected "
         f"(label noise alone) {summary['label_noise_mae']:.4f}"
     )
     print(
