@@ -111,6 +111,39 @@ def _retry_after(response: requests.Response) -> float | None:
     return min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
+class NotSent(Exception):  # noqa: N818 - a routing decision, not an error
+    """The route decided not to send this event (e.g. below the model's severity floor)."""
+
+
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+class RoutingSender:
+    """Per-model routing: the model's own sender (its webhook) else the default, and the
+    model's severity floor: an event below it is not sent and is recorded as such."""
+
+    def __init__(
+        self,
+        default: Sender,
+        *,
+        routes: Mapping[str, Sender] | None = None,
+        floors: Mapping[str, str] | None = None,
+    ):
+        self.default = default
+        self.routes = dict(routes or {})
+        self.floors = dict(floors or {})
+
+    def __call__(self, message: AlertMessage) -> None:
+        model = message.model_name or ""
+        floor = self.floors.get(model, "info")
+        if _SEVERITY_RANK.get(message.severity, 2) < _SEVERITY_RANK[floor]:
+            raise NotSent(
+                f"not sent: severity {message.severity} is below the severity floor "
+                f"{floor} of model {model}"
+            )
+        self.routes.get(model, self.default)(message)
+
+
 class WebhookSender:
     """POSTs the Slack-compatible payload of each message as JSON.
 
@@ -378,6 +411,9 @@ def deliver_pending(
             continue
         try:
             sender(message)
+        except NotSent as note:
+            _give_up(warehouse, event_id, str(note)[:MAX_ERROR_CHARS])
+            continue
         except Exception as error:  # noqa: BLE001 - recorded on the event
             reason = _describe(error)
             retryable = isinstance(error, DeliveryError) and error.retryable

@@ -167,8 +167,9 @@ def test_env_webhook_reaches_the_receiver_through_the_real_definitions(
 ):
     monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", webhook.url)
     monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    from mlops_assets.definitions import defs
+    from mlops_assets.definitions import defs as load_defs
 
+    defs = load_defs()
     sensor = defs.resolve_sensor_def("alert_notification_sensor")
     open_test_alert(WarehouseResource().get(), kind="mlflow_replay", metric="replay_parked")
     open_test_alert(WarehouseResource().get(), kind="from_the_future", metric="x")

@@ -17,6 +17,7 @@ from mlops_assets.defs.alerts.sensors import (
     asset_check_failure_sensor,
     sensors,
 )
+from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 from mlops_assets.storage.notify import DeliveryError, asset_key_from_message
 from mlops_assets.storage.warehouse import Warehouse
@@ -62,6 +63,7 @@ def notify_resources(wr: WarehouseResource, webhook_url: str | None, **notifier:
         "notifier": NotifierResource(
             webhook_url=webhook_url, dagster_ui_url="http://dagster.internal:3000", **notifier
         ),
+        "models": ModelCatalog(),
     }
 
 
@@ -75,7 +77,12 @@ def tick(sensor: dg.SensorDefinition, cursor: str | None, resources: dict, insta
 def test_sensors_are_exported_and_running_by_default():
     assert [s.name for s in sensors] == ["alert_notification_sensor", "asset_check_failure_sensor"]
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
-    assert alert_notification_sensor.required_resource_keys == {"warehouse", "notifier", "mlflow"}
+    assert alert_notification_sensor.required_resource_keys == {
+        "warehouse",
+        "notifier",
+        "mlflow",
+        "models",
+    }
     assert asset_check_failure_sensor.required_resource_keys == {"warehouse"}
 
 

@@ -11,6 +11,7 @@ instance's event log for check evaluations newer than its cursor instead.
 import datetime as dt
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 from mlops_assets.storage.notify import (
     CheckOutcome,
     DeliveryError,
     LogSender,
+    RoutingSender,
     Sender,
     WebhookSender,
     deliver_pending,
@@ -64,16 +67,26 @@ def _notify_cursor(raw: str | None) -> dict[str, Any]:
     return state
 
 
-def _sender(notifier: NotifierResource, log: Any) -> Sender:
+def _sender(notifier: NotifierResource, log: Any, models: ModelCatalog | None = None) -> Sender:
     # The resource field, else MLOPS_ALERT_WEBHOOK_URL read now (at tick time, not import).
     url = notifier.resolved_webhook_url()
+    default: Sender = LogSender(log)
     if url:
-        return WebhookSender(
-            url,
-            timeout=notifier.timeout_seconds,
-            max_attempts=notifier.max_attempts,
+        default = WebhookSender(
+            url, timeout=notifier.timeout_seconds, max_attempts=notifier.max_attempts
         )
-    return LogSender(log)
+    routes: dict[str, Sender] = {}
+    floors: dict[str, str] = {}
+    for contract in models or ():
+        floors[contract.name] = contract.alerts.severity_floor
+        variable = contract.alerts.webhook_env
+        # A model's own webhook, read from its variable at tick time like the default one.
+        own = os.environ.get(variable) if variable else None
+        if own:
+            routes[contract.name] = WebhookSender(
+                own, timeout=notifier.timeout_seconds, max_attempts=notifier.max_attempts
+            )
+    return RoutingSender(default, routes=routes, floors=floors)
 
 
 @dg.sensor(
@@ -87,6 +100,7 @@ def alert_notification_sensor(
     warehouse: WarehouseResource,
     notifier: NotifierResource,
     mlflow: MLflowResource,
+    models: dg.ResourceParam[ModelCatalog],
 ) -> dg.SensorResult:
     state = _notify_cursor(context.cursor)
     build = message_builder(
@@ -95,7 +109,7 @@ def alert_notification_sensor(
     )
     report = deliver_pending(
         warehouse.get(),
-        sender=_sender(notifier, context.log),
+        sender=_sender(notifier, context.log, models),
         build_message=build,
         limit=NOTIFY_BATCH,
         deadline=time.monotonic() + NOTIFY_BUDGET_SECONDS,
