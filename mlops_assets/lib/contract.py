@@ -271,6 +271,15 @@ class Monitoring(_Strict):
     k_critical: float = Field(default=4.5, gt=0, description="Noise multiples for critical")
     escalate_after_days: int = Field(default=3, ge=1)
     resolve_after_days: int = Field(default=2, ge=1)
+    estimate: bool = Field(
+        default=True,
+        description="Classification: estimate metrics from calibrated probabilities on days "
+        "with too few labels (confidence-based performance estimation)",
+    )
+    estimated_severity_cap: Severity = Field(
+        default="warning",
+        description="Highest severity an alert on estimated metrics alone may reach",
+    )
 
 
 class Drift(_Strict):

@@ -126,3 +126,59 @@ def monitored_levels(
     task = task_of(contract)
     defaults = task.levels_for(business=business_of(contract, None), baseline=baseline)
     return {m: defaults.get(m, levels) for m, levels in contract.monitored_metrics().items()}
+
+
+def fit_estimation(contract: ModelContract, y_true, outputs, frame=None) -> tuple[dict | None, str]:
+    """Calibrator and reference band for estimated metrics, fitted on the baseline's rows.
+
+    Returns (JSON-able dict or None, note). Only classification models with probabilities can
+    be estimated; regression has no distribution of its error to take an expectation over.
+    """
+    if contract.task == "regression" or not contract.monitoring.estimate:
+        return None, "no estimation for this model (regression, or turned off)"
+    if outputs.proba is None:
+        return None, "no estimation: the model gives labels only"
+    from mlops_assets.lib.estimation import EstimationError, fit_calibrator, reference_band
+
+    classes = tuple(contract.class_labels)
+    labels = np.asarray(
+        [classes[int(v)] for v in y_true] if contract.task == "binary" else y_true, dtype=object
+    )
+    try:
+        calibrator = fit_calibrator(labels, outputs.proba, classes=classes)
+        chunk = max(50, min(1000, len(labels) // 5))
+        band = reference_band(
+            calibrator,
+            labels,
+            outputs.proba,
+            chunk,
+            threshold=contract.threshold,
+            business=business_of(contract, frame),
+        )
+    except EstimationError as error:
+        return None, f"no estimation: {error}"
+    return {"calibrator": calibrator.to_dict(), "band": band.to_dict()}, "fitted"
+
+
+def estimate_day(
+    contract: ModelContract, estimation: dict, outputs, frame=None
+) -> tuple[dict[str, float | None], dict[str, float], dict[str, float]]:
+    """(values, lower, upper) estimated for a day's predictions without labels."""
+    from mlops_assets.lib.estimation import Band, Calibrator, estimate
+
+    result = estimate(
+        Calibrator.from_dict(estimation["calibrator"]),
+        outputs.proba,
+        threshold=contract.threshold,
+        business=business_of(contract, frame),
+        band=Band.from_dict(estimation["band"]),
+    )
+    return dict(result.values), dict(result.lower), dict(result.upper)
+
+
+def cap_level(level: str, cap: str) -> str:
+    """An estimated verdict may warn but not page (by default): cap its severity."""
+    rank = {"ok": 0, "info": 0, "warning": 1, "critical": 2}
+    if level in rank and rank[level] > rank.get(cap, 2):
+        return cap
+    return level

@@ -30,6 +30,8 @@ class ActiveModel:
     features: dict[str, str]
     n_validation: int
     reference_blob: bytes
+    # The calibrator and reference band for estimated metrics (lib.estimation), or None.
+    estimation: dict | None = None
 
     @property
     def run_ref(self) -> str:
@@ -72,6 +74,7 @@ def active_model(warehouse: Warehouse, model_name: str) -> ActiveModel:
         features=json.loads(r["features_json"]),
         n_validation=int(r["n_validation"]),
         reference_blob=bytes(r["reference_sample"]),
+        estimation=json.loads(r["estimation_json"]) if r.get("estimation_json") else None,
     )
 
 
@@ -100,6 +103,7 @@ def evaluate_alerts(
     model: ActiveModel,
     evaluations: dict[str, DayEvaluation],
     policy: AlertPolicy,
+    estimated: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict]:
     """Advance each (model, kind, metric) alert by one day; returns the state changes."""
     changes = []
@@ -137,7 +141,8 @@ def evaluate_alerts(
                     ok_days=s.ok_days,
                     first_seen=s.first_seen,
                     last_seen=s.last_seen,
-                    message=f"{metric} {today.level} on {today.day}",
+                    message=f"{metric} {today.level} on {today.day}"
+                    + (" (estimated: labels pending)" if metric in estimated else ""),
                     **context,
                 )
                 tx.execute(

@@ -1,11 +1,11 @@
 INSERT INTO mlops.training_baselines (
     local_run_id, model_name, model_version, baseline_mlflow_run_id, mlflow_experiment_id,
     metrics_json, metric_std_json, features_json, n_validation, reference_rows,
-    reference_sample, created_at
+    reference_sample, created_at, estimation_json
 ) VALUES (
     :local_run_id, :model_name, :model_version, :baseline_mlflow_run_id, :mlflow_experiment_id,
     :metrics_json, :metric_std_json, :features_json, :n_validation, :reference_rows,
-    :reference_sample, :created_at
+    :reference_sample, :created_at, :estimation_json
 )
 ON CONFLICT (local_run_id) DO UPDATE SET
     model_version = excluded.model_version,
@@ -14,4 +14,4 @@ ON CONFLICT (local_run_id) DO UPDATE SET
     metrics_json = excluded.metrics_json, metric_std_json = excluded.metric_std_json,
     features_json = excluded.features_json, n_validation = excluded.n_validation,
     reference_rows = excluded.reference_rows, reference_sample = excluded.reference_sample,
-    created_at = excluded.created_at
+    created_at = excluded.created_at, estimation_json = excluded.estimation_json

@@ -154,7 +154,13 @@ def production_metrics(
     """The task's metrics on the day's labelled rows beside the training baseline, with their
     noise-aware verdicts; only the columns metrics need are read."""
     from mlops_assets.defs.training.assets import _outputs
-    from mlops_assets.lib.evaluation import evaluate, judge, monitored_levels, y_true_of
+    from mlops_assets.lib.evaluation import (
+        estimate_day,
+        evaluate,
+        judge,
+        monitored_levels,
+        y_true_of,
+    )
     from mlops_assets.storage import inference_log
 
     target = partition_target(context, warehouse)
@@ -167,20 +173,34 @@ def production_metrics(
     min_labelled = contract.monitoring.min_labelled
     note = None
     values: dict[str, float | None] = {}
+    business_frame = frame.rename(columns={"odds": contract.business_value.odds_column or "odds"})
+    # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
+    # value while labels are missing, and kept beside the realised value once they arrive.
+    estimated: dict[str, float | None] = {}
+    lower: dict[str, float] = {}
+    upper: dict[str, float] = {}
+    outputs_all = _outputs(contract, frame) if n_predictions else None
+    if model.estimation and outputs_all is not None and outputs_all.proba is not None:
+        estimated, lower, upper = estimate_day(
+            contract, model.estimation, outputs_all, business_frame
+        )
+    basis = "realised"
     if n_predictions == 0:
         note = "no predictions for this day"
     elif len(labelled) < min_labelled:
-        note = f"only {len(labelled)} labelled rows (< {min_labelled}): no verdict"
-    else:
+        if estimated and n_predictions >= min_labelled:
+            basis = "estimated"
+            values = estimated
+            note = None
+        else:
+            note = f"only {len(labelled)} labelled rows (< {min_labelled}): no verdict"
+    if basis == "realised" and note is None:
         try:
-            business = labelled.rename(
-                columns={"odds": contract.business_value.odds_column or "odds"}
-            )
             result = evaluate(
                 contract,
                 y_true_of(contract, labelled["y_true"]),
                 _outputs(contract, labelled),
-                business,
+                business_frame.loc[labelled.index],
             )
             values = result.values
         except MetricInputError as error:
@@ -210,6 +230,17 @@ def production_metrics(
             "note": note,
             "n_predictions": n_predictions,
             "n_settled": len(labelled),
+            "basis": basis if not note else None,
+            "estimated_value": estimated.get(metric),
+            "estimated_lower": lower.get(metric),
+            "estimated_upper": upper.get(metric),
+            "estimation_error": (
+                observed - estimated[metric]
+                if basis == "realised"
+                and observed is not None
+                and estimated.get(metric) is not None
+                else None
+            ),
             "training_local_run_id": model.local_run_id,
             "mlflow_experiment_id": model.mlflow_experiment_id,
             "mlflow_run_id": model.mlflow_run_id,
@@ -222,7 +253,7 @@ def production_metrics(
                 observed=observed,
                 baseline=baseline,
                 baseline_std=model.metric_std.get(metric),
-                n_current=len(labelled),
+                n_current=len(labelled) if basis == "realised" else n_predictions,
                 n_baseline=model.n_validation,
                 levels=monitored.get(metric, DEFAULT_LEVELS.get(metric, (0.05, 0.10))),
             )
@@ -243,7 +274,7 @@ def production_metrics(
         metadata={
             "labelled_rows": len(labelled),
             "predictions": n_predictions,
-            "status": note or "evaluated",
+            "status": note or f"evaluated ({basis})",
             **{m: _num(v) for m, v in values.items() if v is not None},
             "mlflow_run_id": model.run_ref,
         },
@@ -274,6 +305,7 @@ def production_metrics(
                 # performance_alerts already alerts on this breach; the check sensor skips it.
                 "alerted_as": "performance",
                 "level": level,
+                "basis": row["basis"] or "none",
                 "observed": _num(row["value"]),
                 "baseline": _num(row["baseline_value"]),
                 "threshold": _num(row["warning_threshold"]),
@@ -296,15 +328,19 @@ def performance_alerts(
     day, model, wh = target.day, target.model, target.warehouse
     contract = _contract(models, model.model_name)
     monitored = contract.monitored_metrics()
+    from mlops_assets.lib.evaluation import cap_level
+
     metrics = wh.query(
-        "SELECT metric, value, baseline_value, warning_threshold, degradation_abs, level "
+        "SELECT metric, value, baseline_value, warning_threshold, degradation_abs, level, basis "
         "FROM mlops.production_metrics WHERE model_name = :m AND metric_date = :d",
         {"m": contract.name, "d": day},
     )
+    cap = contract.monitoring.estimated_severity_cap
     evaluations = {
         r["metric"]: DayEvaluation(
             day=day,
-            level=r["level"],
+            # An estimate alone may warn but not page (contract.monitoring.estimated_severity_cap).
+            level=cap_level(r["level"], cap) if r["basis"] == "estimated" else r["level"],
             observed=float(r["value"]),
             baseline=r["baseline_value"],
             threshold=float(r["warning_threshold"]),
@@ -317,8 +353,14 @@ def performance_alerts(
         escalate_after_days=contract.monitoring.escalate_after_days,
         resolve_after_days=contract.monitoring.resolve_after_days,
     )
+    estimated = {r["metric"] for r in metrics if r["basis"] == "estimated"}
     changes = evaluate_alerts(
-        wh, kind="performance", model=model, evaluations=evaluations, policy=policy
+        wh,
+        kind="performance",
+        model=model,
+        evaluations=evaluations,
+        policy=policy,
+        estimated=estimated,
     )
     skipped = sorted({r["metric"] for r in metrics if r["metric"] in monitored} - set(evaluations))
     return dg.MaterializeResult(

@@ -482,18 +482,16 @@ def training_baseline(
     models: dg.ResourceParam[ModelCatalog],
 ) -> dg.Output[dict]:
     """Held-out metrics, their bootstrap noise, and a reference feature sample for drift."""
-    from mlops_assets.lib.evaluation import bootstrap, y_true_of
+    from mlops_assets.lib.evaluation import bootstrap, fit_estimation, y_true_of
     from mlops_assets.storage.inference_log import canonical_categories
 
     contract = contract_for(context, models)
     validation = training_run.validation
-    std = bootstrap(
-        contract,
-        y_true_of(contract, validation[contract.columns.target]),
-        _outputs(contract, validation),
-        validation,
-        n_boot=contract.baseline.n_boot,
-    )
+    y_true = y_true_of(contract, validation[contract.columns.target])
+    outputs = _outputs(contract, validation)
+    std = bootstrap(contract, y_true, outputs, validation, n_boot=contract.baseline.n_boot)
+    # Calibrated on the same validation rows: it estimates metrics on days without labels.
+    estimation, estimation_note = fit_estimation(contract, y_true, outputs, validation)
     features = training_run.features
     n_ref = min(contract.baseline.reference_rows, len(validation))
     reference = validation[list(features)].sample(n=n_ref, random_state=0).reset_index(drop=True)
@@ -523,11 +521,13 @@ def training_baseline(
         "reference_rows": n_ref,
         "reference_sample": frame_to_parquet(reference),
         "created_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        "estimation_json": json.dumps(estimation) if estimation else None,
     }
     warehouse.get().execute(sql_file("queries/upsert_training_baseline"), row)
     return dg.Output(
-        {k: v for k, v in row.items() if k != "reference_sample"},
+        {k: v for k, v in row.items() if k not in ("reference_sample", "estimation_json")},
         metadata={
+            "estimation": estimation_note,
             "baseline_run_id": tracked["mlflow_run_id"] or training_run.local_run_id,
             "tracking_status": tracked["tracking_status"],
             "reference_rows": n_ref,
