@@ -342,6 +342,30 @@ def test_a_batch_missing_a_column_fails_naming_the_column_and_the_model(platform
     )
 
 
+def test_a_labels_table_that_does_not_exist_fails_naming_it(platform):
+    model = unique_model("nolabels")
+    contract = platform.clone_model(model, own_sources=True)
+    day = "2026-02-18"
+    traffic = demo_data.production_day(day=_date(day), n_rows=50)
+    rows = traffic[["match_id", "match_date", *demo_data.FEATURES]].assign(p_home_win=0.5)
+    demo_serving.write_table(platform.wh, contract.production.predictions.table, rows)
+    with pytest.raises(dg.Failure) as failure:
+        platform.materialize(["production_predictions"], day=day, model=model)
+    message = str(failure.value)
+    labels = contract.production.labels.table
+    assert f"model {model}: table {labels} does not exist" in message, message
+
+
+def test_a_declared_model_without_a_baseline_fails_saying_so(platform):
+    model = unique_model("untrained")
+    platform.catalog.add(platform.catalog.get(MODEL).model_copy(update={"name": model}))
+    platform.instance.add_dynamic_partitions(MODELS.name, [model])
+    with pytest.raises(dg.Failure) as failure:
+        platform.materialize(["production_metrics"], day="2026-02-19", model=model)
+    message = str(failure.value)
+    assert f"no baselined training run for model {model!r}" in message, message
+
+
 @pytest.mark.parametrize(
     "asset",
     ["production_predictions", "production_metrics", "performance_alerts", "feature_drift_report"],

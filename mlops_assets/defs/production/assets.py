@@ -60,7 +60,7 @@ def production_predictions(
     the labels that have arrived for it; bad rows go to mlops.quarantine with a reason."""
     from mlops_assets.storage import inference_log
     from mlops_assets.storage.monitoring import prediction_ids
-    from mlops_assets.storage.sources import SourceSchemaError, open_source
+    from mlops_assets.storage.sources import SourceError, SourceSchemaError, open_source
 
     # The contract first: an undeclared model's partition fails naming the declared models.
     contract = _contract(models, day_and_model(context)[1])
@@ -97,7 +97,7 @@ def production_predictions(
             labelled = inference_log.ingest_labels(
                 wh, contract, labels, batch_id=f"{batch}:labels", features=model.features
             )
-    except (SourceSchemaError, inference_log.InferenceLogError) as error:
+    except (SourceError, SourceSchemaError, inference_log.InferenceLogError) as error:
         raise dg.Failure(str(error)) from error
     yield dg.Output(
         None,
