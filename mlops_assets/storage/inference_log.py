@@ -722,6 +722,8 @@ def read_for_metrics(
     labelled), y_pred, proba (binary) or proba__<i> (multiclass, i = index in class_labels),
     odds (roi). Classification labels are pandas strings, numbers float64."""
     plan = layout(contract, features)
+    # A model nothing was logged for yet (or one that gained a feature) reads as empty rows.
+    ensure_tables(wh, contract, features=features)
     label_kind = "text" if plan.classification else "double"
     types = {"model_version": "text", "y_true": label_kind, "y_pred": label_kind}
     if plan.task == "binary":
@@ -751,6 +753,7 @@ def read_features(
 ) -> pd.DataFrame:
     """One day's feature columns: numeric float64, categorical pandas strings (canonical)."""
     plan = layout(contract, features)
+    ensure_tables(wh, contract, features=features)  # as in read_for_metrics
     types = {n: "double" if k == "numeric" else "text" for n, k in plan.features.items()}
     select = ", ".join(quote_identifier(c) for c in types)
     sql = (  # noqa: S608 - validated identifiers; the day is bound

@@ -1,4 +1,5 @@
-"""feature_drift_report on a quiet day and on a day with feature drift (fixed days, real model)."""
+"""feature_drift_report on a quiet day and on a day with feature drift (fixed days, real model,
+traffic written into the contract's sources by the serving system)."""
 
 import datetime as dt
 from pathlib import Path
@@ -6,8 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets.lib.demo_data import FEATURES
-from mlops_assets_tests.production.conftest import MODEL, traffic
+from mlops_assets_tests.production.conftest import MODEL
 
 # What DriftSchedule.feature_drift_from moves (mlops_assets.lib.demo_data docstring).
 DRIFTED = {"home_goals_avg", "away_goals_avg", "rest_days_diff", "league"}
@@ -24,12 +26,16 @@ def _drift_rows(platform, day: str) -> dict[str, dict]:
     return {r["feature"]: r for r in rows}
 
 
-def _report(platform, day: str, engine: str = "alibi") -> tuple[dict, dg.AssetCheckEvaluation]:
-    result = platform.materialize(
-        ["feature_drift_report"],
-        day=day,
-        run_config={"ops": {"feature_drift_report": {"config": {"engine": engine}}}},
-    )
+def _report(platform, day: str, engine: str | None = None) -> tuple[dict, dg.AssetCheckEvaluation]:
+    """Materialize the day's report with the contract's engine, or a variant using `engine`."""
+    catalog = None
+    if engine is not None:
+        contract = platform.catalog.get(MODEL)
+        variant = contract.model_copy(
+            update={"drift": contract.drift.model_copy(update={"engine": engine})}
+        )
+        catalog = ModelCatalog([variant])
+    result = platform.materialize(["feature_drift_report"], day=day, catalog=catalog)
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     [check] = result.get_asset_check_evaluations()
     return {k: v.value for k, v in metadata.items()}, check
@@ -37,19 +43,17 @@ def _report(platform, day: str, engine: str = "alibi") -> tuple[dict, dg.AssetCh
 
 @pytest.fixture(scope="module")
 def quiet(platform):
-    platform.materialize(["production_predictions"], day=QUIET_DAY, run_config=traffic(n_rows=1000))
+    platform.serve(QUIET_DAY, n_rows=1000)
+    platform.materialize(["production_predictions"], day=QUIET_DAY)
     metadata, check = _report(platform, QUIET_DAY)
     return metadata, check, _drift_rows(platform, QUIET_DAY)
 
 
 @pytest.fixture(scope="module")
 def drifted(platform):
-    platform.materialize(
-        ["production_predictions"],
-        day=DRIFT_DAY,
-        run_config=traffic(n_rows=2000, feature_drift_from="2026-02-21"),
-    )
-    metadata, check = _report(platform, DRIFT_DAY, engine="alibi")
+    platform.serve(DRIFT_DAY, n_rows=2000, feature_drift_from="2026-02-21")
+    platform.materialize(["production_predictions"], day=DRIFT_DAY)
+    metadata, check = _report(platform, DRIFT_DAY)  # the contract's default engine: scipy
     return metadata, check, _drift_rows(platform, DRIFT_DAY)
 
 
@@ -123,10 +127,11 @@ def test_html_report_is_self_contained_and_logged_to_the_baseline_run(platform, 
     assert Path(copy).read_text() == html
 
 
-def test_scipy_engine_gives_alibis_p_values_and_verdicts(platform, drifted):
-    alibi_metadata, _, alibi_rows = drifted
-    scipy_metadata, _ = _report(platform, DRIFT_DAY, engine="scipy")
-    scipy_rows = _drift_rows(platform, DRIFT_DAY)
+def test_the_contract_engine_is_scipy_and_alibi_gives_its_p_values_and_verdicts(platform, drifted):
+    assert platform.catalog.get(MODEL).drift.engine == "scipy"
+    scipy_metadata, _, scipy_rows = drifted
+    alibi_metadata, _ = _report(platform, DRIFT_DAY, engine="alibi")
+    alibi_rows = _drift_rows(platform, DRIFT_DAY)
     assert set(scipy_rows) == set(alibi_rows) == set(FEATURES)
     for feature, alibi in alibi_rows.items():
         scipy = scipy_rows[feature]
@@ -135,7 +140,16 @@ def test_scipy_engine_gives_alibis_p_values_and_verdicts(platform, drifted):
         assert scipy["p_value_adjusted"] == pytest.approx(alibi["p_value_adjusted"], abs=1e-6)
         assert scipy["statistic"] == pytest.approx(alibi["statistic"], rel=1e-6), feature
         assert scipy["verdict"] == alibi["verdict"], feature
-    assert scipy_metadata["dataset_verdict"] == alibi_metadata["dataset_verdict"]
-    assert scipy_metadata["share_drifted"] == alibi_metadata["share_drifted"]
+    assert alibi_metadata["dataset_verdict"] == scipy_metadata["dataset_verdict"]
+    assert alibi_metadata["share_drifted"] == scipy_metadata["share_drifted"]
     # Re-running the day replaced its rows and did not count the day twice for the alert.
-    assert not [c for c in scipy_metadata["alert_changes"] if c["event"] is not None]
+    assert not [c for c in alibi_metadata["alert_changes"] if c["event"] is not None]
+
+
+def test_a_day_without_predictions_has_no_drift_verdict(platform):
+    day = "2026-02-27"  # nothing was served for this day
+    metadata, check = _report(platform, day)
+    assert metadata["dataset_verdict"] == "no_verdict"
+    assert metadata["rows_current"] == 0
+    assert check.passed is True
+    assert metadata["alert_changes"] == []

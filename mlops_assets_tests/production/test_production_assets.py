@@ -1,5 +1,6 @@
 """production_predictions, production_metrics (with its checks) and performance_alerts, on the
-real model trained once by the package fixture, for fixed days.
+real model trained once by the package fixture, for fixed days whose traffic the test writes
+into the contract's sources as the serving system would (`platform.serve`).
 
 Decision recorded here (test_prediction_from_an_unknown_version_is_scored_with_the_day):
 production_metrics judges every prediction row of the day against the *active* model's
@@ -12,47 +13,43 @@ import datetime as dt
 import math
 
 import dagster as dg
+import pandas as pd
 import pytest
 
+from mlops_assets import demo_serving
 from mlops_assets.cli import main
 from mlops_assets.defs.partitions import MODELS
-from mlops_assets.defs.production.assets import MONITORED
-from mlops_assets.lib.metrics import METRICS
+from mlops_assets.defs.production.assets import MONITORABLE
+from mlops_assets.lib import demo_data
+from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets_tests.production.conftest import (
+    MIN_LABELLED,
     MODEL,
+    PRODUCTION,
     Platform,
-    traffic,
     unique_model,
     write_levels,
 )
 
-PREDICTION_COLUMNS = (
-    "prediction_date, model_name, model_version, training_local_run_id, mlflow_run_id, "
-    "features_json, prediction, odds, outcome, predicted_at, settled_at"
-)
+LOG = f'inference."{MODEL}__predictions"'
+LABELS = f'inference."{MODEL}__labels"'
 
 
 def _date(day: str) -> dt.date:
     return dt.date.fromisoformat(day)
 
 
-def _predictions(platform: Platform, day: str, model: str = MODEL) -> list[dict]:
+def _monitored(platform: Platform, model: str = MODEL) -> list[str]:
+    return list(platform.catalog.get(model).monitored_metrics())
+
+
+def _logged(platform: Platform, day: str) -> list[dict]:
+    """The day's rows of the inference log, with their labels (NULL until labelled)."""
     return platform.wh.query(
-        "SELECT * FROM mlops.production_predictions WHERE model_name = :m "
-        "AND prediction_date = :d ORDER BY prediction_id",
-        {"m": model, "d": _date(day)},
-    )
-
-
-def _copy_prediction(platform: Platform, day: str, new_id: str, **changes: object) -> None:
-    """One more prediction row for the day, copied from an existing one with `changes`."""
-    row = _predictions(platform, day)[0]
-    row |= {"prediction_id": new_id, **changes}
-    columns = list(row)
-    platform.wh.execute(
-        f"INSERT INTO mlops.production_predictions ({', '.join(columns)}) "  # noqa: S608
-        f"VALUES ({', '.join(':' + c for c in columns)})",
-        row,
+        f"SELECT p.*, l.y_true FROM {LOG} p "  # noqa: S608 - the test's own table names
+        f"LEFT JOIN {LABELS} l ON l.prediction_id = p.prediction_id "
+        "WHERE p.prediction_date = :d ORDER BY p.prediction_id",
+        {"d": _date(day)},
     )
 
 
@@ -64,34 +61,82 @@ def _meta(evaluation: dg.AssetCheckEvaluation, key: str) -> object:
     return evaluation.metadata[key].value
 
 
+def _output_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == asset
+    ]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
 # ---------------------------------------------------------------- production_predictions
 
 
 def test_predictions_log_the_day_for_the_active_model_and_reruns_replace(platform):
     day = "2026-02-02"
-    result = platform.materialize(
-        ["production_predictions"], day=day, run_config=traffic(n_rows=400)
-    )
-    rows = _predictions(platform, day)
-    assert len(rows) == 400
+    traffic = platform.serve(day, n_rows=400)
+    result = platform.materialize(["production_predictions"], day=day)
+    rows = _logged(platform, day)
+    assert [r["prediction_id"] for r in rows] == sorted(traffic["match_id"])
     assert {r["model_version"] for r in rows} == {platform.run.model_version}
-    assert {r["training_local_run_id"] for r in rows} == {platform.run.local_run_id}
-    assert {r["mlflow_run_id"] for r in rows} == {platform.run.mlflow_run_id}
-    assert all(0.0 <= r["probability"] <= 1.0 for r in rows)
-    assert all(r["prediction"] == int(r["probability"] >= 0.5) for r in rows)
-    # A past day with the default one-day label delay is settled.
-    assert all(r["outcome"] in (0, 1) for r in rows)
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
-    assert metadata["rows"].value == 400
-    assert metadata["model_version"].value == platform.run.model_version
+    assert all(0.0 <= r["proba"] <= 1.0 for r in rows)
+    # The log keeps what serving wrote; the label is the contract's threshold on it.
+    served = platform.wh.query(
+        "SELECT match_id, p_home_win FROM demo.match_predictions WHERE match_id = ANY(:ids)",
+        {"ids": list(traffic["match_id"])},
+    )
+    assert {r["match_id"]: r["p_home_win"] for r in served} == {
+        r["prediction_id"]: r["proba"] for r in rows
+    }
+    assert all(r["y_pred"] == ("1" if r["proba"] >= 0.5 else "0") for r in rows)
+    # The results were written: every row is labelled, joined by id.
+    outcomes = dict(zip(traffic["match_id"], traffic[demo_data.TARGET].astype(int), strict=True))
+    assert {r["prediction_id"]: r["y_true"] for r in rows} == {
+        k: str(v) for k, v in outcomes.items()
+    }
+    metadata = _output_metadata(result, "production_predictions")
+    assert (metadata["rows"], metadata["rows_stored"], metadata["rows_quarantined"]) == (
+        400,
+        400,
+        0,
+    )
+    assert (metadata["labels_received"], metadata["labels_quarantined"]) == (400, 0)
+    assert metadata["model_version"] == platform.run.model_version
+    assert metadata["mlflow_run_id"] == platform.run.mlflow_run_id
+    assert _checks(result)["no_quarantined_rows"].passed is True
 
-    platform.materialize(["production_predictions"], day=day, run_config=traffic(n_rows=400))
-    again = _predictions(platform, day)
+    platform.materialize(["production_predictions"], day=day)
+    again = _logged(platform, day)
     assert [r["prediction_id"] for r in again] == [r["prediction_id"] for r in rows]
-    assert [r["probability"] for r in again] == [r["probability"] for r in rows]
+    assert [r["proba"] for r in again] == [r["proba"] for r in rows]
+    assert [r["y_true"] for r in again] == [r["y_true"] for r in rows]
 
-    platform.materialize(["production_predictions"], day=day, run_config=traffic(n_rows=250))
-    assert len(_predictions(platform, day)) == 250
+
+def test_a_redelivered_batch_does_not_duplicate_the_day(platform):
+    day = "2026-02-03"
+    first = platform.serve(day, n_rows=300)
+    second = platform.serve(day, n_rows=300)  # the serving system writes the same batch again
+    assert list(first["match_id"]) == list(second["match_id"])
+    assert platform.wh.query(
+        "SELECT count(*) AS n FROM demo.match_predictions WHERE CAST(match_date AS DATE) = :d",
+        {"d": _date(day)},
+    ) == [{"n": 600}]
+    result = platform.materialize(PRODUCTION, day=day)
+    rows = _logged(platform, day)
+    assert len(rows) == 300 and len({r["prediction_id"] for r in rows}) == 300
+    accuracy = platform.metric_rows(day)["accuracy"]
+    assert (accuracy["n_predictions"], accuracy["n_settled"]) == (300, 300)
+    metadata = _output_metadata(result, "production_predictions")
+    assert (metadata["rows"], metadata["rows_stored"]) == (600, 300)
+    # The second copy of each id is set aside and said so, not counted twice.
+    duplicates = platform.wh.query(
+        "SELECT count(*) AS n FROM mlops.quarantine WHERE model_name = :m AND kind = 'prediction' "
+        "AND row_id LIKE :p AND reason LIKE '%duplicate id within the batch%'",
+        {"m": MODEL, "p": f"m{_date(day):%Y%m%d}-%"},
+    )
+    assert duplicates == [{"n": metadata["rows_quarantined"]}]
+    assert metadata["rows_quarantined"] == 300
 
 
 # ---------------------------------------------------------------- production_metrics
@@ -99,12 +144,12 @@ def test_predictions_log_the_day_for_the_active_model_and_reruns_replace(platfor
 
 def test_metrics_are_ok_on_a_day_without_drift(platform):
     day = "2026-02-04"
-    result = platform.materialize(
-        ["production_predictions", "production_metrics"], day=day, run_config=traffic()
-    )
+    platform.serve(day, n_rows=400)
+    result = platform.materialize(PRODUCTION, day=day)
     rows = platform.metric_rows(day)
-    assert set(rows) == set(METRICS)
-    for metric in MONITORED:
+    monitored = _monitored(platform)
+    assert set(monitored) <= set(rows)
+    for metric in monitored:
         row = rows[metric]
         assert row["level"] == "ok", row
         assert row["value"] is not None and row["note"] is None
@@ -113,24 +158,24 @@ def test_metrics_are_ok_on_a_day_without_drift(platform):
         assert row["model_version"] == platform.run.model_version
         assert row["mlflow_run_id"] == platform.run.mlflow_run_id
     checks = _checks(result)
-    assert set(checks) == {f"{m}_within_baseline" for m in MONITORED}
-    for metric in MONITORED:
+    assert {f"{m}_within_baseline" for m in MONITORABLE} <= set(checks)
+    for metric in MONITORABLE:
         check = checks[f"{metric}_within_baseline"]
-        assert check.passed is True
-        assert check.severity == dg.AssetCheckSeverity.WARN
-        assert _meta(check, "level") == "ok"
-        assert _meta(check, "observed") == pytest.approx(rows[metric]["value"])
+        assert check.passed is True, metric
+        if metric in monitored:
+            assert check.severity == dg.AssetCheckSeverity.WARN
+            assert _meta(check, "level") == "ok"
+            assert _meta(check, "observed") == pytest.approx(rows[metric]["value"])
+        else:
+            assert _meta(check, "status") == f"not monitored for {MODEL} (binary)"
 
 
 def test_concept_drift_is_critical_on_accuracy_and_checks_carry_the_numbers(platform):
     day = "2026-02-12"
     # Concept drift at full strength (it ramps up over three days), on enough rows that the
     # noise-aware thresholds shrink to the absolute levels.
-    result = platform.materialize(
-        ["production_predictions", "production_metrics"],
-        day=day,
-        run_config=traffic(n_rows=3000, concept_drift_from="2026-02-01"),
-    )
+    platform.serve(day, n_rows=3000, concept_drift_from="2026-02-01")
+    result = platform.materialize(PRODUCTION, day=day)
     rows = platform.metric_rows(day)
     accuracy = rows["accuracy"]
     assert accuracy["level"] == "critical", accuracy
@@ -141,7 +186,7 @@ def test_concept_drift_is_critical_on_accuracy_and_checks_carry_the_numbers(plat
     assert accuracy["critical_threshold"] >= accuracy["warning_threshold"] > 0
 
     checks = _checks(result)
-    for metric in MONITORED:
+    for metric in _monitored(platform):
         row, check = rows[metric], checks[f"{metric}_within_baseline"]
         assert _meta(check, "level") == row["level"]
         assert check.passed is (row["level"] == "ok")
@@ -162,102 +207,197 @@ def test_concept_drift_is_critical_on_accuracy_and_checks_carry_the_numbers(plat
 
 
 def test_an_empty_day_has_no_verdict_and_no_zero_metrics(platform):
-    day = "2026-02-15"  # nothing was ever predicted for this day
-    result = platform.materialize(
-        ["production_metrics"], day=day, run_config={"ops": {"production_metrics": {}}}
-    )
-    rows = platform.metric_rows(day)
-    assert set(rows) == set(METRICS)
+    # A model of its own whose serving system never wrote anything: not even its inference
+    # log tables exist yet.
+    model = unique_model("empty")
+    platform.clone_model(model, own_sources=True)
+    day = "2026-02-15"
+    result = platform.materialize(["production_metrics"], day=day, model=model)
+    rows = platform.metric_rows(day, model)
+    assert set(_monitored(platform, model)) <= set(rows)
     for row in rows.values():
         assert row["level"] == "insufficient_data"
         assert row["value"] is None  # never a made-up 0.0
         assert row["note"] == "no predictions for this day"
         assert row["n_predictions"] == 0 and row["n_settled"] == 0
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
-    assert metadata["status"].value == "no predictions for this day"
-    assert not set(METRICS) & set(metadata)
+    metadata = _output_metadata(result, "production_metrics")
+    assert metadata["status"] == "no predictions for this day"
+    assert not set(MONITORABLE) & set(metadata)
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
-def test_a_day_without_settled_labels_has_no_verdict(platform):
+@pytest.fixture(scope="module")
+def unlabelled_day(platform) -> tuple[str, pd.DataFrame]:
+    """A day served without results: the matches have not been played yet."""
     day = "2026-02-16"
-    platform.materialize(
-        ["production_predictions", "production_metrics"],
-        day=day,
-        run_config=traffic(n_rows=300, label_delay_days=100_000),
-    )
-    assert all(r["outcome"] is None for r in _predictions(platform, day))
+    traffic = platform.serve(day, n_rows=300, settle=False)
+    platform.materialize(PRODUCTION, day=day)
+    return day, traffic
+
+
+def test_a_day_without_labels_has_no_verdict(platform, unlabelled_day):
+    day, _ = unlabelled_day
+    logged = _logged(platform, day)
+    assert len(logged) == 300 and all(r["y_true"] is None for r in logged)
     rows = platform.metric_rows(day)
+    assert set(_monitored(platform)) <= set(rows)
     for row in rows.values():
         assert row["level"] == "insufficient_data"
         assert row["value"] is None
-        assert row["note"] == "only 0 settled rows (< 100): no verdict"
+        assert row["note"] == f"only 0 labelled rows (< {MIN_LABELLED}): no verdict"
         assert row["n_predictions"] == 300 and row["n_settled"] == 0
 
 
-@pytest.fixture(scope="module")
-def scored_day(platform) -> str:
-    day = "2026-02-17"
-    platform.materialize(
-        ["production_predictions", "production_metrics"], day=day, run_config=traffic()
+def test_late_labels_re_evaluate_the_day(platform, unlabelled_day):
+    day, traffic = unlabelled_day
+    demo_serving.settle_matches(platform.wh, traffic)  # the results come in days later
+    result = platform.materialize(PRODUCTION, day=day)
+    assert _output_metadata(result, "production_predictions")["labels_received"] == 300
+    assert len(_logged(platform, day)) == 300
+    rows = platform.metric_rows(day)
+    for metric in _monitored(platform):
+        row = rows[metric]
+        assert row["level"] in ("ok", "warning", "critical"), row
+        assert row["value"] is not None and row["note"] is None
+        assert row["n_predictions"] == 300 and row["n_settled"] == 300
+
+
+def _append_served_row(platform: Platform, day: str, new_id: str, **changes: object) -> None:
+    """One more row in the serving system's predictions table, copied from one of the day's."""
+    frame = platform.wh.query_df(
+        "SELECT * FROM demo.match_predictions WHERE CAST(match_date AS DATE) = :d "
+        "ORDER BY match_id LIMIT 1",
+        {"d": _date(day)},
     )
+    frame["match_id"] = new_id
+    for column, value in changes.items():
+        frame[column] = value
+    demo_serving.write_table(platform.wh, "demo.match_predictions", frame)
+
+
+@pytest.fixture(scope="module")
+def served_day(platform) -> str:
+    day = "2026-02-17"
+    platform.serve(day, n_rows=400)
     return day
 
 
 @pytest.mark.parametrize(
-    ("probability", "problem"),
+    ("probability", "reason"),
     [
-        (math.nan, "prob contains 1 NaN/inf value(s) of 401"),
-        (math.inf, "prob contains 1 NaN/inf value(s) of 401"),
-        (-math.inf, "prob contains 1 NaN/inf value(s) of 401"),
-        (1.5, "prob contains 1 value(s) outside [0, 1]"),
-        (-0.2, "prob contains 1 value(s) outside [0, 1]"),
+        (math.nan, "probability p_home_win missing or not a number"),
+        (math.inf, "probability p_home_win outside [0, 1]"),
+        (-math.inf, "probability p_home_win outside [0, 1]"),
+        (1.5, "probability p_home_win outside [0, 1]"),
+        (-0.2, "probability p_home_win outside [0, 1]"),
     ],
     ids=["nan", "inf", "-inf", "above-1", "below-0"],
 )
-def test_bad_probabilities_fail_the_run_and_keep_the_previous_metrics(
-    platform, scored_day, probability, problem
+def test_bad_probabilities_are_quarantined_and_the_good_rows_land(
+    platform, served_day, probability, reason
 ):
-    before = platform.metric_rows(scored_day)
-    assert before["accuracy"]["level"] == "ok" and before["accuracy"]["n_predictions"] == 400
-    _copy_prediction(platform, scored_day, "bad-row", probability=probability)
+    bad_id = f"bad-{_suffix(probability)}"
+    _append_served_row(platform, served_day, bad_id, p_home_win=probability)
     try:
-        with pytest.raises(dg.Failure) as failure:
-            platform.materialize(
-                ["production_metrics"],
-                day=scored_day,
-                run_config={"ops": {"production_metrics": {"config": {"min_settled": 100}}}},
-            )
+        result = platform.materialize(PRODUCTION, day=served_day)
     finally:
-        platform.wh.execute(
-            "DELETE FROM mlops.production_predictions WHERE prediction_id = 'bad-row'"
-        )
+        platform.wh.execute("DELETE FROM demo.match_predictions WHERE match_id = :i", {"i": bad_id})
+    check = _checks(result)["no_quarantined_rows"]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+    assert _meta(check, "quarantined_predictions") == 1
+    assert _meta(check, "quarantined_labels") == 0
+    assert "mlops.quarantine" in _meta(check, "where")
+    [row] = platform.wh.query(
+        "SELECT reason, kind, source FROM mlops.quarantine WHERE model_name = :m AND row_id = :i",
+        {"m": MODEL, "i": bad_id},
+    )
+    assert row["reason"] == reason and row["kind"] == "prediction"
+    # The day's good rows landed and were judged; the bad one is in neither.
+    logged = _logged(platform, served_day)
+    assert len(logged) == 400 and bad_id not in {r["prediction_id"] for r in logged}
+    accuracy = platform.metric_rows(served_day)["accuracy"]
+    assert accuracy["n_predictions"] == 400 and accuracy["level"] == "ok"
+
+
+def _suffix(value: float) -> str:
+    return {math.inf: "inf", -math.inf: "minus-inf"}.get(value, str(value).replace(".", "_"))
+
+
+def test_a_batch_missing_a_column_fails_naming_the_column_and_the_model(platform):
+    model = unique_model("nocolumn")
+    contract = platform.clone_model(model, own_sources=True)
+    day = "2026-02-18"
+    traffic = demo_data.production_day(day=_date(day), n_rows=50)
+    # The serving system forgot the probability column altogether.
+    rows = traffic[["match_id", "match_date", *demo_data.FEATURES]]
+    demo_serving.write_table(platform.wh, contract.production.predictions.table, rows)
+    with pytest.raises(dg.Failure) as failure:
+        platform.materialize(["production_predictions"], day=day, model=model)
     message = str(failure.value)
-    assert message.startswith(f"bad production data for {MODEL} on {scored_day}: "), message
-    assert problem in message
-    # Nothing half-written: the day's metric rows are the ones from before, byte for byte.
-    assert platform.metric_rows(scored_day) == before
+    assert f"model {model}:" in message and "'p_home_win'" in message, message
+    assert contract.production.predictions.table in message
+    assert not platform.wh.query(
+        "SELECT DISTINCT metric_date FROM mlops.production_metrics WHERE model_name = :m",
+        {"m": model},
+    )
+
+
+def test_a_labels_table_that_does_not_exist_fails_naming_it(platform):
+    model = unique_model("nolabels")
+    contract = platform.clone_model(model, own_sources=True)
+    day = "2026-02-18"
+    traffic = demo_data.production_day(day=_date(day), n_rows=50)
+    rows = traffic[["match_id", "match_date", *demo_data.FEATURES]].assign(p_home_win=0.5)
+    demo_serving.write_table(platform.wh, contract.production.predictions.table, rows)
+    with pytest.raises(dg.Failure) as failure:
+        platform.materialize(["production_predictions"], day=day, model=model)
+    message = str(failure.value)
+    labels = contract.production.labels.table
+    assert f"model {model}: table {labels} does not exist" in message, message
+
+
+def test_a_declared_model_without_a_baseline_fails_saying_so(platform):
+    model = unique_model("untrained")
+    platform.catalog.add(platform.catalog.get(MODEL).model_copy(update={"name": model}))
+    platform.instance.add_dynamic_partitions(MODELS.name, [model])
+    with pytest.raises(dg.Failure) as failure:
+        platform.materialize(["production_metrics"], day="2026-02-19", model=model)
+    message = str(failure.value)
+    assert f"no baselined training run for model {model!r}" in message, message
 
 
 @pytest.mark.parametrize(
     "asset",
     ["production_predictions", "production_metrics", "performance_alerts", "feature_drift_report"],
 )
-def test_an_unknown_model_partition_fails_naming_the_known_models(platform, asset):
+def test_an_unknown_model_partition_fails_naming_the_declared_models(platform, asset):
     platform.instance.add_dynamic_partitions(MODELS.name, ["no_such_model"])
     with pytest.raises(dg.Failure) as failure:
         platform.materialize([asset], day="2026-02-19", model="no_such_model")
     message = str(failure.value)
-    assert "no baselined training run for model 'no_such_model'" in message
-    assert "known models: " in message and MODEL in message.split("known models: ")[1]
-    assert platform.wh.query(
-        "SELECT count(*) AS n FROM mlops.production_predictions WHERE model_name = 'no_such_model'"
-    ) == [{"n": 0}]
+    assert "'no_such_model'" in message and "declared: " in message, message
+    assert MODEL in message.split("declared: ")[1]
+
+
+@pytest.mark.parametrize(
+    "asset",
+    ["production_predictions", "production_metrics", "performance_alerts", "feature_drift_report"],
+)
+def test_a_trained_model_no_longer_declared_fails_naming_the_declared_models(platform, asset):
+    # Its runs and baseline are still in the warehouse, but its contract was removed.
+    model = unique_model("undeclared")
+    platform.clone_model(model)
+    only_demo = ModelCatalog([platform.catalog.get(MODEL)])
+    with pytest.raises(dg.Failure) as failure:
+        platform.materialize([asset], day="2026-02-19", model=model, catalog=only_demo)
+    message = str(failure.value)
+    assert f"model {model!r} is not declared; declared: {MODEL}" in message, message
 
 
 def test_prediction_from_an_unknown_version_is_scored_with_the_day(platform):
-    day = "2026-02-18"
-    platform.materialize(["production_predictions"], day=day, run_config=traffic())
+    day = "2026-02-21"
+    platform.serve(day, n_rows=400)
+    platform.materialize(["production_predictions"], day=day)
     known = {
         r["model_version"]
         for r in platform.wh.query(
@@ -265,14 +405,27 @@ def test_prediction_from_an_unknown_version_is_scored_with_the_day(platform):
         )
     }
     assert "999" not in known
-    _copy_prediction(
-        platform, day, "bogus-version", model_version="999", training_local_run_id="local-unknown"
-    )
-    result = platform.materialize(
-        ["production_metrics"],
-        day=day,
-        run_config={"ops": {"production_metrics": {"config": {"min_settled": 100}}}},
-    )
+    # A row logged by a version this platform never trained, and its label.
+    wh = platform.wh
+    row = wh.query(
+        f"SELECT * FROM {LOG} WHERE prediction_date = :d ORDER BY prediction_id LIMIT 1",  # noqa: S608
+        {"d": _date(day)},
+    )[0]
+    label = wh.query(
+        f"SELECT * FROM {LABELS} WHERE prediction_id = :i",  # noqa: S608
+        {"i": row["prediction_id"]},
+    )[0]
+    for table, values in ((LOG, row), (LABELS, label)):
+        values = values | {"prediction_id": "bogus-version"}
+        if table == LOG:
+            values["model_version"] = "999"
+        columns = list(values)
+        wh.execute(
+            f"INSERT INTO {table} ({', '.join(chr(34) + c + chr(34) for c in columns)}) "  # noqa: S608
+            f"VALUES ({', '.join(':' + c for c in columns)})",
+            values,
+        )
+    result = platform.materialize(["production_metrics"], day=day)
     assert result.success
     rows = platform.metric_rows(day)
     accuracy = rows["accuracy"]
@@ -286,26 +439,10 @@ def test_prediction_from_an_unknown_version_is_scored_with_the_day(platform):
 # ---------------------------------------------------------------- performance_alerts
 
 
-def _alert_config(escalate_after_days: int = 3, resolve_after_days: int = 2) -> dict:
-    return {
-        "ops": {
-            "performance_alerts": {
-                "config": {
-                    "escalate_after_days": escalate_after_days,
-                    "resolve_after_days": resolve_after_days,
-                }
-            }
-        }
-    }
-
-
-def _evaluate_day(platform, model, day, levels=None, **policy) -> dict:
+def _evaluate_day(platform, model, day, levels=None) -> dict:
     write_levels(platform, model, day, levels)
-    result = platform.materialize(
-        ["performance_alerts"], day=day, model=model, run_config=_alert_config(**policy)
-    )
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
-    return {k: v.value for k, v in metadata.items()}
+    result = platform.materialize(["performance_alerts"], day=day, model=model)
+    return _output_metadata(result, "performance_alerts")
 
 
 def _alerts(platform, model) -> list[dict]:
@@ -326,7 +463,11 @@ def _events(platform, alert_id) -> list[tuple[str, str]]:
 
 def test_alerts_are_deduplicated_per_model_and_metric(platform):
     model = unique_model("dedupe")
-    platform.clone_model(model)
+    # Escalation after five days: here a lasting warning stays a warning.
+    contract = platform.catalog.get(MODEL)
+    platform.clone_model(
+        model, monitoring=contract.monitoring.model_copy(update={"escalate_after_days": 5})
+    )
     first = _evaluate_day(platform, model, "2026-03-01", {"accuracy": "warning"})
     assert first["opened"] == 1
     rerun = _evaluate_day(platform, model, "2026-03-01", {"accuracy": "warning"})
@@ -336,7 +477,7 @@ def test_alerts_are_deduplicated_per_model_and_metric(platform):
     assert _events(platform, alert["alert_id"]) == [("opened", "warning")]
 
     _evaluate_day(platform, model, "2026-03-02", {"accuracy": "warning", "f1": "critical"})
-    _evaluate_day(platform, model, "2026-03-03", {"accuracy": "warning"}, escalate_after_days=5)
+    _evaluate_day(platform, model, "2026-03-03", {"accuracy": "warning"})
     # Re-running an earlier day after later ones changes nothing either.
     _evaluate_day(platform, model, "2026-03-02", {"accuracy": "warning", "f1": "critical"})
 

@@ -1,14 +1,19 @@
 """The blocking champion_gate: a much worse run stays out of production, a comparable one is
 promoted (training_runs.is_champion, active_model and the MLflow `champion` alias agree).
 
-Runs under its own model name so the package's `match_outcome` champion is left alone.
+Runs under its own model name (a copy of the package's contract, same history table) so the
+package's `match_outcome` champion is left alone. The bad run is the same contract with bad
+parameters: a contract variant declared for that one run.
 """
 
 import dagster as dg
 import pytest
 
+from mlops_assets.defs.partitions import MODELS
+from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets.storage.monitoring import active_model
-from mlops_assets_tests.production.conftest import TRAINING, training_config
+from mlops_assets_tests.production.conftest import MODEL as DEMO_MODEL
+from mlops_assets_tests.production.conftest import TRAINING
 
 MODEL = "promotion_model"
 BAD = {"n_estimators": 1, "num_leaves": 2, "learning_rate": 0.001}
@@ -40,21 +45,31 @@ def _snapshot(platform) -> dict:
     }
 
 
-def _train(platform, raise_on_error: bool = True, **config) -> dg.ExecuteInProcessResult:
+def _train(platform, catalog=None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     return platform.materialize(
-        TRAINING,
-        run_config=training_config(model_name=MODEL, **config),
-        raise_on_error=raise_on_error,
+        TRAINING, partition=MODEL, catalog=catalog, raise_on_error=raise_on_error
     )
 
 
 @pytest.fixture(scope="module")
 def promotion(platform):
+    contract = platform.catalog.get(DEMO_MODEL).model_copy(update={"name": MODEL}, deep=True)
+    platform.catalog.add(contract)
+    platform.instance.add_dynamic_partitions(MODELS.name, [MODEL])
+    recipe = contract.model.train
+    bad = contract.model_copy(
+        update={
+            "model": contract.model.model_copy(
+                update={"train": recipe.model_copy(update={"params": {**recipe.params, **BAD}})}
+            )
+        },
+        deep=True,
+    )
     first = _train(platform)
-    bad = _train(platform, raise_on_error=False, **BAD)
+    bad_result = _train(platform, catalog=ModelCatalog([bad]), raise_on_error=False)
     after_bad = _snapshot(platform)
-    comparable = _train(platform)  # same hyperparameters as the champion
-    return first, bad, after_bad, comparable
+    comparable = _train(platform)  # the declared contract again: the champion's parameters
+    return first, bad_result, after_bad, comparable
 
 
 def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:

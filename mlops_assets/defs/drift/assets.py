@@ -4,9 +4,9 @@ import datetime as dt
 
 import dagster as dg
 
-from mlops_assets.defs.partitions import DAY_MODEL, partition_target
+from mlops_assets.defs.partitions import DAY_MODEL, day_and_model, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
-from mlops_assets.lib.contract import ModelCatalog
+from mlops_assets.lib.contract import ModelCatalog, UnknownModelError
 from mlops_assets.lib.drift import DriftConfig, DriftInputError, compute_drift
 from mlops_assets.lib.drift_html import render_html
 from mlops_assets.resources import MLflowResource, WarehouseResource
@@ -48,10 +48,13 @@ def feature_drift_report(
     models: dg.ResourceParam[ModelCatalog],
 ):
     """Per-feature tests, effect sizes and data quality; an HTML report logged to MLflow."""
+    try:  # the contract first: an undeclared model's partition fails naming the declared ones
+        contract = models.get(day_and_model(context)[1])
+    except UnknownModelError as error:
+        raise dg.Failure(str(error)) from error
     target = partition_target(context, warehouse)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
     model_name = model.model_name
-    contract = models.get(model_name)
     config = contract.drift
     current = inference_log.read_features(wh, contract, day, features=model.features)
     reference = model.reference()

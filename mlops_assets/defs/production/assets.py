@@ -8,7 +8,7 @@ import math
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.defs.partitions import DAY_MODEL, partition_target
+from mlops_assets.defs.partitions import DAY_MODEL, day_and_model, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.contract import DEFAULT_LEVELS, ModelCatalog, ModelContract, Source
 from mlops_assets.lib.metrics import MetricInputError
@@ -60,11 +60,12 @@ def production_predictions(
     the labels that have arrived for it; bad rows go to mlops.quarantine with a reason."""
     from mlops_assets.storage import inference_log
     from mlops_assets.storage.monitoring import prediction_ids
-    from mlops_assets.storage.sources import SourceSchemaError, open_source
+    from mlops_assets.storage.sources import SourceError, SourceSchemaError, open_source
 
+    # The contract first: an undeclared model's partition fails naming the declared models.
+    contract = _contract(models, day_and_model(context)[1])
     target = partition_target(context, warehouse)
     day, model, wh = target.day, target.model, target.warehouse
-    contract = _contract(models, model.model_name)
     home = warehouse.runtime().settings.home
     cols = contract.columns
     batch = f"{context.run_id}:{day}"
@@ -96,7 +97,7 @@ def production_predictions(
             labelled = inference_log.ingest_labels(
                 wh, contract, labels, batch_id=f"{batch}:labels", features=model.features
             )
-    except (SourceSchemaError, inference_log.InferenceLogError) as error:
+    except (SourceError, SourceSchemaError, inference_log.InferenceLogError) as error:
         raise dg.Failure(str(error)) from error
     yield dg.Output(
         None,
@@ -163,9 +164,10 @@ def production_metrics(
     )
     from mlops_assets.storage import inference_log
 
+    # The contract first: an undeclared model's partition fails naming the declared models.
+    contract = _contract(models, day_and_model(context)[1])
     target = partition_target(context, warehouse)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
-    contract = _contract(models, model.model_name)
     monitored = monitored_levels(contract, model.metrics)
     frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
     n_predictions = len(frame)
@@ -324,9 +326,10 @@ def performance_alerts(
     models: dg.ResourceParam[ModelCatalog],
 ) -> dg.MaterializeResult:
     """Advance the alert state machine by the day's metric verdicts (dedupe, escalate, resolve)."""
+    # The contract first: an undeclared model's partition fails naming the declared models.
+    contract = _contract(models, day_and_model(context)[1])
     target = partition_target(context, warehouse)
     day, model, wh = target.day, target.model, target.warehouse
-    contract = _contract(models, model.model_name)
     monitored = contract.monitored_metrics()
     from mlops_assets.lib.evaluation import cap_level
 
