@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import io
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -120,16 +121,20 @@ def run_demo(
 ) -> DemoResult:
     import logging
 
-    # The story is what the demo prints; MLflow's own progress lines, run links and
-    # version-wait notices would bury it (and link to a server the demo stops).
-    mlflow_logger = logging.getLogger("mlflow")
-    level = mlflow_logger.level
-    mlflow_logger.setLevel(logging.WARNING)
+    import mlflow  # noqa: F401 - configures its loggers on import; quieten them after that
+
+    # The story is what the demo prints; MLflow's progress lines and version-wait notices and
+    # the sensors' own log lines would bury it (and link to a server the demo stops).
+    quiet = {name: logging.getLogger(name) for name in ("mlflow", "dagster")}
+    levels = {name: logger.level for name, logger in quiet.items()}
+    for logger in quiet.values():
+        logger.setLevel(logging.WARNING)
     try:
         with _environment(DEMO_ENV):
             return _story(home=home, postgres_dsn=postgres_dsn, echo=echo)
     finally:
-        mlflow_logger.setLevel(level)
+        for name, logger in quiet.items():
+            logger.setLevel(levels[name])
 
 
 def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], None]):
@@ -223,22 +228,27 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         pickup_cursor = None
         for number, day in enumerate(result.days, start=1):
             traffic = serving.serve_matches(wh, match_predictor, day, drift=drift)
-            serving.settle_matches(wh, traffic)
+            # The last day's results are not in yet: its metrics are estimated from the models'
+            # calibrated probabilities until the labels arrive.
+            labels_pending = number == DEMO_DAYS
+            if not labels_pending:
+                serving.settle_matches(wh, traffic)
             served = serving.serve_wine(
                 settings.home, wine_model, day, drift_from=result.drift_from
             )
-            serving.label_wine(settings.home, served, day)
+            if not labels_pending:
+                serving.label_wine(settings.home, served, day)
             requests, pickup_cursor = _pick_up(instance, resources, catalog, pickup_cursor)
             for request in requests:
                 materialize(PRODUCTION, partition_key=request.partition_key)
-            line = [f"   day {number:2d} {day}:"]
-            for name in catalog.names:
+            for i, name in enumerate(catalog.names):
                 levels = _levels(wh, name, day)
                 result.day_levels.setdefault(name, {})[day] = _worst(levels)
-                line.append(
-                    f"{name} {_headline(levels, catalog.get(name))}, {_drift(wh, name, day)};"
+                prefix = f"   day {number:2d} {day}" if i == 0 else " " * 20
+                echo(
+                    f"{prefix}  {name:<14} {_headline(levels, catalog.get(name)):<40} "
+                    f"drift: {_drift(wh, name, day)}"
                 )
-            echo(" ".join(line))
         result.seconds["production_days"] = time.monotonic() - t0
         result.alerts = wh.query(
             "SELECT alert_id, model_name, model_version, kind, metric, severity, status, "
@@ -347,9 +357,20 @@ def _sensor_tick(sensor: dg.SensorDefinition, instance, mlflow_resource) -> str:
     ) as context:
         outcome = sensor(context)
     if outcome.skip_reason:
-        return f"skipped: {outcome.skip_reason.skip_message}"
+        return f"skipped: {short_reason(outcome.skip_reason.skip_message)}"
     keys = [r.run_key for r in outcome.run_requests or []]
     return f"replayed, refresh requested for {', '.join(keys)}"
+
+
+def short_reason(text: str) -> str:
+    """The story's one-line version of a sensor's reason: the full MLflow error (hundreds of
+    characters of URL and urllib3 detail) stays in the buffer table, redacted."""
+    head, _, error = text.partition("; last error: ")
+    if not error:
+        return text
+    errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", error)
+    cause = errno.group(1) if errno else error.split(":", 1)[0]
+    return f"{head}; last error: {cause.strip()}"
 
 
 def _describe_run(run, contract) -> str:
@@ -398,12 +419,17 @@ def _headline(levels: dict[str, tuple[str, str]], contract) -> str:
 
 def _levels(warehouse, model: str, day: dt.date) -> dict[str, tuple[str, str]]:
     rows = warehouse.query(
-        "SELECT metric, value, level FROM mlops.production_metrics "
+        "SELECT metric, value, level, basis FROM mlops.production_metrics "
         "WHERE model_name = :m AND metric_date = :d",
         {"m": model, "d": day},
     )
     return {
-        r["metric"]: ("n/a" if r["value"] is None else f"{r['value']:.3f}", r["level"])
+        r["metric"]: (
+            "n/a"
+            if r["value"] is None
+            else f"{r['value']:.3f}" + (" estimated" if r["basis"] == "estimated" else ""),
+            r["level"],
+        )
         for r in rows
     }
 
