@@ -433,14 +433,18 @@ def validate_rows(
     if BATCH_COLUMN in frame.columns:
         good_frame["batch_id"] = frame[BATCH_COLUMN].astype(TEXT)
     bad = reasons.any()
-    # Duplicates among otherwise good rows: the last delivery of an id wins.
-    kept = ids.where(~bad)
+    # A row delivered twice, identical, is a re-delivery: kept once, nothing to report.
+    content = frame.drop(columns=[BATCH_COLUMN], errors="ignore")
+    repeated = content.astype(str).duplicated(keep="last") & ~bad
+    # Conflicting rows under one id: the last delivery wins, the others are quarantined.
+    kept = ids.where(~bad & ~repeated)
     duplicated = kept.notna() & kept.duplicated(keep="last")
     reasons.add(duplicated, "duplicate id within the batch (its last row was kept)")
     bad = reasons.any()
-    rejected = frame[bad].copy()
-    rejected["reason"] = reasons.text(bad)
-    return good_frame[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
+    rejected = frame[bad & ~repeated].copy()
+    rejected["reason"] = reasons.text(bad & ~repeated)
+    good = good_frame[~bad & ~repeated]
+    return good.reset_index(drop=True), rejected.reset_index(drop=True)
 
 
 def _predictions(frame: pd.DataFrame, plan: Layout, reasons: _Reasons) -> dict[str, pd.Series]:
@@ -512,6 +516,16 @@ def _target(values: pd.Series, plan: Layout, reasons: _Reasons) -> pd.Series:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _quarantine(tx: Transaction, rows: pd.DataFrame) -> None:
+    """Insert quarantine rows; a row quarantined again (a rerun re-reads the same bad row from
+    the same batch) replaces its earlier record instead of piling up."""
+    if rows.empty:
+        return
+    keys = rows[["model_name", "kind", "batch_id", "row_id"]].dropna()
+    tx.executemany(sql_file("queries/delete_requarantined"), keys.to_dict("records"))
+    tx.insert_frame("mlops.quarantine", rows)
 
 
 def _quarantine_rows(
@@ -641,12 +655,10 @@ def ingest_predictions(
     result = IngestResult(len(frame), len(rows), len(bad), _days(rows["prediction_date"]))
     with wh.transaction() as tx:
         tx.replace_rows(plan.predictions_table, rows, key="prediction_id")
-        tx.insert_frame("mlops.quarantine", quarantined)
+        _quarantine(tx, quarantined)
         if label_good is not None:
             _store_labels(tx, plan, label_good, batch_id, now)
-            tx.insert_frame(
-                "mlops.quarantine", _quarantine_rows(contract, "label", label_bad, batch_id, now)
-            )
+            _quarantine(tx, _quarantine_rows(contract, "label", label_bad, batch_id, now))
         _record(tx, contract, "prediction", batch_id, result, now)
     return result
 
@@ -683,7 +695,7 @@ def ingest_labels(
     now = _now()
     with wh.transaction() as tx:
         rows = _store_labels(tx, plan, good, batch_id, now)
-        tx.insert_frame("mlops.quarantine", _quarantine_rows(contract, "label", bad, batch_id, now))
+        _quarantine(tx, _quarantine_rows(contract, "label", bad, batch_id, now))
         days = _label_days(tx, plan, rows)
         result = IngestResult(len(frame), len(rows), len(bad), days)
         _record(tx, contract, "label", batch_id, result, now)

@@ -128,15 +128,33 @@ def test_a_redelivered_batch_does_not_duplicate_the_day(platform):
     accuracy = platform.metric_rows(day)["accuracy"]
     assert (accuracy["n_predictions"], accuracy["n_settled"]) == (300, 300)
     metadata = _output_metadata(result, "production_predictions")
+    # An identical second delivery is a re-delivery: stored once, nothing to quarantine.
     assert (metadata["rows"], metadata["rows_stored"]) == (600, 300)
-    # The second copy of each id is set aside and said so, not counted twice.
-    duplicates = platform.wh.query(
+    assert metadata["rows_quarantined"] == 0
+    assert all(
+        c.passed
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "no_quarantined_rows"
+    )
+
+
+def test_conflicting_rows_under_one_id_keep_the_last_and_quarantine_once(platform):
+    day = "2026-02-04"
+    served = platform.serve(day, n_rows=200)
+    changed = (
+        served[["match_id", "match_date", *demo_data.FEATURES]].head(20).assign(p_home_win=0.99)
+    )
+    demo_serving.write_table(platform.wh, "demo.match_predictions", changed)
+    for _ in range(2):  # a rerun reads the same conflicting rows again
+        result = platform.materialize(PRODUCTION, day=day)
+    metadata = _output_metadata(result, "production_predictions")
+    assert (metadata["rows_stored"], metadata["rows_quarantined"]) == (200, 20)
+    quarantined = platform.wh.query(
         "SELECT count(*) AS n FROM mlops.quarantine WHERE model_name = :m AND kind = 'prediction' "
         "AND row_id LIKE :p AND reason LIKE '%duplicate id within the batch%'",
         {"m": MODEL, "p": f"m{_date(day):%Y%m%d}-%"},
     )
-    assert duplicates == [{"n": metadata["rows_quarantined"]}]
-    assert metadata["rows_quarantined"] == 300
+    assert quarantined == [{"n": 20}]  # not 40: a rerun replaces its earlier record
 
 
 # ---------------------------------------------------------------- production_metrics
@@ -235,17 +253,36 @@ def unlabelled_day(platform) -> tuple[str, pd.DataFrame]:
     return day, traffic
 
 
-def test_a_day_without_labels_has_no_verdict(platform, unlabelled_day):
+def test_a_day_without_labels_is_estimated_from_calibrated_probabilities(platform, unlabelled_day):
     day, _ = unlabelled_day
     logged = _logged(platform, day)
     assert len(logged) == 300 and all(r["y_true"] is None for r in logged)
     rows = platform.metric_rows(day)
+    for metric in ("accuracy", "f1", "roc_auc"):
+        row = rows[metric]
+        assert row["basis"] == "estimated", row
+        assert row["value"] is not None and row["value"] == row["estimated_value"]
+        assert row["estimated_lower"] <= row["value"] <= row["estimated_upper"]
+        assert row["estimation_error"] is None
+        assert row["level"] in ("ok", "warning", "critical")
+        assert row["n_predictions"] == 300 and row["n_settled"] == 0
+    # Log loss needs the labels themselves: no estimate, said so, never a made-up 0.
+    assert rows["log_loss"]["value"] is None
+    assert rows["log_loss"]["note"] == "not estimable without labels (labels pending)"
+
+
+def test_without_estimation_a_day_without_labels_has_no_verdict(platform, unlabelled_day):
+    day, _ = unlabelled_day
+    model = unique_model("noestimate")
+    base = platform.catalog.get("match_outcome")
+    platform.clone_model(model, monitoring=base.monitoring.model_copy(update={"estimate": False}))
+    platform.materialize(PRODUCTION, day=day, model=model)
+    rows = platform.metric_rows(day, model=model)
     assert set(_monitored(platform)) <= set(rows)
     for row in rows.values():
         assert row["level"] == "insufficient_data"
-        assert row["value"] is None
+        assert row["value"] is None and row["basis"] is None
         assert row["note"] == f"only 0 labelled rows (< {MIN_LABELLED}): no verdict"
-        assert row["n_predictions"] == 300 and row["n_settled"] == 0
 
 
 def test_late_labels_re_evaluate_the_day(platform, unlabelled_day):
@@ -258,8 +295,15 @@ def test_late_labels_re_evaluate_the_day(platform, unlabelled_day):
     for metric in _monitored(platform):
         row = rows[metric]
         assert row["level"] in ("ok", "warning", "critical"), row
+        assert row["basis"] == "realised"
         assert row["value"] is not None and row["note"] is None
         assert row["n_predictions"] == 300 and row["n_settled"] == 300
+    # The day's estimate is kept beside the realised value, with its error.
+    accuracy = rows["accuracy"]
+    assert accuracy["estimated_value"] is not None
+    assert accuracy["estimation_error"] == pytest.approx(
+        accuracy["value"] - accuracy["estimated_value"]
+    )
 
 
 def _append_served_row(platform: Platform, day: str, new_id: str, **changes: object) -> None:
@@ -342,18 +386,18 @@ def test_a_batch_missing_a_column_fails_naming_the_column_and_the_model(platform
     )
 
 
-def test_a_labels_table_that_does_not_exist_fails_naming_it(platform):
+def test_a_labels_table_that_does_not_exist_yet_means_no_labels(platform):
     model = unique_model("nolabels")
     contract = platform.clone_model(model, own_sources=True)
     day = "2026-02-18"
     traffic = demo_data.production_day(day=_date(day), n_rows=50)
     rows = traffic[["match_id", "match_date", *demo_data.FEATURES]].assign(p_home_win=0.5)
     demo_serving.write_table(platform.wh, contract.production.predictions.table, rows)
-    with pytest.raises(dg.Failure) as failure:
-        platform.materialize(["production_predictions"], day=day, model=model)
-    message = str(failure.value)
+    result = platform.materialize(["production_predictions"], day=day, model=model)
+    metadata = _output_metadata(result, "production_predictions")
     labels = contract.production.labels.table
-    assert f"model {model}: table {labels} does not exist" in message, message
+    assert metadata["rows_stored"] == 50 and metadata["labels_received"] == 0
+    assert f"model {model}: table {labels} does not exist" in metadata["labels"]
 
 
 def test_a_declared_model_without_a_baseline_fails_saying_so(platform):

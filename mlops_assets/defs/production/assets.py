@@ -87,16 +87,24 @@ def production_predictions(
             model_version=model.model_version,
             features=model.features,
         )
-        labelled = None
+        labelled, labels_note = None, "no labels source (targets come with the predictions)"
         if contract.production.labels is not None:
             ids = prediction_ids(wh, plan, day)
             label_reader = open_source(
                 resolved_source(contract.production.labels, home), wh, model=contract.name
             )
-            labels = label_reader.read_ids(ids, plan.source_columns("label"), id_column=cols.id)
-            labelled = inference_log.ingest_labels(
-                wh, contract, labels, batch_id=f"{batch}:labels", features=model.features
-            )
+            try:
+                labels = label_reader.read_ids(ids, plan.source_columns("label"), id_column=cols.id)
+            except SourceError as error:
+                # Labels come later, often from another team: a labels table that does not
+                # exist yet means no labels yet, not a failed day. The predictions are stored.
+                labels_note = f"no labels read: {error}"
+                context.log.warning(labels_note)
+            else:
+                labelled = inference_log.ingest_labels(
+                    wh, contract, labels, batch_id=f"{batch}:labels", features=model.features
+                )
+                labels_note = f"{labelled.n_good} label(s) for this day's predictions"
     except (SourceError, SourceSchemaError, inference_log.InferenceLogError) as error:
         raise dg.Failure(str(error)) from error
     yield dg.Output(
@@ -106,6 +114,7 @@ def production_predictions(
             "rows_stored": ingested.n_good,
             "rows_quarantined": ingested.n_quarantined,
             "labels_received": labelled.n_good if labelled else 0,
+            "labels": labels_note,
             "labels_quarantined": labelled.n_quarantined if labelled else 0,
             "source": contract.production.predictions.describe(),
             "model_version": model.model_version or "pending replay",
@@ -182,7 +191,12 @@ def production_metrics(
     lower: dict[str, float] = {}
     upper: dict[str, float] = {}
     outputs_all = _outputs(contract, frame) if n_predictions else None
-    if model.estimation and outputs_all is not None and outputs_all.proba is not None:
+    if (
+        contract.monitoring.estimate
+        and model.estimation
+        and outputs_all is not None
+        and outputs_all.proba is not None
+    ):
         estimated, lower, upper = estimate_day(
             contract, model.estimation, outputs_all, business_frame
         )
@@ -260,7 +274,11 @@ def production_metrics(
                 levels=monitored.get(metric, DEFAULT_LEVELS.get(metric, (0.05, 0.10))),
             )
         elif observed is None and not note:
-            row["note"] = "metric undefined on this day's data"
+            row["note"] = (
+                "not estimable without labels (labels pending)"
+                if basis == "estimated"
+                else "metric undefined on this day's data"
+            )
         rows.append(row)
         verdicts[metric] = row
     replace_partition(
