@@ -11,6 +11,7 @@ import pandas as pd
 
 from mlops_assets.lib.alert_policy import AlertPolicy, AlertState, DayEvaluation, step
 from mlops_assets.storage.alerts import add_event, open_alert, utcnow
+from mlops_assets.storage.mlflow_buffer import backfill_replayed_ids
 from mlops_assets.storage.warehouse import Warehouse, frame_from_parquet, sql_file
 
 
@@ -91,6 +92,8 @@ def replace_partition(
             {"m": model, "d": day},
         )
         tx.insert_frame(table, rows)
+        # Rows carry the ids read when the asset started; a replay since then missed them.
+        backfill_replayed_ids(tx, _local_ids(rows))
 
 
 def evaluate_alerts(
@@ -177,7 +180,16 @@ def evaluate_alerts(
                     "status": s.status,
                 }
             )
+        backfill_replayed_ids(tx, [model.local_run_id])
     return changes
+
+
+def _local_ids(rows: pd.DataFrame) -> set[str]:
+    found: set[str] = set()
+    for column in ("training_local_run_id", "baseline_local_run_id"):
+        if column in rows.columns:
+            found |= {str(v) for v in rows[column].dropna().unique()}
+    return found
 
 
 def _state(row: dict) -> AlertState:

@@ -96,9 +96,11 @@ def feature_drift_report(
     html_path.write_text(
         render_html(report, reference, current, title=f"Feature drift: {model_name}, {day_key}")
     )
-    # Logged to the baseline's MLflow run through the buffer: replayed later if MLflow is down.
-    tracker.add_artifact(model.local_run_id, html_path, f"drift_reports/{day_key}")
-    logged = tracker.replay(model.local_run_id)
+    # Its own MLflow run per model version and day (through the buffer, replayed later if
+    # MLflow is down); the training run stays finished.
+    logged = tracker.log_monitoring_artifact(
+        model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
+    )
 
     frame = report.to_frame()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
