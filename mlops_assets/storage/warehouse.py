@@ -256,9 +256,12 @@ class DuckDBWarehouse(Warehouse):
         while True:
             try:
                 return duckdb.connect(str(self.path))
-            except duckdb.IOException as error:
-                # Another process holds the file lock: wait briefly and try again.
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.BinderException) as error:
+                # Another process holds the file lock, or another thread of this one is opening
+                # or closing the same file ("Unique file handle conflict"): try again shortly.
+                text = str(error).lower()
+                transient = "lock" in text or "file handle conflict" in text
+                if not transient or time.monotonic() > deadline:
                     raise WarehouseError(
                         f"could not open the embedded warehouse {self.path}: {error}"
                     ) from error

@@ -81,7 +81,7 @@ def test_three_concurrent_flushes_make_one_run_and_one_model_version(
         for _ in range(REPLAYERS)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs, strict=True):
+    for p, (_out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     # MLflow prints "View run ..." lines of its own; ours starts with "replayed".
     lines = [next(x for x in out.splitlines() if x.startswith("replayed")) for out, _ in outputs]
