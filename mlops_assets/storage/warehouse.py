@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.resources
 import io
 import random
 import re
@@ -20,12 +21,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# A source checkout keeps the SQL at the top of the repository; a wheel ships the same files as
+# package data of `mlops_assets.sql` (see setup.py).
+_CHECKOUT_SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
@@ -34,9 +38,22 @@ class WarehouseError(RuntimeError):
     """The warehouse could not be reached or a statement failed; the message says which."""
 
 
+def sql_root() -> Traversable:
+    """Where the SQL files are: in the installed package, else in the source checkout."""
+    packaged = importlib.resources.files("mlops_assets") / "sql"
+    if packaged.is_dir():
+        return packaged
+    if _CHECKOUT_SQL_DIR.is_dir():
+        return _CHECKOUT_SQL_DIR
+    raise WarehouseError(
+        f"no SQL files: neither {packaged} (installed package) nor {_CHECKOUT_SQL_DIR} "
+        "(source checkout) exists; the package was built without its sql/ data"
+    )
+
+
 def sql_file(name: str) -> str:
     """Text of `sql/<name>.sql` (for example `queries/select_training_runs`)."""
-    path = SQL_DIR / f"{name}.sql"
+    path = sql_root().joinpath(*f"{name}.sql".split("/"))
     if not path.is_file():
         raise WarehouseError(f"SQL file not found: {path}")
     return path.read_text()
@@ -60,11 +77,18 @@ class Migration:
 
 
 def migrations() -> list[Migration]:
-    found = []
-    for path in sorted((SQL_DIR / "migrations").glob("*.sql")):
-        version = int(path.name.split("_", 1)[0])
-        found.append(Migration(version, path.stem, path.read_text()))
-    return found
+    folder = sql_root() / "migrations"
+    paths = sorted(
+        (p for p in folder.iterdir() if p.name.endswith(".sql")) if folder.is_dir() else [],
+        key=lambda p: p.name,
+    )
+    if not paths:
+        # Applying nothing would leave every later statement failing on missing tables.
+        raise WarehouseError(f"no migration files in {folder}; the package is incomplete")
+    return [
+        Migration(int(p.name.split("_", 1)[0]), p.name.removesuffix(".sql"), p.read_text())
+        for p in paths
+    ]
 
 
 class Transaction(ABC):
