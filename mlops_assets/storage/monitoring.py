@@ -6,13 +6,15 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.lib.alert_policy import AlertPolicy, AlertState, DayEvaluation, step
 from mlops_assets.storage.alerts import add_event, open_alert, utcnow
 from mlops_assets.storage.mlflow_buffer import backfill_replayed_ids
 from mlops_assets.storage.warehouse import Warehouse, frame_from_parquet, sql_file
+
+if TYPE_CHECKING:  # pandas is imported by the callers that build frames, not at start-up
+    import pandas as pd
 
 
 class UnknownModelError(LookupError):

@@ -23,9 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas costs ~0.3 s to import; only the functions that need it import it
+    import pandas as pd
 
 # A source checkout keeps the SQL at the top of the repository; a wheel ships the same files as
 # package data of `mlops_assets.sql` (see setup.py).
@@ -105,6 +106,8 @@ class Transaction(ABC):
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int: ...
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self.query(sql, params))
 
 
@@ -425,4 +428,6 @@ def frame_to_parquet(frame: pd.DataFrame) -> bytes:
 
 
 def frame_from_parquet(data: bytes) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_parquet(io.BytesIO(bytes(data)))
