@@ -39,6 +39,28 @@ class WarehouseError(RuntimeError):
     """The warehouse could not be reached or a statement failed; the message says which."""
 
 
+class IndexRepairedError(WarehouseError):
+    """The embedded engine found a table's index broken (a writer killed mid-transaction can
+    leave it so), rebuilt the table, and rolled the transaction back: run it again."""
+
+    def __init__(self, table: str, error: BaseException):
+        super().__init__(
+            f"the index of {table} was broken ({error}); the table was rebuilt from its rows "
+            "and the transaction rolled back, so it can simply be run again"
+        )
+        self.table = table
+
+
+# DuckDB's words for an ART index that no longer matches its table.
+_BROKEN_INDEX = re.compile(
+    r"failed to delete all rows from index|index .*(corrupt|inconsistent)", re.IGNORECASE
+)
+_WRITTEN_TABLE = re.compile(
+    r"^\s*(?:DELETE\s+FROM|UPDATE|INSERT\s+INTO)\s+([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)",
+    re.IGNORECASE,
+)
+
+
 def sql_root() -> Traversable:
     """Where the SQL files are: in the installed package, else in the source checkout."""
     packaged = importlib.resources.files("mlops_assets") / "sql"
@@ -230,12 +252,31 @@ def _check_table(table: str) -> str:
 # --------------------------------------------------------------------------- DuckDB
 
 
+class _BrokenIndexError(Exception):
+    """Raised inside a DuckDB transaction; the warehouse repairs `tables` after the rollback."""
+
+    def __init__(self, tables: set[str], error: BaseException):
+        super().__init__(str(error))
+        self.tables, self.error = tables, error
+
+
 class _DuckTransaction(Transaction):
     def __init__(self, con: Any):
         self._con = con
+        # Tables this transaction wrote: the candidates when DuckDB reports a broken index
+        # (at the statement or at COMMIT, where its message names no table).
+        self.written: set[str] = set()
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        target = _WRITTEN_TABLE.match(sql)
+        if target:
+            self.written.add(target.group(1).lower())
+        try:
+            self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        except Exception as error:
+            if target and _BROKEN_INDEX.search(str(error)):
+                raise _BrokenIndexError({target.group(1).lower()}, error) from error
+            raise
 
     def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
@@ -252,6 +293,7 @@ class _DuckTransaction(Transaction):
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int:
         if frame.empty:
             return 0
+        self.written.add(_check_table(table))
         columns = ", ".join(f'"{c}"' for c in frame.columns)
         self._con.register("_incoming_frame", frame)
         try:
@@ -298,12 +340,71 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         con = self._connect()
+        broken: _BrokenIndexError | None = None
         try:
             con.execute("BEGIN TRANSACTION")
-            yield _DuckTransaction(con)
-            con.execute("COMMIT")
+            tx = _DuckTransaction(con)
+            yield tx
+            try:
+                con.execute("COMMIT")
+            except Exception as error:
+                if tx.written and _BROKEN_INDEX.search(str(error)):
+                    raise _BrokenIndexError(set(tx.written), error) from error
+                raise
+        except _BrokenIndexError as error:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            broken = error
         except BaseException:
             # The original error matters more than a failed rollback.
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+        if broken is not None:
+            for table in sorted(broken.tables):
+                self.rebuild_table(table)
+            names = ", ".join(sorted(broken.tables))
+            raise IndexRepairedError(names, broken.error) from broken.error
+
+    def rebuild_table(self, table: str) -> int:
+        """Recreate `table` from its own DDL and rows, with its indexes: DuckDB cannot repair
+        an ART index in place, and a rebuilt table has a fresh one. Returns the rows kept."""
+        schema, name = _check_table(table).split(".")
+        con = self._connect()
+        try:
+            ddl = con.execute(
+                "SELECT sql FROM duckdb_tables() WHERE schema_name = $s AND table_name = $t",
+                {"s": schema, "t": name},
+            ).fetchall()
+            if not ddl:
+                raise WarehouseError(f"cannot rebuild {table}: no such table")
+            indexes = con.execute(
+                "SELECT sql FROM duckdb_indexes() WHERE schema_name = $s AND table_name = $t "
+                "AND sql IS NOT NULL",
+                {"s": schema, "t": name},
+            ).fetchall()
+            broken = f"{name}__broken"
+            con.execute("BEGIN TRANSACTION")
+            for (index_sql,) in indexes:  # dropped with the old table's name; recreated below
+                index_name = re.search(r"INDEX\s+(\w+)", index_sql, re.IGNORECASE)
+                if index_name:
+                    con.execute(f'DROP INDEX IF EXISTS "{schema}"."{index_name.group(1)}"')
+            con.execute(f'ALTER TABLE "{schema}"."{name}" RENAME TO "{broken}"')
+            con.execute(ddl[0][0])
+            # A key the broken index let through twice is kept once.
+            con.execute(
+                f'INSERT OR IGNORE INTO "{schema}"."{name}" '  # noqa: S608 - catalog names
+                f'SELECT * FROM "{schema}"."{broken}"'
+            )
+            con.execute(f'DROP TABLE "{schema}"."{broken}"')
+            for (index_sql,) in indexes:
+                con.execute(index_sql)
+            con.execute("COMMIT")
+            con.execute("CHECKPOINT")
+            return int(con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()[0])  # noqa: S608
+        except BaseException:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise
