@@ -433,7 +433,7 @@ class MlflowBuffer:
         self.warehouse.execute(
             "UPDATE mlops.mlflow_buffer_runs SET attempts = attempts + 1, last_error = :e, "
             "lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE local_run_id = :id AND lease_owner = :owner",
+            "WHERE local_run_id = :id AND (lease_owner = :owner OR lease_owner IS NULL)",
             {"e": error, "id": local_run_id, "owner": owner},
         )
 
