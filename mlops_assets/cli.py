@@ -70,6 +70,10 @@ def _flush(args: argparse.Namespace) -> int:
         )
     for r in report.parked:
         print(f"parked {r.local_run_id}: {redact(r.error)}")
+    for r in report.busy:
+        print(f"skipped {r.local_run_id}: {redact(r.error)}")
+    for local_run_id in report.abandoned:
+        print(f"abandoned {local_run_id}: its recording process died before it finished")
     for r in report.failed:
         print(f"still pending {r.local_run_id}: {redact(r.error)}")
     return 1 if report.failed else 0
@@ -88,13 +92,17 @@ def _buffer(args: argparse.Namespace) -> int:
     age = summary.oldest_pending_age_s
     print(
         f"pending runs: {summary.pending_runs}, parked: {summary.parked_runs}, "
-        f"recording: {summary.recording_runs}, unsent metrics: {summary.pending_metrics}"
+        f"recording: {summary.recording_runs}, abandoned: {summary.abandoned_runs}, "
+        f"unsent metrics: {summary.pending_metrics}"
         + (f", oldest pending {age:.0f}s ago" if age is not None else "")
     )
     for run in summary.runs:
+        leased = run.state == "pending" and run.lease_owner
         print(
             f"  {run.local_run_id}  {run.state:<9} {run.run_name}  attempts {run.attempts}"
             + (f"  last error: {redact(run.last_error)}" if run.last_error else "")
+            + (f"  leased by {run.lease_owner}" if leased else "")
+            + (f"  reason: {redact(run.abandoned_reason)}" if run.abandoned_reason else "")
         )
     return 0
 

@@ -157,8 +157,8 @@ def test_a_new_migration_is_applied_and_a_changed_one_is_refused(
     engine: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     sql_dir = tmp_path / "sql"
-    shutil.copytree(warehouse_module.SQL_DIR, sql_dir)
-    monkeypatch.setattr(warehouse_module, "SQL_DIR", sql_dir)
+    shutil.copytree(warehouse_module.sql_root(), sql_dir)
+    monkeypatch.setattr(warehouse_module, "sql_root", lambda: sql_dir)
     engine.migrate()
 
     (sql_dir / "migrations" / "9001_probe.sql").write_text(
@@ -364,3 +364,12 @@ def test_concurrent_writer_processes_on_the_embedded_file(tmp_path: Path):
     ]
     pids = wh.query("SELECT count(DISTINCT pid) AS n FROM mlops.concurrent_writes")
     assert pids == [{"n": WRITERS}]
+
+
+def test_migrate_fails_loudly_when_it_finds_no_migration_files(
+    engine: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (tmp_path / "sql" / "migrations").mkdir(parents=True)
+    monkeypatch.setattr(warehouse_module, "sql_root", lambda: tmp_path / "sql")
+    with pytest.raises(WarehouseError, match="no migration files"):
+        engine.migrate()

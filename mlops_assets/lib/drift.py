@@ -34,7 +34,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 Verdict = Literal["no_drift", "possible_drift", "drift", "no_verdict"]
 FeatureKind = Literal["numeric", "categorical"]
@@ -461,6 +460,9 @@ def _ks_asymptotic_p(statistics: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> 
     m = np.maximum(n1, n2).astype(np.float64)
     n = np.minimum(n1, n2).astype(np.float64)
     en = m * n / (m + n)
+    # Imported here: scipy.stats is the heaviest import of the code location's start-up.
+    from scipy import stats
+
     return np.clip(stats.kstwo.sf(statistics, np.round(en)), 0.0, 1.0)
 
 
@@ -531,6 +533,8 @@ def _chi2_table(prep: _Prepared) -> np.ndarray:
 def _scipy_tests(
     numeric: list[_Prepared], categorical: list[_Prepared]
 ) -> dict[str, tuple[float, float]]:
+    from scipy import stats
+
     results: dict[str, tuple[float, float]] = {}
     if numeric:
         d = np.array([_ks_statistic(p.ref_sorted, p.cur_sorted) for p in numeric])

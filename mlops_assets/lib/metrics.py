@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.stats import rankdata
 
 METRICS: tuple[str, ...] = (
     "accuracy",
@@ -165,6 +164,9 @@ def _roi(
 def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     # Mann-Whitney U: the probability that a random positive outranks a random negative,
     # with ties counting one half (average ranks).
+    # scipy.stats costs ~0.3 s to import; the code location loads this module at start-up.
+    from scipy.stats import rankdata
+
     ranks = rankdata(p)
     n_pos = int(np.count_nonzero(y == 1.0))
     n_neg = y.size - n_pos

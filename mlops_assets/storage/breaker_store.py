@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 from mlops_assets.lib.breaker import BreakerEvent, BreakerState, Transition
 from mlops_assets.lib.redact import redact_optional
 from mlops_assets.storage.warehouse import Warehouse, sql_file
@@ -13,16 +16,22 @@ class SqlBreakerStore:
     """`BreakerStore` over the warehouse: read-modify-write in one transaction.
 
     PostgreSQL locks the row (`FOR UPDATE`) so concurrent processes take turns; DuckDB allows a
-    single writing process per file, which serialises the transaction by itself. The lock is
-    held only for this bookkeeping, never while the protected MLflow call runs.
+    single writing process per file, which serialises processes, but threads of one process
+    share the database and would conflict on the row: they take turns on a lock per file. The
+    locks are held only for this bookkeeping, never while the protected MLflow call runs.
     """
 
     def __init__(self, warehouse: Warehouse):
         self.warehouse = warehouse
         self._lock_clause = " FOR UPDATE" if warehouse.engine == "postgres" else ""
+        self._thread_lock = (
+            _file_lock(warehouse.describe())
+            if warehouse.engine == "embedded"
+            else contextlib.nullcontext()
+        )
 
     def transact(self, name: str, fn: Transition) -> BreakerState:
-        with self.warehouse.transaction() as tx:
+        with self._thread_lock, self.warehouse.transaction() as tx:
             tx.execute(
                 "INSERT INTO mlops.circuit_breakers (name, state, failure_count, "
                 "half_open_in_flight, half_open_successes) VALUES (:n, 'closed', 0, 0, 0) "
@@ -70,6 +79,15 @@ class SqlBreakerStore:
             )
             for r in reversed(rows)
         ]
+
+
+_FILE_LOCKS: dict[str, threading.Lock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(key: str) -> threading.Lock:
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.Lock())
 
 
 def _state(row: dict) -> BreakerState:

@@ -6,12 +6,20 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.lib.alert_policy import AlertPolicy, AlertState, DayEvaluation, step
 from mlops_assets.storage.alerts import add_event, open_alert, utcnow
-from mlops_assets.storage.warehouse import Warehouse, frame_from_parquet, sql_file
+from mlops_assets.storage.mlflow_buffer import backfill_replayed_ids
+from mlops_assets.storage.warehouse import (
+    IndexRepairedError,
+    Warehouse,
+    frame_from_parquet,
+    sql_file,
+)
+
+if TYPE_CHECKING:  # pandas is imported by the callers that build frames, not at start-up
+    import pandas as pd
 
 
 class UnknownModelError(LookupError):
@@ -87,13 +95,24 @@ def replace_partition(
     day_column: str,
     rows: pd.DataFrame,
 ) -> None:
-    """Delete-then-insert one (model, day) slice in one transaction: reruns replace, never add."""
-    with warehouse.transaction() as tx:
-        tx.execute(
-            f"DELETE FROM {table} WHERE model_name = :m AND {day_column} = :d",  # noqa: S608
-            {"m": model, "d": day},
-        )
-        tx.insert_frame(table, rows)
+    """Delete-then-insert one (model, day) slice in one transaction: reruns replace, never add.
+
+    If the embedded engine finds the table's index broken (a writer killed mid-transaction),
+    it rebuilds the table and rolls back; the slice is then written once more."""
+    for attempt in (1, 2):
+        try:
+            with warehouse.transaction() as tx:
+                tx.execute(
+                    f"DELETE FROM {table} WHERE model_name = :m AND {day_column} = :d",  # noqa: S608
+                    {"m": model, "d": day},
+                )
+                tx.insert_frame(table, rows)
+                # Rows carry the ids read when the asset started; a replay since then missed them.
+                backfill_replayed_ids(tx, _local_ids(rows))
+            return
+        except IndexRepairedError:
+            if attempt == 2:
+                raise
 
 
 def evaluate_alerts(
@@ -182,7 +201,16 @@ def evaluate_alerts(
                     "status": s.status,
                 }
             )
+        backfill_replayed_ids(tx, [model.local_run_id])
     return changes
+
+
+def _local_ids(rows: pd.DataFrame) -> set[str]:
+    found: set[str] = set()
+    for column in ("training_local_run_id", "baseline_local_run_id"):
+        if column in rows.columns:
+            found |= {str(v) for v in rows[column].dropna().unique()}
+    return found
 
 
 def _state(row: dict) -> AlertState:

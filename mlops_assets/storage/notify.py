@@ -35,15 +35,16 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
-
-import requests
 
 from mlops_assets.lib.notify_format import AlertMessage, idempotency_key, plain_text, slack_payload
 from mlops_assets.lib.redact import redact
 from mlops_assets.storage.alerts import add_event, open_alert, utcnow
 from mlops_assets.storage.warehouse import Transaction, Warehouse, sql_file
+
+if TYPE_CHECKING:  # requests is imported where a webhook is posted, not at start-up
+    import requests
 
 Row = Mapping[str, Any]
 Sender = Callable[[AlertMessage], None]
@@ -188,6 +189,8 @@ class WebhookSender:
 
     def post(self, payload: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> None:
         """Send one JSON body; return on any 2xx, raise `DeliveryError` otherwise."""
+        import requests
+
         problem = "not attempted"
         attempt = 0
         final = False  # True: no later call can succeed with the same request

@@ -15,6 +15,7 @@ version, end status), so a replay interrupted anywhere resumes without duplicate
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import os
 import shutil
@@ -28,16 +29,21 @@ from typing import Any
 from mlops_assets.lib.breaker import CircuitBreaker, CircuitOpenError
 from mlops_assets.lib.redact import redact, strip_credentials
 from mlops_assets.storage.mlflow_buffer import (
+    ABANDONED,
     PARKED,
     PENDING,
     REPLAYED,
     BufferedRun,
+    LeaseLostError,
     MetricPoint,
     MlflowBuffer,
+    new_lease_owner,
     now_ms,
 )
 
 LOCAL_RUN_TAG = "mlops.local_run_id"
+KIND_TAG = "mlops.kind"
+PARENT_LOCAL_RUN_TAG = "mlops.parent_local_run_id"
 METRICS_PER_BATCH = 1000  # MLflow's own per-request limit for log_batch
 PARAMS_PER_BATCH = 100
 # Metrics claimed per ledger transaction (25 log_batch calls). Each claim costs a transaction
@@ -114,12 +120,14 @@ def is_rejection(error: BaseException) -> bool:
 @dataclass(frozen=True)
 class ReplayResult:
     local_run_id: str
-    state: str  # replayed | pending | parked
+    state: str  # replayed | pending | parked | abandoned
     mlflow_experiment_id: str | None = None
     mlflow_run_id: str | None = None
     model_version: str | None = None
     metrics_sent: int = 0
     error: str | None = None
+    # Set when another process holds the run's lease (it is replaying it now); state pending.
+    leased_by: str | None = None
 
 
 @dataclass
@@ -127,6 +135,8 @@ class FlushReport:
     replayed: list[ReplayResult] = field(default_factory=list)
     failed: list[ReplayResult] = field(default_factory=list)
     parked: list[ReplayResult] = field(default_factory=list)
+    busy: list[ReplayResult] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
     skipped_reason: str | None = None
 
     @property
@@ -178,6 +188,8 @@ class MlflowTracker:
         self.breaker = breaker
         self._client_factory = client_factory
         self._client: Any = None
+        # Who this tracker is when it holds a run's lease (recording or replaying).
+        self.owner = new_lease_owner()
         configure_mlflow_http(config)
 
     # ------------------------------------------------------------------ client
@@ -231,30 +243,63 @@ class MlflowTracker:
             registered_model_name=registered_model_name,
             artifact_dir=str(artifact_dir),
             start_time_ms=now_ms(),
+            owner=self.owner,
         )
         recorder = RunRecorder(self, local_run_id, artifact_dir)
         recorder.set_tags({LOCAL_RUN_TAG: local_run_id, "mlflow.runName": run_name, **(tags or {})})
         try:
             yield recorder
         except BaseException:
-            self.buffer.finish(local_run_id, status="FAILED", end_time_ms=now_ms())
+            self.buffer.finish(
+                local_run_id, status="FAILED", end_time_ms=now_ms(), owner=self.owner
+            )
             raise
-        self.buffer.finish(local_run_id, status="FINISHED", end_time_ms=now_ms())
+        self.buffer.finish(local_run_id, status="FINISHED", end_time_ms=now_ms(), owner=self.owner)
 
-    def add_artifact(self, local_run_id: str, path: Path, artifact_path: str) -> None:
-        """Attach a file to a (possibly already replayed) run; it is uploaded by the replay."""
-        run = self.buffer.get(local_run_id)
-        if run is None or not run.artifact_dir:
-            raise KeyError(f"no buffered run {local_run_id!r} to attach {path.name} to")
-        target = Path(run.artifact_dir) / artifact_path
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target / path.name)
-        self.buffer.warehouse.execute(
-            "UPDATE mlops.mlflow_buffer_runs SET artifacts_done = FALSE, "
-            "state = CASE WHEN state = :replayed THEN :pending ELSE state END "
-            "WHERE local_run_id = :id",
-            {"replayed": REPLAYED, "pending": PENDING, "id": local_run_id},
-        )
+    def log_monitoring_artifact(
+        self, *, model_name: str, local_run_id: str, day: dt.date, path: Path
+    ) -> ReplayResult:
+        """Log a monitoring file (a drift report) to its own MLflow run, one per training run
+        and day, tagged with the training run as parent; the training run stays finished.
+
+        The monitoring run goes through the buffer like any run (replayed later when MLflow is
+        down). A rerun of the same day replaces that day's file and uploads only that run."""
+        parent = self.buffer.get(local_run_id)
+        # A model registered elsewhere has no buffered run: its id is its MLflow run id, and
+        # its monitoring runs go to the platform's experiment, tagged with that parent.
+        experiment = parent.experiment_name if parent else self.config.experiment_name
+        parent_mlflow_id = parent.mlflow_run_id if parent else local_run_id
+        monitor_id = f"monitor-{local_run_id.removeprefix('local-')}-{day:%Y%m%d}"
+        artifact_dir = self.config.artifact_root / monitor_id
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, artifact_dir / path.name)
+        tags = {
+            LOCAL_RUN_TAG: monitor_id,
+            KIND_TAG: "monitoring",
+            PARENT_LOCAL_RUN_TAG: local_run_id,
+            "mlops.model_name": model_name,
+            "mlops.monitoring_day": day.isoformat(),
+            "mlflow.runName": f"monitoring-{model_name}-{day:%Y-%m-%d}",
+        }
+        if parent_mlflow_id:
+            tags["mlflow.parentRunId"] = parent_mlflow_id
+        if self.buffer.get(monitor_id) is None:
+            self.buffer.open_run(
+                local_run_id=monitor_id,
+                experiment_name=experiment,
+                run_name=tags["mlflow.runName"],
+                registered_model_name=None,
+                artifact_dir=str(artifact_dir),
+                start_time_ms=now_ms(),
+                owner=self.owner,
+            )
+            self.buffer.add_tags(monitor_id, tags)
+            self.buffer.finish(
+                monitor_id, status="FINISHED", end_time_ms=now_ms(), owner=self.owner
+            )
+        else:
+            self.buffer.reopen_artifacts(monitor_id)
+        return self.replay(monitor_id)
 
     # ------------------------------------------------------------------ replay
 
@@ -267,18 +312,28 @@ class MlflowTracker:
         return True
 
     def replay(self, local_run_id: str) -> ReplayResult:
-        """Copy one buffered run into MLflow; safe to repeat and to resume after a crash."""
+        """Copy one buffered run into MLflow; safe to repeat and to resume after a crash.
+
+        Only the holder of the run's lease writes to MLflow, so concurrent replays (the sensor,
+        `mlops-assets flush`, a training run) converge on one MLflow run and one model version.
+        Outages leave the run pending and MLflow's refusals park it; any other error (a
+        warehouse failure, a bug) is raised, with the lease released so the run stays
+        claimable."""
         run = self.buffer.get(local_run_id)
         if run is None:
             raise KeyError(f"no buffered run {local_run_id!r}")
-        if run.state in (REPLAYED, PARKED):
+        if run.state in (REPLAYED, PARKED, ABANDONED):
+            return _settled(run)
+        if not self.buffer.acquire(local_run_id, self.owner):
+            now = self.buffer.get(local_run_id)
+            assert now is not None
+            if now.state in (REPLAYED, PARKED, ABANDONED):
+                return _settled(now)
             return ReplayResult(
                 local_run_id,
-                run.state,
-                run.mlflow_experiment_id,
-                run.mlflow_run_id,
-                run.model_version,
-                error=run.last_error,
+                now.state,
+                error=f"being replayed by {now.lease_owner}",
+                leased_by=now.lease_owner or "unknown",
             )
         sent = 0
         try:
@@ -291,8 +346,10 @@ class MlflowTracker:
             if not run.tags_done:
                 self._send_tags(run_id, self.buffer.tags(local_run_id))
                 self.buffer.set_flag(local_run_id, "tags_done")
+            self.buffer.renew(local_run_id, self.owner)
             sent = self._send_metrics(local_run_id, run_id)
             if not run.artifacts_done and run.artifact_dir and Path(run.artifact_dir).exists():
+                self.buffer.renew(local_run_id, self.owner)
                 if any(Path(run.artifact_dir).iterdir()):
                     self._call(self.client.log_artifacts, run_id, run.artifact_dir)
                 self.buffer.set_flag(local_run_id, "artifacts_done")
@@ -303,19 +360,30 @@ class MlflowTracker:
             if not run.run_terminated:
                 self._call(self.client.set_terminated, run_id, run.run_status, run.end_time_ms)
                 self.buffer.set_flag(local_run_id, "run_terminated")
+            self.buffer.renew(local_run_id, self.owner)
             self.buffer.complete(
                 local_run_id, experiment_id=experiment_id, run_id=run_id, model_version=version
             )
             return ReplayResult(
                 local_run_id, REPLAYED, experiment_id, run_id, version, metrics_sent=sent
             )
+        except LeaseLostError as error:
+            return ReplayResult(
+                local_run_id, PENDING, metrics_sent=sent, error=str(error), leased_by="another"
+            )
         except Exception as error:
             text = redact(f"{type(error).__name__}: {error}")[:1000]
             if is_rejection(error):
                 self.buffer.park(local_run_id, text)
                 return ReplayResult(local_run_id, PARKED, metrics_sent=sent, error=text)
-            self.buffer.record_attempt(local_run_id, text)
-            return ReplayResult(local_run_id, PENDING, metrics_sent=sent, error=text)
+            if is_outage(error):
+                self.buffer.record_attempt(local_run_id, text, owner=self.owner)
+                return ReplayResult(local_run_id, PENDING, metrics_sent=sent, error=text)
+            # Not MLflow's availability: a bug or our own storage. Fail loudly; whoever comes
+            # next may claim the run (if the warehouse is what failed, the lease just expires).
+            with contextlib.suppress(Exception):
+                self.buffer.release(local_run_id, self.owner)
+            raise
 
     def flush(
         self,
@@ -325,13 +393,16 @@ class MlflowTracker:
         min_age_s: float = 0.0,
     ) -> FlushReport:
         """Replay pending runs oldest first; stop at the first outage (the rest would fail) or
-        once `budget_s` is spent.
+        once `budget_s` is spent. A run another process is replaying (it holds the lease) is
+        skipped and reported as busy.
 
         A run nobody has tried yet that finished less than `min_age_s` ago is probably being
-        replayed by the training run that recorded it; two replays of one run at once could
-        both create it in MLflow, so it is left alone. A failed attempt (counted in the
-        buffer) means the training run gave up, and the caller takes over at once."""
+        replayed by the training run that recorded it (which holds its lease); it is left
+        alone. A failed attempt (counted in the buffer) means the training run gave up, and
+        the caller takes over at once. Recordings whose process died are marked abandoned
+        first (`FlushReport.abandoned`)."""
         report = FlushReport()
+        report.abandoned = self.buffer.reap_dead_recordings()
         pending = self.buffer.pending(limit)
         if not pending:
             report.skipped_reason = "nothing pending"
@@ -353,6 +424,8 @@ class MlflowTracker:
                 report.replayed.append(result)
             elif result.state == PARKED:
                 report.parked.append(result)
+            elif result.leased_by or result.state == ABANDONED:
+                report.busy.append(result)
             else:
                 report.failed.append(result)
                 break
@@ -375,6 +448,8 @@ class MlflowTracker:
         if found:
             run_id = found[0].info.run_id
         else:
+            # Creating is the one step that is not idempotent: make sure we still hold the run.
+            self.buffer.renew(run.local_run_id, self.owner)
             created = self._call(
                 self.client.create_run,
                 experiment_id,
@@ -478,6 +553,7 @@ class MlflowTracker:
                 raise
         mlflow_run = self._call(self.client.get_run, run_id)
         source = f"{mlflow_run.info.artifact_uri}/{run.model_artifact_path}"
+        self.buffer.renew(run.local_run_id, self.owner)
         version = self._call(self.client.create_model_version, name, source, run_id=run_id)
         return str(version.version)
 
@@ -485,6 +561,17 @@ class MlflowTracker:
 
     def set_champion(self, model_name: str, version: str) -> None:
         self._call(self.client.set_registered_model_alias, model_name, "champion", version)
+
+
+def _settled(run: BufferedRun) -> ReplayResult:
+    return ReplayResult(
+        run.local_run_id,
+        run.state,
+        run.mlflow_experiment_id,
+        run.mlflow_run_id,
+        run.model_version,
+        error=run.abandoned_reason or run.last_error,
+    )
 
 
 def _quote(value: str) -> str:

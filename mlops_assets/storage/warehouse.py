@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.resources
 import io
 import random
 import re
@@ -21,14 +22,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas costs ~0.3 s to import; only the functions that need it import it
+    import pandas as pd
 
 from mlops_assets.lib.redact import redact
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# A source checkout keeps the SQL at the top of the repository; a wheel ships the same files as
+# package data of `mlops_assets.sql` (see setup.py).
+_CHECKOUT_SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # Time limit of `query_readonly`. On DuckDB a reader holds a shared file lock that keeps every
 # writer out, and writers give up after `DuckDBWarehouse.lock_timeout` (60 s), so a query must
 # end well before that.
@@ -56,9 +61,44 @@ class WarehouseError(RuntimeError):
     """The warehouse could not be reached or a statement failed; the message says which."""
 
 
+class IndexRepairedError(WarehouseError):
+    """The embedded engine found a table's index broken (a writer killed mid-transaction can
+    leave it so), rebuilt the table, and rolled the transaction back: run it again."""
+
+    def __init__(self, table: str, error: BaseException):
+        super().__init__(
+            f"the index of {table} was broken ({error}); the table was rebuilt from its rows "
+            "and the transaction rolled back, so it can simply be run again"
+        )
+        self.table = table
+
+
+# DuckDB's words for an ART index that no longer matches its table.
+_BROKEN_INDEX = re.compile(
+    r"failed to delete all rows from index|index .*(corrupt|inconsistent)", re.IGNORECASE
+)
+_WRITTEN_TABLE = re.compile(
+    r"^\s*(?:DELETE\s+FROM|UPDATE|INSERT\s+INTO)\s+([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)",
+    re.IGNORECASE,
+)
+
+
+def sql_root() -> Traversable:
+    """Where the SQL files are: in the installed package, else in the source checkout."""
+    packaged = importlib.resources.files("mlops_assets") / "sql"
+    if packaged.is_dir():
+        return packaged
+    if _CHECKOUT_SQL_DIR.is_dir():
+        return _CHECKOUT_SQL_DIR
+    raise WarehouseError(
+        f"no SQL files: neither {packaged} (installed package) nor {_CHECKOUT_SQL_DIR} "
+        "(source checkout) exists; the package was built without its sql/ data"
+    )
+
+
 def sql_file(name: str) -> str:
     """Text of `sql/<name>.sql` (for example `queries/select_training_runs`)."""
-    path = SQL_DIR / f"{name}.sql"
+    path = sql_root().joinpath(*f"{name}.sql".split("/"))
     if not path.is_file():
         raise WarehouseError(f"SQL file not found: {path}")
     return path.read_text()
@@ -82,11 +122,18 @@ class Migration:
 
 
 def migrations() -> list[Migration]:
-    found = []
-    for path in sorted((SQL_DIR / "migrations").glob("*.sql")):
-        version = int(path.name.split("_", 1)[0])
-        found.append(Migration(version, path.stem, path.read_text()))
-    return found
+    folder = sql_root() / "migrations"
+    paths = sorted(
+        (p for p in folder.iterdir() if p.name.endswith(".sql")) if folder.is_dir() else [],
+        key=lambda p: p.name,
+    )
+    if not paths:
+        # Applying nothing would leave every later statement failing on missing tables.
+        raise WarehouseError(f"no migration files in {folder}; the package is incomplete")
+    return [
+        Migration(int(p.name.split("_", 1)[0]), p.name.removesuffix(".sql"), p.read_text())
+        for p in paths
+    ]
 
 
 class Transaction(ABC):
@@ -103,6 +150,8 @@ class Transaction(ABC):
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int: ...
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self.query(sql, params))
 
     @abstractmethod
@@ -303,12 +352,31 @@ def _check_table(table: str) -> str:
 # --------------------------------------------------------------------------- DuckDB
 
 
+class _BrokenIndexError(Exception):
+    """Raised inside a DuckDB transaction; the warehouse repairs `tables` after the rollback."""
+
+    def __init__(self, tables: set[str], error: BaseException):
+        super().__init__(str(error))
+        self.tables, self.error = tables, error
+
+
 class _DuckTransaction(Transaction):
     def __init__(self, con: Any):
         self._con = con
+        # Tables this transaction wrote: the candidates when DuckDB reports a broken index
+        # (at the statement or at COMMIT, where its message names no table).
+        self.written: set[str] = set()
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        target = _WRITTEN_TABLE.match(sql)
+        if target:
+            self.written.add(target.group(1).lower())
+        try:
+            self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        except Exception as error:
+            if target and _BROKEN_INDEX.search(str(error)):
+                raise _BrokenIndexError({target.group(1).lower()}, error) from error
+            raise
 
     def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
@@ -325,6 +393,7 @@ class _DuckTransaction(Transaction):
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int:
         if frame.empty:
             return 0
+        self.written.add(_check_table(table))
         columns = ", ".join(f'"{c}"' for c in frame.columns)
         self._con.register("_incoming_frame", _as_arrow(frame))
         try:
@@ -389,10 +458,13 @@ class DuckDBWarehouse(Warehouse):
         while True:
             try:
                 return duckdb.connect(str(self.path), **kwargs)
-            except duckdb.IOException as error:
-                # Another process holds the file lock: wait briefly and try again. Readers
-                # and writers exclude each other across processes (readers share).
-                if not _LOCK_ERROR.search(str(error)) or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.BinderException) as error:
+                # Another process holds the file lock (readers and writers exclude each other
+                # across processes; readers share), or another thread of this one is opening or
+                # closing the same file ("Unique file handle conflict"): try again shortly.
+                text = str(error)
+                transient = bool(_LOCK_ERROR.search(text)) or "file handle conflict" in text.lower()
+                if not transient or time.monotonic() > deadline:
                     raise WarehouseError(
                         f"could not open the embedded warehouse {self.path} (damaged, not a "
                         f"DuckDB file, or locked): {_first_line(error)}"
@@ -407,12 +479,71 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         con = self._connect()
+        broken: _BrokenIndexError | None = None
         try:
             con.execute("BEGIN TRANSACTION")
-            yield _DuckTransaction(con)
-            con.execute("COMMIT")
+            tx = _DuckTransaction(con)
+            yield tx
+            try:
+                con.execute("COMMIT")
+            except Exception as error:
+                if tx.written and _BROKEN_INDEX.search(str(error)):
+                    raise _BrokenIndexError(set(tx.written), error) from error
+                raise
+        except _BrokenIndexError as error:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            broken = error
         except BaseException:
             # The original error matters more than a failed rollback.
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+        if broken is not None:
+            for table in sorted(broken.tables):
+                self.rebuild_table(table)
+            names = ", ".join(sorted(broken.tables))
+            raise IndexRepairedError(names, broken.error) from broken.error
+
+    def rebuild_table(self, table: str) -> int:
+        """Recreate `table` from its own DDL and rows, with its indexes: DuckDB cannot repair
+        an ART index in place, and a rebuilt table has a fresh one. Returns the rows kept."""
+        schema, name = _check_table(table).split(".")
+        con = self._connect()
+        try:
+            ddl = con.execute(
+                "SELECT sql FROM duckdb_tables() WHERE schema_name = $s AND table_name = $t",
+                {"s": schema, "t": name},
+            ).fetchall()
+            if not ddl:
+                raise WarehouseError(f"cannot rebuild {table}: no such table")
+            indexes = con.execute(
+                "SELECT sql FROM duckdb_indexes() WHERE schema_name = $s AND table_name = $t "
+                "AND sql IS NOT NULL",
+                {"s": schema, "t": name},
+            ).fetchall()
+            broken = f"{name}__broken"
+            con.execute("BEGIN TRANSACTION")
+            for (index_sql,) in indexes:  # dropped with the old table's name; recreated below
+                index_name = re.search(r"INDEX\s+(\w+)", index_sql, re.IGNORECASE)
+                if index_name:
+                    con.execute(f'DROP INDEX IF EXISTS "{schema}"."{index_name.group(1)}"')
+            con.execute(f'ALTER TABLE "{schema}"."{name}" RENAME TO "{broken}"')
+            con.execute(ddl[0][0])
+            # A key the broken index let through twice is kept once.
+            con.execute(
+                f'INSERT OR IGNORE INTO "{schema}"."{name}" '  # noqa: S608 - catalog names
+                f'SELECT * FROM "{schema}"."{broken}"'
+            )
+            con.execute(f'DROP TABLE "{schema}"."{broken}"')
+            for (index_sql,) in indexes:
+                con.execute(index_sql)
+            con.execute("COMMIT")
+            con.execute("CHECKPOINT")
+            return int(con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()[0])  # noqa: S608
+        except BaseException:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise
@@ -723,4 +854,6 @@ def frame_to_parquet(frame: pd.DataFrame) -> bytes:
 
 
 def frame_from_parquet(data: bytes) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_parquet(io.BytesIO(bytes(data)))

@@ -775,6 +775,104 @@ class TestBreakerContract(BreakerStoreContract):
         return request.param()
 
 
+# The store the platform really uses, on both warehouse engines. One migrated warehouse per
+# module and engine, emptied before each test (a fresh PostgreSQL database per test would
+# cost more than the 57 tests themselves).
+_BREAKER_TABLES = ("mlops.circuit_breakers", "mlops.circuit_breaker_events")
+
+
+@pytest.fixture(scope="module")
+def _duckdb_warehouse(tmp_path_factory):
+    from mlops_assets.storage.warehouse import DuckDBWarehouse
+
+    warehouse = DuckDBWarehouse(tmp_path_factory.mktemp("breaker") / "warehouse.duckdb")
+    warehouse.migrate()
+    return warehouse
+
+
+@pytest.fixture(scope="module")
+def _postgres_warehouse(pg_admin_dsn):
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from mlops_assets.storage.warehouse import PostgresWarehouse
+
+    name = f"mlops_breaker_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    warehouse = PostgresWarehouse(f"{pg_admin_dsn.rsplit('/', 1)[0]}/{name}")
+    warehouse.migrate()
+    yield warehouse
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as con:
+        con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+class TestSqlBreakerStoreContract(BreakerStoreContract):
+    @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+    def breaker_store(self, request) -> BreakerStore:
+        from mlops_assets.storage.breaker_store import SqlBreakerStore
+
+        warehouse = request.getfixturevalue(f"_{request.param}_warehouse")
+        with warehouse.transaction() as tx:
+            for table in _BREAKER_TABLES:
+                tx.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+        return SqlBreakerStore(warehouse)
+
+
+# Another process, sharing the warehouse: reports what its own breaker sees.
+_OTHER_PROCESS = """
+import sys
+from mlops_assets.lib.breaker import CircuitBreaker, CircuitOpenError
+from mlops_assets.storage.breaker_store import SqlBreakerStore
+from mlops_assets.storage.warehouse import DuckDBWarehouse, PostgresWarehouse
+
+engine, where = sys.argv[1], sys.argv[2]
+warehouse = DuckDBWarehouse(where) if engine == "duckdb" else PostgresWarehouse(where)
+breaker = CircuitBreaker("mlflow", SqlBreakerStore(warehouse), failure_threshold=1)
+try:
+    breaker.call(lambda: print("called"))
+except CircuitOpenError as error:
+    print("rejected", breaker.current_state().state, error.retry_after > 0)
+"""
+
+
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_processes_sharing_the_warehouse_see_one_open_breaker(request, engine):
+    import subprocess
+    import sys
+
+    from mlops_assets.storage.breaker_store import SqlBreakerStore
+
+    warehouse = request.getfixturevalue(f"_{engine}_warehouse")
+    with warehouse.transaction() as tx:
+        for table in _BREAKER_TABLES:
+            tx.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+    where = str(warehouse.path) if engine == "duckdb" else warehouse.dsn
+
+    def other_process() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _OTHER_PROCESS, engine, where],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    assert other_process() == "called"  # closed: the other process calls through
+    here = CircuitBreaker(NAME, SqlBreakerStore(warehouse), failure_threshold=1)
+    with pytest.raises(ConnectionError):
+        here.call(_raise_connection_error)
+    assert here.current_state().state == "open"
+    assert other_process() == "rejected open True"
+
+
+def _raise_connection_error() -> None:
+    raise ConnectionError("[Errno 111] Connection refused")
+
+
 # Memory-store specifics and store-independent behaviour.
 
 

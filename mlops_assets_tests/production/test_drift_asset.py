@@ -105,7 +105,9 @@ def test_feature_drift_flags_the_drifted_features(platform, drifted):
     ]
 
 
-def test_html_report_is_self_contained_and_logged_to_the_baseline_run(platform, drifted, tmp_path):
+def test_html_report_is_self_contained_and_logged_to_its_own_monitoring_run(
+    platform, drifted, tmp_path
+):
     from mlflow.tracking import MlflowClient
 
     metadata, _, rows = drifted
@@ -119,11 +121,23 @@ def test_html_report_is_self_contained_and_logged_to_the_baseline_run(platform, 
         assert external not in lowered, external
     assert metadata["logged_to_mlflow"] == "yes"
 
+    # A monitoring run of its own, child of the training run, holding only this day's file;
+    # the training run is left finished and gets no report.
     client = MlflowClient(tracking_uri=platform.tracking_uri)
-    folder = f"drift_reports/{DRIFT_DAY}"
-    logged = [a.path for a in client.list_artifacts(platform.run.mlflow_run_id, folder)]
-    assert logged == [f"{folder}/{path.name}"]
-    copy = client.download_artifacts(platform.run.mlflow_run_id, logged[0], str(tmp_path))
+    training = client.get_run(platform.run.mlflow_run_id)
+    assert training.info.status == "FINISHED"
+    assert "drift_reports" not in {a.path for a in client.list_artifacts(training.info.run_id)}
+    monitoring = client.search_runs(
+        [training.info.experiment_id],
+        filter_string=f"tags.`mlops.kind` = 'monitoring' and "
+        f"tags.`mlops.parent_local_run_id` = '{platform.run.local_run_id}' and "
+        f"tags.`mlops.monitoring_day` = '{DRIFT_DAY}'",
+    )
+    assert len(monitoring) == 1
+    assert monitoring[0].data.tags["mlflow.parentRunId"] == training.info.run_id
+    logged = [a.path for a in client.list_artifacts(monitoring[0].info.run_id)]
+    assert logged == [path.name]
+    copy = client.download_artifacts(monitoring[0].info.run_id, logged[0], str(tmp_path))
     assert Path(copy).read_text() == html
 
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_assets.runtime import build_runtime
 from mlops_assets.storage import tracking
-from mlops_assets.storage.mlflow_buffer import PENDING, RECORDING, REPLAYED
+from mlops_assets.storage.mlflow_buffer import ABANDONED, PENDING, RECORDING, REPLAYED
 from mlops_assets_tests.tracking.conftest import TrackerFactory
 from mlops_assets_tests.tracking.fakes import InterceptingClient, SimulatedCrash
 from mlops_assets_tests.tracking.helpers import (
@@ -99,7 +99,14 @@ def test_kill_9_of_the_writer_leaves_whole_transactions_and_a_writable_buffer(ba
             1_700_000_000_000 + i,
             i,
         )
-    assert buffer.summary().recording_runs == 1
+    # The dead recording is detected (its pid is gone), marked abandoned with the reason, and
+    # no longer counted as pending or as unsent metrics.
+    summary = buffer.summary()
+    assert (summary.recording_runs, summary.pending_runs, summary.abandoned_runs) == (0, 0, 1)
+    assert summary.pending_metrics == 0
+    abandoned = buffer.get(killed_id)
+    assert abandoned is not None and abandoned.state == ABANDONED
+    assert f":{writer.pid}:" in (abandoned.abandoned_reason or ""), abandoned.abandoned_reason
 
     # Another process can write afterwards, and so can this one.
     after = start_writer(WRITER_BATCH, 2)
@@ -141,6 +148,14 @@ def test_crash_after_part_of_a_claim_reached_a_file_store_sends_each_metric_once
     expected = buffered_metrics(warehouse, local_id)
     reached = mlflow_metrics(client, run_id, sorted(expected))
     assert sum(sum(c.values()) for c in reached.values()) == 2000  # half the claim got through
+    # The dead replayer still holds the lease; it runs out (here: at once) before anyone resumes.
+    held = crashing.buffer.get(local_id)
+    assert held is not None and held.lease_owner == crashing.owner
+    assert not make_tracker(uri).buffer.acquire(local_id, "someone-else")
+    warehouse.execute(
+        "UPDATE mlops.mlflow_buffer_runs SET lease_expires_at = 0 WHERE local_run_id = :id",
+        {"id": local_id},
+    )
 
     result = make_tracker(uri).replay(local_id)
 

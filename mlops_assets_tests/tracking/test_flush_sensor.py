@@ -294,7 +294,7 @@ def test_fresh_runs_are_left_to_the_training_runs_own_replay(
     )
     fresh_id = record(tracker, 10, name="fresh")
     given_up_id = record(tracker, 10, name="given-up")
-    tracker.buffer.record_attempt(given_up_id, "ConnectionError: refused")
+    tracker.buffer.record_attempt(given_up_id, "ConnectionError: refused", owner=tracker.owner)
 
     result = tick(resources)
 

@@ -76,12 +76,11 @@ def feature_drift_report(
     html_path.write_text(
         render_html(report, reference, current, title=f"Feature drift: {model_name}, {day_key}")
     )
-    # Logged to the baseline's MLflow run through the buffer: replayed later if MLflow is down.
-    logged_note = "not logged (model trained elsewhere)"
-    if tracker.buffer.get(model.local_run_id) is not None:
-        tracker.add_artifact(model.local_run_id, html_path, f"drift_reports/{day_key}")
-        logged = tracker.replay(model.local_run_id)
-        logged_note = "yes" if logged.state == "replayed" else "buffered for replay"
+    # Its own MLflow run per model version and day (through the buffer, replayed later if
+    # MLflow is down); the training run stays finished.
+    logged = tracker.log_monitoring_artifact(
+        model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
+    )
 
     frame = report.to_frame()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -140,7 +139,7 @@ def feature_drift_report(
             "rows_reference": report.n_reference,
             "ignored_columns": ", ".join(report.ignored_columns) or "none",
             "report": dg.MetadataValue.path(str(html_path)),
-            "logged_to_mlflow": logged_note,
+            "logged_to_mlflow": "yes" if logged.state == "replayed" else "buffered for replay",
             "baseline_mlflow_run_id": model.run_ref,
             "top_drifting": dg.MetadataValue.json(top),
             "alert_changes": dg.MetadataValue.json(changes),

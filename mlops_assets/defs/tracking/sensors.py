@@ -174,6 +174,12 @@ def mlflow_buffer_flush_sensor(
         context.log.error(
             f"MLflow rejected {result.local_run_id}; parked until someone fixes it: {result.error}"
         )
+    for result in report.busy:
+        context.log.info(f"{result.local_run_id} skipped: {result.error}")
+    for local_run_id in report.abandoned:
+        context.log.warning(
+            f"{local_run_id} marked abandoned: its recording process died before it finished"
+        )
     for result in report.failed:
         context.log.warning(
             f"replay of {result.local_run_id} stopped ({result.metrics_sent} metrics sent, "
