@@ -14,6 +14,8 @@ started=$SECONDS
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# setuptools keeps build/ in the tree between builds; a stale copy would ship deleted files.
+rm -rf "$ROOT/build"
 "$PY" -m pip wheel --no-deps --quiet . -w "$work/dist" 2>"$work/build.log" || {
     cat "$work/build.log" >&2
     exit 1
@@ -106,7 +108,10 @@ result = dg.materialize(
 run = result.output_for_node("training_run")
 assert run.tracking_status == "TRACKED", run.tracking_status
 dg.materialize(
-    [defs.get_assets_def(dg.AssetKey(keys[3]))], resources=defs.resources, instance=instance
+    [defs.get_assets_def(dg.AssetKey(keys[3]))],
+    resources=defs.resources,
+    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    instance=instance,
 )
 print(f"training: {run.local_run_id} tracked as MLflow run {run.mlflow_run_id}")
 PY
