@@ -18,9 +18,6 @@ TASKS = ("binary", "multiclass", "regression")
 FeatureKind = Literal["numeric", "categorical"]
 Severity = Literal["info", "warning", "critical"]
 
-# Model names become partition keys, paths, table names and MLflow names: keep them to a set
-# that is safe in all four.
-MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COLUMN_RULE = "letters, digits and _, not starting with a digit"
@@ -321,7 +318,7 @@ class Production(_Strict):
 class ModelContract(_Strict):
     """One monitored model."""
 
-    name: str = Field(description="Model name: letters, digits, _ (1-63, starts with a letter)")
+    name: str = Field(description="Model name: letters, digits, _ (1-50, starts with a letter)")
     task: Literal["binary", "multiclass", "regression"]
     description: str | None = None
     owner: str | None = None
@@ -341,11 +338,9 @@ class ModelContract(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not MODEL_NAME.match(value):
-            raise ValueError(
-                f"model name {value!r} must be 1-63 letters, digits or _, starting with a letter"
-            )
-        return value
+        from mlops_assets.lib.names import validate_model_name
+
+        return validate_model_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelContract:

@@ -1,16 +1,18 @@
 """Names that become file paths, partition keys and MLflow registered-model names.
 
 A model name is used as a directory (`reports/<model>/`), as one dimension of a multi-partition
-key (where `|` separates dimensions) and as an MLflow registered-model name, so it is checked
-once, where it enters, against one pattern that is safe for all three.
+key (where `|` separates dimensions), as an MLflow registered-model name and in the names of
+the model's inference-log tables, so it is checked where it enters (the model contract, the
+settings, partition keys) against one pattern that is safe for all four.
 """
 
 from __future__ import annotations
 
 import re
 
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
-MODEL_NAME_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
+# Also a table name: `inference."<model>__predictions"` must fit PostgreSQL's 63-byte limit.
+MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,49}$"
+MODEL_NAME_RULE = "1-50 characters: letters, digits and '_', starting with a letter"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
 

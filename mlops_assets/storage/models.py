@@ -191,3 +191,24 @@ class Predictor:
             return Scores(None, p, classes, None)
         order = [model_classes.index(c) for c in classes]
         return Scores(None, proba[:, order], classes, None)
+
+
+def local_predictor(
+    contract: ModelContract,
+    *,
+    home: Path,
+    artifact_root: Path,
+    local_run_id: str,
+    mlflow_run_id: str | None,
+    features: list[str],
+) -> Predictor | None:
+    """The model of a run from this host's copies, or None: the cache of a registered model
+    (by MLflow run id) or the buffered artifacts of a run trained here. Never calls MLflow, so
+    an optional use (impact ranking) costs nothing when the model is elsewhere."""
+    candidates = [artifact_root / local_run_id / "model"]
+    if mlflow_run_id:
+        candidates.insert(0, cached_model_dir(home, mlflow_run_id))
+    for model_dir in candidates:
+        if (model_dir / "MLmodel").exists():
+            return Predictor(contract, model_dir, features=features)
+    return None

@@ -123,6 +123,7 @@ def evaluate_alerts(
     evaluations: dict[str, DayEvaluation],
     policy: AlertPolicy,
     estimated: set[str] | frozenset[str] = frozenset(),
+    detail: str = "",
 ) -> list[dict]:
     """Advance each (model, kind, metric) alert by one day; returns the state changes."""
     changes = []
@@ -161,7 +162,8 @@ def evaluate_alerts(
                     first_seen=s.first_seen,
                     last_seen=s.last_seen,
                     message=f"{metric} {today.level} on {today.day}"
-                    + (" (estimated: labels pending)" if metric in estimated else ""),
+                    + (" (estimated: labels pending)" if metric in estimated else "")
+                    + detail,
                     **context,
                 )
                 tx.execute(

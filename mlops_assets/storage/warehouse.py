@@ -171,6 +171,7 @@ class Transaction(ABC):
 def arrow_to_pandas(table: Any) -> pd.DataFrame:
     """pandas from Arrow with text as Arrow-backed strings (dtype "string"): no Python object
     per value, which is most of the cost of a million-row result otherwise."""
+    import pandas as pd
     import pyarrow as pa
 
     if hasattr(table, "read_all"):  # a RecordBatchReader
@@ -190,6 +191,8 @@ def arrow_to_pandas(table: Any) -> pd.DataFrame:
 def _typed(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
     """Cast a result to the requested pandas dtypes (the engines return near-misses: DuckDB
     gives object columns for all-NULL text, PostgreSQL's CSV has no types at all)."""
+    import pandas as pd
+
     missing = [c for c in frame.columns if c not in types]
     if missing:
         raise WarehouseError(f"select_frame: no type given for column(s) {', '.join(missing)}")

@@ -57,9 +57,10 @@ def test_minimal_registered_model_gets_task_defaults():
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"name": "../../x"}, "name: model name '../../x' must be"),
-        ({"name": "a|b"}, "name: model name 'a|b' must be"),
-        ({"name": ""}, "name: model name '' must be"),
+        ({"name": "../../x"}, "name: model_name '../../x' is not allowed: use 1-50 characters"),
+        ({"name": "a|b"}, "name: model_name 'a|b' is not allowed"),
+        ({"name": ""}, "name: model_name '' is not allowed"),
+        ({"name": "x" * 51}, "is not allowed: use 1-50 characters"),
         ({"task": "ranking"}, "task: Input should be 'binary', 'multiclass' or 'regression'"),
         ({"model": {}}, "model: give exactly one of registered or train"),
         (

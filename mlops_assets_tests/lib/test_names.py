@@ -6,7 +6,7 @@ import pytest
 from mlops_assets.lib.names import validate_model_name
 
 
-@pytest.mark.parametrize("name", ["match_outcome", "m", "A-1.v2", "9lives", "x" * 64])
+@pytest.mark.parametrize("name", ["match_outcome", "m", "A_1_v2", "x" * 50])
 def test_valid_names_pass_unchanged(name: str):
     assert validate_model_name(name) == name
 
@@ -17,10 +17,12 @@ def test_valid_names_pass_unchanged(name: str):
         "../../x",  # would write drift reports outside the data directory
         "a|b",  # '|' separates multi-partition dimensions
         "",  # empty: predictions written, then failures
-        ".hidden",  # must start with a letter or digit
+        ".hidden",  # must start with a letter
+        "9lives",
+        "A-1.v2",  # '-' and '.' cannot be part of a table name
         "a/b",
         "a b",
-        "x" * 65,
+        "x" * 51,  # <model>__predictions must fit PostgreSQL's 63-byte identifiers
         "naïve",
     ],
 )
@@ -31,13 +33,20 @@ def test_invalid_names_are_refused_with_the_rule(name: str):
 
 
 @pytest.mark.parametrize("name", ["../../x", "a|b", ""])
-def test_training_config_refuses_before_anything_runs(name: str):
-    from mlops_assets.defs.training.assets import TrainingConfig
+def test_a_model_declaration_refuses_before_anything_runs(name: str):
+    from mlops_assets.lib.contract import ContractError, parse_contract
 
-    with pytest.raises(Exception, match="model_name") as caught:
-        TrainingConfig(model_name=name)
+    declaration = {
+        "name": name,
+        "task": "binary",
+        "model": {"registered": {"name": "m", "alias": "champion"}},
+        "columns": {"target": "y", "probability": "p"},
+        "baseline": {"source": {"table": "raw.v"}},
+        "production": {"predictions": {"table": "s.p"}},
+    }
+    with pytest.raises(ContractError, match="model_name") as caught:
+        parse_contract(declaration, source="m.yaml")
     assert "letters, digits" in str(caught.value)
-    assert TrainingConfig(model_name="ok.model-1").model_name == "ok.model-1"
 
 
 def test_partition_keys_and_settings_use_the_same_rule(monkeypatch: pytest.MonkeyPatch):

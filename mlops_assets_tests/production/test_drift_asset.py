@@ -167,3 +167,20 @@ def test_a_day_without_predictions_has_no_drift_verdict(platform):
     assert metadata["rows_current"] == 0
     assert check.passed is True
     assert metadata["alert_changes"] == []
+
+
+def test_drifted_features_are_ranked_by_what_their_shift_costs(platform, drifted):
+    metadata, _, rows = drifted
+    assert metadata["impact_ranking"] == "by estimated accuracy recovered"
+    impacts = {f: r["impact"] for f, r in rows.items() if r["impact"] is not None}
+    # Every drifted feature has an impact; a feature that did not move has none.
+    assert set(impacts) >= DRIFTED
+    assert all(rows[f]["impact"] is None for f in rows if rows[f]["verdict"] == "no_drift")
+    ranked = [t["feature"] for t in metadata["top_drifting"] if t["impact"] is not None]
+    assert ranked == sorted(ranked, key=lambda f: -impacts[f])
+    message = platform.wh.query(
+        "SELECT message FROM mlops.ml_performance_alerts WHERE model_name = :m AND kind = 'drift'",
+        {"m": MODEL},
+    )[0]["message"]
+    costliest = sorted(impacts, key=lambda f: -impacts[f])[0]
+    assert "costliest shifts: " + costliest in message

@@ -82,7 +82,9 @@ def feature_drift_report(
         model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
     )
 
+    impacts, impact_note = _impact_ranking(contract, model, report, reference, current, mlflow)
     frame = report.to_frame()
+    frame["impact"] = frame["feature"].map(impacts)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     frame = frame.assign(
         model_name=model_name,
@@ -125,11 +127,20 @@ def feature_drift_report(
             policy=AlertPolicy(
                 contract.monitoring.escalate_after_days, contract.monitoring.resolve_after_days
             ),
+            detail=_costliest(impacts),
         )
     top = [
-        {"feature": f.feature, "verdict": f.verdict, f.effect_size_name: f.effect_size}
+        {
+            "feature": f.feature,
+            "verdict": f.verdict,
+            f.effect_size_name: f.effect_size,
+            "impact": impacts.get(f.feature),
+        }
         for f in report.top_drifting(5)
     ]
+    # Ranked by what the shift costs when that is known, not only by how significant it is.
+    if impacts:
+        top.sort(key=lambda t: -(t["impact"] if t["impact"] is not None else float("-inf")))
     yield dg.Output(
         None,
         metadata={
@@ -142,6 +153,7 @@ def feature_drift_report(
             "logged_to_mlflow": "yes" if logged.state == "replayed" else "buffered for replay",
             "baseline_mlflow_run_id": model.run_ref,
             "top_drifting": dg.MetadataValue.json(top),
+            "impact_ranking": impact_note,
             "alert_changes": dg.MetadataValue.json(changes),
         },
     )
@@ -162,6 +174,52 @@ def feature_drift_report(
             "top_drifting": dg.MetadataValue.json(top),
         },
     )
+
+
+def _costliest(impacts: dict[str, float], k: int = 3) -> str:
+    ranked = sorted(impacts, key=lambda f: -impacts[f])[:k]
+    return f"; costliest shifts: {', '.join(ranked)}" if ranked else ""
+
+
+def _impact_ranking(contract, model, report, reference, current, mlflow):
+    """Drifted features -> how much of the estimated accuracy restoring each one recovers.
+
+    Needs the model's calibrator (classification) and the model on this host (the registered
+    model's cache or the run's buffered artifacts); without them the report is ranked by
+    significance only, and says so.
+    """
+    drifted = [f.feature for f in report.features if f.verdict in ("drift", "possible_drift")]
+    if not drifted:
+        return {}, "no drifted feature"
+    if not model.estimation:
+        return {}, "not ranked: no calibrator for this model (regression or labels only)"
+    from mlops_assets.lib.estimation import Calibrator
+    from mlops_assets.lib.impact import ImpactError, rank_feature_impact
+    from mlops_assets.storage.models import local_predictor
+
+    runtime = mlflow.runtime()
+    predictor = local_predictor(
+        contract,
+        home=runtime.settings.home,
+        artifact_root=runtime.mlflow_config.artifact_root,
+        local_run_id=model.local_run_id,
+        mlflow_run_id=model.mlflow_run_id,
+        features=list(model.features),
+    )
+    if predictor is None:
+        return {}, "not ranked: the model is not on this host"
+    try:
+        ranked = rank_feature_impact(
+            lambda frame: predictor.score(frame).proba,
+            Calibrator.from_dict(model.estimation["calibrator"]),
+            reference,
+            current,
+            drifted,
+            threshold=contract.threshold,
+        )
+    except ImpactError as error:
+        return {}, f"not ranked: {error}"
+    return {r.feature: float(r.impact) for r in ranked}, "by estimated accuracy recovered"
 
 
 _TABLE_COLUMNS = [
@@ -190,6 +248,7 @@ _TABLE_COLUMNS = [
     "non_finite_current",
     "dataset_verdict",
     "dataset_share_drifted",
+    "impact",
     "baseline_local_run_id",
     "baseline_mlflow_run_id",
     "mlflow_experiment_id",
