@@ -453,7 +453,7 @@ def format_health(warehouse) -> str:
     rows = warehouse.query(
         "SELECT model_name, model_version, overall_status, latest_accuracy, baseline_accuracy, "
         "open_alerts_warning, open_alerts_critical, latest_drift_verdict, champion_version, "
-        "active_mlflow_run_ids, pending_replay FROM mlops.ml_model_health_status "
+        "active_mlflow_run_ids, pending_replay, status_reason FROM mlops.ml_model_health_status "
         "ORDER BY model_name, model_version"
     )
     lines = [
@@ -468,6 +468,8 @@ def format_health(warehouse) -> str:
             f"  {r['latest_drift_verdict'] or '-':<15}{r['champion_version'] or '-':>6}  "
             f"{r['active_mlflow_run_ids']}{' (pending replay)' if r['pending_replay'] else ''}"
         )
+        if r["overall_status"] != "HEALTHY" and r["status_reason"]:
+            lines.append(f"{'':<27}why: {r['status_reason']}")
     return "\n".join(lines)
 
 

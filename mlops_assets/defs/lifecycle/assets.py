@@ -18,7 +18,12 @@ def ml_model_health_status(warehouse: WarehouseResource) -> dg.MaterializeResult
     """One row per model version: overall status, latest metrics, open alerts, drift, MLflow ids."""
     wh = warehouse.get()
     rows = wh.query(sql_file("queries/select_model_health"))
-    health = pd.DataFrame([_health_row(r, rows) for r in rows])
+    open_alerts: dict[str, list[dict]] = {}
+    for alert in wh.query(sql_file("queries/select_open_alerts_by_run")):
+        open_alerts.setdefault(alert["training_local_run_id"], []).append(alert)
+    health = pd.DataFrame(
+        [_health_row(r, rows, open_alerts.get(r["local_run_id"], [])) for r in rows]
+    )
     with wh.transaction() as tx:
         tx.execute("DELETE FROM mlops.ml_model_health_status")
         tx.insert_frame("mlops.ml_model_health_status", health)
@@ -31,18 +36,40 @@ def ml_model_health_status(warehouse: WarehouseResource) -> dg.MaterializeResult
     )
 
 
-def _health_row(r: dict, all_rows: list[dict]) -> dict:
+def _alert_reason(alerts: list[dict], severity: str) -> str:
+    """'accuracy, f1 (performance), dataset_drift (drift) since 2026-11-22'."""
+    chosen = [a for a in alerts if a["severity"] == severity]
+    by_kind: dict[str, list[str]] = {}
+    for a in chosen:
+        by_kind.setdefault(a["kind"], []).append(a["metric"])
+    parts = [f"{', '.join(metrics)} ({kind})" for kind, metrics in by_kind.items()]
+    since = min(str(a["first_seen"]) for a in chosen)
+    return f"{severity} alert(s) open: {'; '.join(parts)} since {since}"
+
+
+def _health_row(r: dict, all_rows: list[dict], alerts: list[dict] | None = None) -> dict:
     same_model = [x for x in all_rows if x["model_name"] == r["model_name"]]
     champion = next((x["model_version"] for x in same_model if x["is_champion"]), None)
+    alerts = alerts or []
     if r["n_critical"]:
-        status, reason = "CRITICAL", f"{r['n_critical']} critical alert(s) open"
+        status = "CRITICAL"
+        reason = (
+            _alert_reason(alerts, "critical")
+            if any(a["severity"] == "critical" for a in alerts)
+            else f"{r['n_critical']} critical alert(s) open"
+        )
     elif r["worst_level"] == 2:
         status, reason = (
             "CRITICAL",
             f"a metric is past its critical threshold on {r['metric_date']}",
         )
     elif r["n_warning"]:
-        status, reason = "WARNING", f"{r['n_warning']} warning alert(s) open"
+        status = "WARNING"
+        reason = (
+            _alert_reason(alerts, "warning")
+            if any(a["severity"] == "warning" for a in alerts)
+            else f"{r['n_warning']} warning alert(s) open"
+        )
     elif r["worst_level"] == 1:
         status, reason = "WARNING", f"a metric is past its warning threshold on {r['metric_date']}"
     elif r["metric_date"] is None:
