@@ -75,10 +75,15 @@ def training_output(result: dg.ExecuteInJobResult) -> training_assets.TrainingRu
     return result.output_for_node("training_run")
 
 
-def record_big_run(tracker: MlflowTracker, n_metrics: int, *, keys: int = 5) -> str:
+def record_big_run(
+    tracker: MlflowTracker, n_metrics: int, *, keys: int = 5, model: str | None = None
+) -> str:
     """A run with `n_metrics` stepped metric points over `keys` keys and synthetic timestamps
-    (one millisecond apart), plus params and tags; no model."""
-    with tracker.start_run(run_name="big", tags={"purpose": "outage-test"}) as run:
+    (one millisecond apart), plus params and tags; no model directory, registered under
+    `model` if given (its name only: nothing to register without a model directory)."""
+    with tracker.start_run(
+        run_name="big", registered_model_name=model, tags={"purpose": "outage-test"}
+    ) as run:
         run.log_params({"n_metrics": n_metrics, "keys": keys})
         run.log_metric_points(
             [
