@@ -24,7 +24,11 @@ def _contract(table: str) -> dict:
             "timestamp": "scored_at",
             "target": "churned",
             "probability": "p_churn",
-            "features": {"tenure_months": "numeric", "monthly_fee": "numeric", "plan": "categorical"},
+            "features": {
+                "tenure_months": "numeric",
+                "monthly_fee": "numeric",
+                "plan": "categorical",
+            },
         },
         "production": {"predictions": {"table": "mine.churn_scores"}},
     }
@@ -58,7 +62,9 @@ def warehouse(mlops_home):
     )
     with wh.transaction() as tx:
         tx.insert_frame("mine.history", history)
-    wh.execute("CREATE TABLE mine.partial AS SELECT customer_id, scored_at, churned FROM mine.history")
+    wh.execute(
+        "CREATE TABLE mine.partial AS SELECT customer_id, scored_at, churned FROM mine.history"
+    )
     return resource, history
 
 

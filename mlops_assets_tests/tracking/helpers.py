@@ -33,14 +33,11 @@ def small_match_model(model_name: str) -> ModelContract:
     contract = demo_catalog().get(MATCH)
     recipe = contract.model.train
     assert recipe is not None
+    small = recipe.model_copy(update={"params": {**recipe.params, "n_estimators": 30}})
     return contract.model_copy(
         update={
             "name": model_name,
-            "model": contract.model.model_copy(
-                update={
-                    "train": recipe.model_copy(update={"params": {**recipe.params, "n_estimators": 30}})
-                }
-            ),
+            "model": contract.model.model_copy(update={"train": small}),
             "baseline": contract.baseline.model_copy(update={"n_boot": 20, "reference_rows": 300}),
         },
         deep=True,

@@ -9,13 +9,13 @@ from typing import ClassVar
 import dagster as dg
 import pytest
 
+from mlops_assets.defs.partitions import MODELS
 from mlops_assets.defs.tracking import sensors as sensors_module
 from mlops_assets.defs.tracking.sensors import (
     REFRESH_AFTER_REPLAY,
     mlflow_buffer_flush_sensor,
     sensors,
 )
-from mlops_assets.defs.partitions import MODELS
 from mlops_assets.defs.training import assets as training_assets
 from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets.resources import MLflowResource, WarehouseResource
