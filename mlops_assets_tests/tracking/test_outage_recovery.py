@@ -17,6 +17,7 @@ from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.runtime import build_runtime
 from mlops_assets.storage import tracking
 from mlops_assets.storage.mlflow_buffer import PARKED, PENDING
+from mlops_assets.storage.models import SPEC_FILE
 from mlops_assets_tests.tracking.conftest import TrackerFactory
 from mlops_assets_tests.tracking.fakes import InterceptingClient
 from mlops_assets_tests.tracking.helpers import (
@@ -132,9 +133,10 @@ def test_server_killed_mid_replay_then_training_while_down_recovers_exactly_once
             client, tracker.buffer, trained.local_run_id
         )
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
-        top = {a.path for a in client.list_artifacts(run_id)}
-        assert {"model", "feature_spec.json"} <= top
-        assert "model/MLmodel" in {a.path for a in client.list_artifacts(run_id, "model")}
+        assert "model" in {a.path for a in client.list_artifacts(run_id)}
+        # The feature spec travels inside the model directory, next to MLmodel.
+        model_files = {a.path for a in client.list_artifacts(run_id, "model")}
+        assert {"model/MLmodel", f"model/{SPEC_FILE}"} <= model_files
         versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
         assert len(versions) == 1
         version = str(versions[0].version)
