@@ -161,7 +161,8 @@ def check_story(result, wh, text):
     assert [(str(v.version), v.run_id) for v in wine_versions] == [
         (wine["model_version"], wine["mlflow_run_id"])
     ]
-    assert client.get_model_version_by_alias(WINE, "champion").version == wine["model_version"]
+    champion = client.get_model_version_by_alias(WINE, "champion")
+    assert str(champion.version) == wine["model_version"]
 
 
 def test_story_on_postgres(mlops_home, monkeypatch, pg_dsn):
