@@ -2,14 +2,16 @@
 
 Everything is real: a Dagster instance on PostgreSQL (this repo's dagster.yaml), the queued run
 coordinator drained by `dagster-daemon`, one subprocess per run, the warehouse on PostgreSQL
-and a local `mlflow server`. The script trains one model, launches the backfill with
-`dagster job backfill`, waits for it, and reports wall time, the sum of run durations and the
-largest number of runs that overlapped in time (the parallelism actually achieved).
+and a local `mlflow server`. The script trains the demo's match_outcome model (its partition),
+lets the demo's serving system write `--rows` scored and settled matches per day into the
+model's source tables, launches the backfill of those days with `dagster job backfill`, waits
+for it, and reports wall time, the sum of run durations and the largest number of runs that
+overlapped in time (the parallelism actually achieved).
 
 Reference, in the same run: the same 30 partitions executed one after another in-process
 (`dg.materialize`), i.e. what a single process would do. Ends with one JSON line.
 
-    .venv/bin/python bench/backfill_parallel.py [--days 30] [--admin-dsn postgresql://...]
+    .venv/bin/python bench/backfill_parallel.py [--days 30] [--rows 500] [--admin-dsn ...]
 """
 
 from __future__ import annotations
@@ -89,20 +91,39 @@ def main() -> None:
 
         import dagster as dg
 
-        from mlops_assets.definitions import defs
-        from mlops_assets.defs.partitions import partition_key
+        from mlops_assets import demo_serving as serving
+        from mlops_assets.definitions import defs as load_defs
+        from mlops_assets.defs.partitions import MODELS, partition_key
+        from mlops_assets.demo import _match_predictor, demo_catalog
+        from mlops_assets.lib import demo_data
+        from mlops_assets.runtime import build_runtime
 
+        defs = load_defs()
         instance = dg.DagsterInstance.get()
         print(f"instance: {type(instance.run_storage).__name__} on {dagster_db}")
+        today = dt.date.today()
+        days = [today - dt.timedelta(days=n) for n in range(args.days, 0, -1)]
+        keys = [str(partition_key(d.isoformat(), serving.MATCH)) for d in days]
+        runtime = build_runtime()
+        serving.load_match_history(runtime.warehouse, end=days[0])
+        instance.add_dynamic_partitions(MODELS.name, [serving.MATCH])
         training = [
             defs.get_assets_def(dg.AssetKey(k))
             for k in ("training_dataset", "training_run", "training_baseline")
         ]
-        dg.materialize(training, resources=defs.resources, instance=instance)
-        today = dt.date.today()
-        days = [today - dt.timedelta(days=n) for n in range(args.days, 0, -1)]
-        keys = [f"{d.isoformat()}|match_outcome" for d in days]
-        run_config = {"ops": {"production_predictions": {"config": {"n_rows": args.rows}}}}
+        started = time.monotonic()
+        trained = dg.materialize(
+            training, resources=defs.resources, instance=instance, partition_key=serving.MATCH
+        ).output_for_node("training_run")
+        print(f"trained {serving.MATCH} in {time.monotonic() - started:.1f}s")
+        # The serving system's side: the days' predictions and results in the source tables.
+        predictor = _match_predictor(runtime, trained, demo_catalog())
+        for d in days:
+            traffic = serving.serve_matches(
+                runtime.warehouse, predictor, d, drift=demo_data.DriftSchedule(), n_rows=args.rows
+            )
+            serving.settle_matches(runtime.warehouse, traffic)
+        print(f"served and settled {args.rows} matches a day for {len(days)} days")
 
         log = open(root / "daemon.log", "wb")  # noqa: SIM115 - lives as long as the daemon
         daemon = subprocess.Popen(
@@ -113,8 +134,6 @@ def main() -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        config_file = root / "run_config.json"
-        config_file.write_text(json.dumps(run_config))
         started = time.monotonic()
         subprocess.run(
             [
@@ -157,15 +176,11 @@ def main() -> None:
             )
         ]
         ref_instance = dg.DagsterInstance.ephemeral()
-        ref_instance.add_dynamic_partitions("models", ["match_outcome"])
+        ref_instance.add_dynamic_partitions(MODELS.name, [serving.MATCH])
         started = time.monotonic()
-        for d in days:
+        for key in keys:
             dg.materialize(
-                production,
-                resources=defs.resources,
-                instance=ref_instance,
-                partition_key=partition_key(d.isoformat(), "match_outcome"),
-                run_config=run_config,
+                production, resources=defs.resources, instance=ref_instance, partition_key=key
             )
         sequential_s = time.monotonic() - started
         print(f"sequential in-process reference: {sequential_s:.1f}s for {len(days)} days")

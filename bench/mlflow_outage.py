@@ -4,8 +4,10 @@ Usage: python bench/mlflow_outage.py [--repeat 3] [--timeout 5] [--threshold 2]
        [--rows 3000] [--estimators 50] [--keep]
 
 Starts a real `mlflow server` (sqlite backend) and a loopback listener that accepts connections
-and never answers. `training_dataset` is materialized once; then `training_run` alone is
-materialized (in process, `dg.materialize`, resources from the code location) in three phases,
+and never answers. The demo's trained-here model (match_outcome, `--estimators` trees) reads
+`--rows` matches of history from its table; `training_dataset` is materialized once for its
+partition; then `training_run` alone is materialized (in process, `dg.materialize`, resources
+from the code location) in three phases,
 each with its own data directory and therefore its own circuit breaker:
 
 * up: the server answers; the run is replayed into MLflow inside the asset (model upload and
@@ -24,6 +26,7 @@ time is reported beside its timeout. The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -40,13 +43,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg  # noqa: E402
 
-from mlops_assets.definitions import defs  # noqa: E402
+from mlops_assets import demo_serving as serving  # noqa: E402
+from mlops_assets.definitions import defs as load_defs  # noqa: E402
+from mlops_assets.defs.partitions import MODELS  # noqa: E402
 from mlops_assets.defs.training import assets as training_assets  # noqa: E402
+from mlops_assets.demo import demo_catalog  # noqa: E402
+from mlops_assets.lib.contract import ModelCatalog  # noqa: E402
 from mlops_assets.local_mlflow import LocalMlflowServer  # noqa: E402
 from mlops_assets.runtime import build_runtime  # noqa: E402
 
 ASSETS = [training_assets.training_dataset, training_assets.training_run]
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+MODEL = serving.MATCH
+
+
+def bench_resources(estimators: int) -> dict[str, Any]:
+    """The code location's resources, with the demo model's recipe at `estimators` trees."""
+    contract = demo_catalog().get(MODEL)
+    recipe = contract.model.train
+    assert recipe is not None
+    recipe = recipe.model_copy(update={"params": {**recipe.params, "n_estimators": estimators}})
+    contract = contract.model_copy(
+        update={"model": contract.model.model_copy(update={"train": recipe})}, deep=True
+    )
+    return {**(load_defs().resources or {}), "models": ModelCatalog([contract])}
 
 
 class BlackHole:
@@ -85,17 +105,15 @@ def set_phase(home: Path, tracking_uri: str) -> None:
 
 
 def timed_training_run(instance: dg.DagsterInstance, estimators: int) -> tuple[float, Any]:
-    config = {
-        **QUIET,
-        "ops": {"training_run": {"config": {"n_estimators": estimators}}},
-    }
+    resources = bench_resources(estimators)
     start = time.perf_counter()
     result = dg.materialize(
         ASSETS,
         selection=["training_run"],
-        resources=defs.resources,
-        run_config=config,
+        resources=resources,
+        run_config=QUIET,
         instance=instance,
+        partition_key=MODEL,
     )
     elapsed = time.perf_counter() - start
     return elapsed, result.output_for_node("training_run")
@@ -152,15 +170,17 @@ def main() -> None:
         print(f"mlflow server up in {time.perf_counter() - started:.1f}s at {server.uri}")
         with dg.instance_for_test() as instance:
             set_phase(root / "up", server.uri)
+            instance.add_dynamic_partitions(MODELS.name, [MODEL])
+            serving.load_match_history(
+                build_runtime().warehouse, end=dt.date.today(), n_rows=args.rows
+            )
             dg.materialize(
                 ASSETS,
                 selection=["training_dataset"],
-                resources=defs.resources,
-                run_config={
-                    **QUIET,
-                    "ops": {"training_dataset": {"config": {"n_rows": args.rows}}},
-                },
+                resources=bench_resources(args.estimators),
+                run_config=QUIET,
                 instance=instance,
+                partition_key=MODEL,
             )
             # One untimed run warms the server and this process (imports, first requests).
             warm, _ = timed_training_run(instance, args.estimators)

@@ -2,7 +2,9 @@
 
 Only outcomes that stay true as the story grows are asserted: the first training run is
 tracked in MLflow with its params and metrics, the warehouse row and the baseline point at it,
-every training run ends up with an MLflow id, and the data stays in the given data directory.
+the registered model is baselined on its registry version, every training run ends up with an
+MLflow id, both models' partitions are on the instance, and the data stays in the given data
+directory.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import pytest
 
 from mlops_assets.settings import load_settings
 from mlops_assets.storage.warehouse import DuckDBWarehouse, Warehouse, frame_from_parquet
-from mlops_assets_tests.test_demo_story import check_story
+from mlops_assets_tests.test_demo_story import MATCH, WINE, check_story
+
+DEMO_MODELS = (MATCH, WINE)
 
 TRAINING_PARAMS = {"n_estimators", "learning_rate", "num_leaves", "min_child_samples"}
 HELD_OUT_METRICS = ("accuracy", "f1", "roc_auc")
@@ -152,10 +156,31 @@ def test_dagster_instance_under_home_has_the_materializations(demo: dict):
     instance = dg.DagsterInstance.from_config(str(demo["home"] / "dagster"))
     try:
         for key in ("training_dataset", "training_run", "training_baseline"):
-            event = instance.get_latest_materialization_event(dg.AssetKey(key))
-            assert event is not None, f"{key} was not materialized on the demo's instance"
+            partitions = instance.get_materialized_partitions(dg.AssetKey(key))
+            assert partitions == set(DEMO_MODELS), f"{key} on the demo's instance: {partitions}"
+        assert set(instance.get_dynamic_partitions("models")) == set(DEMO_MODELS)
+        materialized = instance.get_materialized_partitions(dg.AssetKey("production_metrics"))
+        assert {key.split("|")[-1] for key in materialized} == set(DEMO_MODELS)
     finally:
         instance.dispose()
+
+
+def test_the_registered_model_is_baselined_on_its_registry_version(demo: dict):
+    wh: Warehouse = demo["warehouse"]
+    run = wh.query(
+        "SELECT local_run_id, mlflow_run_id, model_version, origin, task "
+        "FROM mlops.training_runs WHERE model_name = 'wine_cultivar'"
+    )
+    assert len(run) == 1 and run[0]["origin"] == "registered" and run[0]["task"] == "multiclass"
+    baseline = wh.query(
+        "SELECT baseline_mlflow_run_id, model_version, metrics_json FROM "
+        "mlops.training_baselines WHERE local_run_id = :id",
+        {"id": run[0]["local_run_id"]},
+    )
+    assert len(baseline) == 1
+    assert baseline[0]["baseline_mlflow_run_id"] == run[0]["mlflow_run_id"]
+    assert baseline[0]["model_version"] == run[0]["model_version"]
+    assert {"accuracy", "f1_macro", "log_loss"} <= set(json.loads(baseline[0]["metrics_json"]))
 
 
 def test_data_stays_in_the_given_home(demo: dict):
@@ -181,3 +206,6 @@ def test_status_command_prints_the_health_table(demo: dict, capsys: pytest.Captu
     assert len(lines) == 2, out  # versions 1 and 2
     assert "CRITICAL" in lines[0]
     assert demo["result"].first_run.mlflow_run_id in lines[0]
+    wine = [line for line in out.splitlines() if "wine_cultivar" in line]
+    assert len(wine) == 1, out
+    assert "CRITICAL" in wine[0] or "WARNING" in wine[0]

@@ -1,5 +1,6 @@
 """The main job's whole story on PostgreSQL; `check_story` is shared with test_demo.py, which
-runs the same story on the embedded default.
+runs the same story on the embedded default. Two models: match_outcome (binary, trained here)
+and wine_cultivar (multiclass, registered in MLflow by its team's plain script).
 
 Real parts throughout: a real `mlflow server` that the demo starts, kills and restarts, a real
 Dagster instance, and the real warehouse engine. Assertions are on outcomes a user would check.
@@ -24,25 +25,71 @@ def _story(home, dsn=None):
     return result, runtime.warehouse, "\n".join(lines)
 
 
+MATCH, WINE = "match_outcome", "wine_cultivar"
+DEMO_DAYS = 14
+
+
+def _runs(wh, model: str) -> list[dict]:
+    return wh.query(
+        "SELECT local_run_id, model_version, mlflow_run_id, tracking_status, origin, "
+        "started_at FROM mlops.training_runs WHERE model_name = :m ORDER BY started_at",
+        {"m": model},
+    )
+
+
 def check_story(result, wh, text):
     first, outage = result.first_run, result.outage_run
-    # 1. MLflow up: tracked at once.
+    # 1. MLflow up: both models trained (match_outcome here, wine_cultivar resolved from the
+    # registry its team's script wrote to), both tracked at once.
+    assert first.model_name == MATCH
     assert first.tracking_status == "TRACKED" and first.mlflow_run_id
-    # Alerts fire only once drift is switched on, and some become critical.
+    wine_runs = _runs(wh, WINE)
+    assert len(wine_runs) == 1, wine_runs
+    wine = wine_runs[0]
+    assert wine["origin"] == "registered" and wine["tracking_status"] == "TRACKED"
+    assert wine["mlflow_run_id"] and wine["model_version"]
+    assert [r["origin"] for r in _runs(wh, MATCH)] == ["trained", "trained"]
+
+    # Both monitored every one of the 14 days.
+    monitored = {
+        r["model_name"]: r["n"]
+        for r in wh.query(
+            "SELECT model_name, count(DISTINCT metric_date) AS n FROM mlops.production_metrics "
+            "GROUP BY model_name"
+        )
+    }
+    assert monitored == {MATCH: DEMO_DAYS, WINE: DEMO_DAYS}, monitored
+    assert len(result.days) == DEMO_DAYS
+    for model in (MATCH, WINE):
+        levels = result.day_levels[model]
+        assert set(levels) == set(result.days), model
+        # Nothing before the drift; the last day is critical for both.
+        assert all(levels[d] == "ok" for d in result.days if d < result.drift_from), (
+            model,
+            levels,
+        )
+        assert levels[result.days[-1]] == "critical", (model, levels)
+
+    # Alerts fire for both models only once drift is switched on, some critical, each
+    # attributed to the version that was serving when it was raised.
     assert result.alerts, text
+    assert {a["model_name"] for a in result.alerts} == {MATCH, WINE}, result.alerts
     assert all(a["first_seen"] >= result.drift_from for a in result.alerts), result.alerts
     assert any(a["severity"] == "critical" for a in result.alerts)
-    assert all(result.day_levels[d] == "ok" for d in result.days if d < result.drift_from)
-    assert result.day_levels[result.days[-1]] == "critical"
+    in_service = {MATCH: first.model_version, WINE: wine["model_version"]}
+    for alert in result.alerts:
+        assert alert["model_version"] == in_service[alert["model_name"]], alert
 
     # 2. MLflow down: the retrain finished on a local id and the breaker opened.
+    assert outage.model_name == MATCH
     assert outage.tracking_status == "PENDING" and outage.mlflow_run_id is None
     before = result.pending_before_replay
     assert before["pending_runs"] == 1 and before["breaker"] == "open"
     assert before["training_runs"][0]["mlflow_run_id"] is None
     assert before["training_runs"][0]["tracking_status"] == "PENDING"
 
-    # 3. MLflow back: the real id is in every table that holds the run.
+    # 3. MLflow back: the real id is in every table that holds the run, and no training run
+    # of either model is left with only a local id.
     real = wh.query(
         "SELECT mlflow_run_id, mlflow_experiment_id, tracking_status, model_version "
         "FROM mlops.training_runs WHERE local_run_id = :id",
@@ -50,6 +97,11 @@ def check_story(result, wh, text):
     )[0]
     assert real["tracking_status"] == "TRACKED" and real["mlflow_run_id"]
     assert result.replayed == [real["mlflow_run_id"]]
+    local_only = wh.query(
+        "SELECT model_name, local_run_id FROM mlops.training_runs "
+        "WHERE mlflow_run_id IS NULL OR tracking_status <> 'TRACKED'"
+    )
+    assert local_only == []
     for table, id_column, local_column in (
         ("mlops.training_baselines", "baseline_mlflow_run_id", "local_run_id"),
         ("mlops.production_predictions", "mlflow_run_id", "training_local_run_id"),
@@ -64,10 +116,18 @@ def check_story(result, wh, text):
             )
         }
         assert ids == {real["mlflow_run_id"]}, (table, ids)
-    health = wh.query("SELECT * FROM mlops.ml_model_health_status ORDER BY model_version")
-    assert [h["pending_replay"] for h in health] == [False, False]
-    assert health[-1]["active_mlflow_run_ids"] == f'["{real["mlflow_run_id"]}"]'
-    assert {h["overall_status"] for h in health} <= {"CRITICAL", "WARNING"}
+
+    # Health rows for both models: match_outcome's two versions, wine_cultivar's one.
+    health = wh.query(
+        "SELECT * FROM mlops.ml_model_health_status ORDER BY model_name, model_version"
+    )
+    by_model = {m: [h for h in health if h["model_name"] == m] for m in (MATCH, WINE)}
+    assert len(by_model[MATCH]) == 2 and len(by_model[WINE]) == 1, health
+    assert [h["pending_replay"] for h in health] == [False] * len(health)
+    assert by_model[MATCH][-1]["active_mlflow_run_ids"] == f'["{real["mlflow_run_id"]}"]'
+    assert by_model[WINE][0]["active_mlflow_run_ids"] == f'["{wine["mlflow_run_id"]}"]'
+    assert {h["overall_status"] for h in by_model[MATCH]} <= {"CRITICAL", "WARNING"}
+    assert by_model[WINE][0]["overall_status"] in ("CRITICAL", "WARNING")
 
     # The two showcase queries return the demo's rows on this engine.
     trouble, critical = result.showcase.values()
@@ -75,10 +135,14 @@ def check_story(result, wh, text):
     degradations = [r["accuracy_degradation"] for r in trouble]
     assert degradations == sorted(degradations, reverse=True)
     assert critical and all(r["degradation_from_training_best"] > 5.0 for r in critical)
-    assert all(r["mlflow_run_id"] in (first.mlflow_run_id, real["mlflow_run_id"]) for r in critical)
+    served_runs = (first.mlflow_run_id, real["mlflow_run_id"], wine["mlflow_run_id"])
+    assert all(r["mlflow_run_id"] in served_runs for r in critical)
 
-    # MLflow holds both runs exactly once, each tagged with its local id, and two versions.
-    client = MlflowClient(tracking_uri=f"sqlite:///{result.home / 'mlflow-server' / 'mlflow.db'}")
+    # MLflow holds both runs trained here exactly once, each tagged with its local id, and
+    # two match_outcome versions; the wine team's own registration is untouched.
+    stores = sorted(result.home.rglob("mlflow.db"))
+    assert len(stores) == 1, stores
+    client = MlflowClient(tracking_uri=f"sqlite:///{stores[0]}")
     experiment = client.get_experiment_by_name("mlops_assets")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.data.tags[LOCAL_RUN_TAG] for r in runs) == sorted(
@@ -87,12 +151,18 @@ def check_story(result, wh, text):
     replayed_run = client.get_run(real["mlflow_run_id"])
     assert replayed_run.info.status == "FINISHED"
     assert replayed_run.data.metrics["accuracy"] == pytest.approx(outage.metrics["accuracy"])
-    history = client.get_metric_history(real["mlflow_run_id"], "valid_log_loss")
-    steps = [m.step for m in history]
-    assert len(steps) == len(set(steps)) > 0
-    versions = client.search_model_versions("name = 'match_outcome'")
+    # Every buffered metric reached MLflow exactly once.
+    for key in replayed_run.data.metrics:
+        assert len(client.get_metric_history(real["mlflow_run_id"], key)) == 1, key
+    versions = client.search_model_versions(f"name = '{MATCH}'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     assert {v.run_id for v in versions} == {first.mlflow_run_id, real["mlflow_run_id"]}
+    wine_versions = client.search_model_versions(f"name = '{WINE}'")
+    assert [(str(v.version), v.run_id) for v in wine_versions] == [
+        (wine["model_version"], wine["mlflow_run_id"])
+    ]
+    champion = client.get_model_version_by_alias(WINE, "champion")
+    assert str(champion.version) == wine["model_version"]
 
 
 def test_story_on_postgres(mlops_home, monkeypatch, pg_dsn):

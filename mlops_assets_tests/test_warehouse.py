@@ -115,13 +115,16 @@ def _training_run(local_run_id: str, model_name: str = "match_outcome") -> dict:
         "params_json": '{"n_estimators": 10}',
         "started_at": now,
         "finished_at": now + dt.timedelta(seconds=30),
+        "task": "binary",
+        "metrics_json": '{"accuracy": 0.7}',
+        "origin": "trained",
     }
 
 
 def _insert_run(wh: Warehouse, params: dict) -> None:
-    sql = sql_file("queries/insert_training_run")
+    sql = sql_file("queries/upsert_training_run")
     missing = set(warehouse_module._PLACEHOLDER.findall(sql)) - set(params)
-    assert not missing, f"insert_training_run.sql has new placeholders: {missing}"
+    assert not missing, f"upsert_training_run.sql has new placeholders: {missing}"
     wh.execute(sql, params)
 
 

@@ -3,12 +3,16 @@ runs, and comparing what MLflow holds with what the buffer holds."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter, defaultdict
 from typing import Any
 
 import dagster as dg
 
+from mlops_assets.defs.partitions import MODELS
 from mlops_assets.defs.training import assets as training_assets
+from mlops_assets.demo_serving import MATCH, load_match_history
+from mlops_assets.lib.contract import ModelCatalog, ModelContract
 from mlops_assets.storage.mlflow_buffer import MetricPoint, MlflowBuffer
 from mlops_assets.storage.tracking import LOCAL_RUN_TAG, MlflowTracker
 from mlops_assets.storage.warehouse import Warehouse
@@ -17,32 +21,47 @@ TRAINING_KEYS = {"training_dataset", "training_run", "training_baseline"}
 T0_MS = 1_700_000_000_000
 
 
-def training_assets_from_defs() -> list[Any]:
+def training_assets_from_defs(defs: dg.Definitions) -> list[Any]:
     """The three training assets as the code location defines them."""
-    from mlops_assets.definitions import defs
-
     return [a for a in defs.assets or [] if {k.to_user_string() for k in a.keys} <= TRAINING_KEYS]
+
+
+def small_match_model(model_name: str) -> ModelContract:
+    """The demo's trained-here model under another name, made small: 30 trees, 20 resamples."""
+    from mlops_assets.demo import demo_catalog
+
+    contract = demo_catalog().get(MATCH)
+    recipe = contract.model.train
+    assert recipe is not None
+    small = recipe.model_copy(update={"params": {**recipe.params, "n_estimators": 30}})
+    return contract.model_copy(
+        update={
+            "name": model_name,
+            "model": contract.model.model_copy(update={"train": small}),
+            "baseline": contract.baseline.model_copy(update={"n_boot": 20, "reference_rows": 300}),
+        },
+        deep=True,
+    )
 
 
 def materialize_training(
     instance: dg.DagsterInstance, model_name: str, selection: list[str] | None = None
 ) -> dg.ExecuteInJobResult:
-    """Small but real training: 1,500 rows, 30 trees, resources from the code location."""
-    from mlops_assets.definitions import defs
+    """Small but real training of `model_name`'s partition: 1,500 rows of history, 30 trees,
+    resources from the code location (settings from the environment)."""
+    from mlops_assets.definitions import defs as load_defs
 
-    run_config = {
-        "ops": {
-            "training_dataset": {"config": {"n_rows": 1500}},
-            "training_run": {"config": {"n_estimators": 30, "model_name": model_name}},
-            "training_baseline": {"config": {"n_boot": 20, "reference_rows": 300}},
-        }
-    }
-    if selection:
-        run_config["ops"] = {k: v for k, v in run_config["ops"].items() if k in selection}
+    defs = load_defs()
+    resources = dict(defs.resources or {})
+    resources["models"] = ModelCatalog([small_match_model(model_name)])
+    if not selection or "training_dataset" in selection:
+        warehouse = resources["warehouse"].get()
+        load_match_history(warehouse, end=dt.date(2026, 1, 1), n_rows=1500)
+    instance.add_dynamic_partitions(MODELS.name, [model_name])
     return dg.materialize(
-        training_assets_from_defs(),
-        resources=defs.resources,
-        run_config=run_config,
+        training_assets_from_defs(defs),
+        resources=resources,
+        partition_key=model_name,
         instance=instance,
         selection=selection,
         raise_on_error=True,
@@ -53,10 +72,15 @@ def training_output(result: dg.ExecuteInJobResult) -> training_assets.TrainingRu
     return result.output_for_node("training_run")
 
 
-def record_big_run(tracker: MlflowTracker, n_metrics: int, *, keys: int = 5) -> str:
+def record_big_run(
+    tracker: MlflowTracker, n_metrics: int, *, keys: int = 5, model: str | None = None
+) -> str:
     """A run with `n_metrics` stepped metric points over `keys` keys and synthetic timestamps
-    (one millisecond apart), plus params and tags; no model."""
-    with tracker.start_run(run_name="big", tags={"purpose": "outage-test"}) as run:
+    (one millisecond apart), plus params and tags; no model directory, registered under
+    `model` if given (its name only: nothing to register without a model directory)."""
+    with tracker.start_run(
+        run_name="big", registered_model_name=model, tags={"purpose": "outage-test"}
+    ) as run:
         run.log_params({"n_metrics": n_metrics, "keys": keys})
         run.log_metric_points(
             [

@@ -9,6 +9,7 @@ from typing import ClassVar
 import dagster as dg
 import pytest
 
+from mlops_assets.defs.partitions import MODELS
 from mlops_assets.defs.tracking import sensors as sensors_module
 from mlops_assets.defs.tracking.sensors import (
     REFRESH_AFTER_REPLAY,
@@ -16,6 +17,7 @@ from mlops_assets.defs.tracking.sensors import (
     sensors,
 )
 from mlops_assets.defs.training import assets as training_assets
+from mlops_assets.lib.contract import ModelCatalog
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage import tracking
 from mlops_assets.storage.mlflow_buffer import PENDING, REPLAYED, MetricPoint
@@ -111,18 +113,25 @@ def test_sensor_is_exported_running_and_targets_the_refresh_assets():
             training_assets.training_baseline,
         ],
         sensors=sensors,
-        resources={"warehouse": warehouse, "mlflow": MLflowResource(warehouse=warehouse)},
+        resources={
+            "warehouse": warehouse,
+            "mlflow": MLflowResource(warehouse=warehouse),
+            "models": ModelCatalog(),
+        },
     )
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     selected = mlflow_buffer_flush_sensor.asset_selection.resolve(graph)  # type: ignore[union-attr]
     assert selected == {dg.AssetKey(k) for k in REFRESH_AFTER_REPLAY}
+    # Requests name the model as partition key: every refreshed asset must be model-partitioned.
+    for key in selected:
+        assert graph.get(key).partitions_def == MODELS
 
 
 def test_code_location_registers_the_sensor():
-    from mlops_assets.definitions import defs
+    from mlops_assets.definitions import defs as load_defs
 
-    names = {s.name for s in defs.sensors or []}
+    names = {s.name for s in load_defs().sensors or []}
     assert "mlflow_buffer_flush_sensor" in names, "add mlops_assets.defs.tracking.sensors"
 
 
@@ -168,6 +177,7 @@ def test_pending_runs_are_replayed_and_each_gets_one_refresh_request(
     assert [r.run_key for r in result.run_requests] == [f"replayed-{i}" for i in local_ids]
     for request in result.run_requests:
         assert request.asset_selection == [dg.AssetKey("training_baseline")]
+        assert request.partition_key == MODEL
     cursor = cursor_of(result)
     assert cursor["replayed"] == 3
     assert cursor["replayed_total"] == 5
@@ -191,6 +201,22 @@ def test_pending_runs_are_replayed_and_each_gets_one_refresh_request(
     again = tick(resources, cursor=result.cursor)
     assert skip_text(again).startswith("nothing pending")
     assert cursor_of(again)["replayed_total"] == 5
+
+
+def test_a_replayed_run_of_no_model_requests_no_refresh(
+    resources, tracker: MlflowTracker, fake: FakeMlflowClient
+):
+    with tracker.start_run(run_name="ad-hoc", tags={"k": "v"}) as run:
+        run.log_metrics({"m": 1.0})
+    model_id = record(tracker, 10, name="model-run")
+
+    result = tick(resources)
+
+    assert [(r.run_key, r.partition_key) for r in result.run_requests] == [
+        (f"replayed-{model_id}", MODEL)
+    ]
+    assert cursor_of(result)["replayed"] == 2
+    assert tracker.buffer.get(run.local_run_id).state == REPLAYED  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

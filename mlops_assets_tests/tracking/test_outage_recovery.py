@@ -17,6 +17,7 @@ from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.runtime import build_runtime
 from mlops_assets.storage import tracking
 from mlops_assets.storage.mlflow_buffer import PARKED, PENDING
+from mlops_assets.storage.models import SPEC_FILE
 from mlops_assets_tests.tracking.conftest import TrackerFactory
 from mlops_assets_tests.tracking.fakes import InterceptingClient
 from mlops_assets_tests.tracking.helpers import (
@@ -52,14 +53,14 @@ def sensor_tick(cursor: str | None = None) -> dg.SensorResult:
     return result
 
 
-def tick_until_drained(max_ticks: int = 5) -> tuple[list[str], dict]:
+def tick_until_drained(max_ticks: int = 5) -> tuple[list[tuple[str, str | None]], dict]:
     """Ticks until nothing is pending (a slow machine can spend a tick's time budget on one
-    run); returns every run key requested and the last cursor."""
-    keys: list[str] = []
+    run); returns every (run key, partition key) requested and the last cursor."""
+    keys: list[tuple[str, str | None]] = []
     cursor: str | None = None
     for _ in range(max_ticks):
         result = sensor_tick(cursor)
-        keys += [r.run_key for r in result.run_requests if r.run_key]
+        keys += [(r.run_key, r.partition_key) for r in result.run_requests if r.run_key]
         cursor = result.cursor
         state = json.loads(cursor or "{}")
         assert state["failed"] == 0, state
@@ -123,7 +124,8 @@ def test_server_killed_mid_replay_then_training_while_down_recovers_exactly_once
 
         run_keys, cursor = tick_until_drained()
 
-        assert run_keys == [f"replayed-{big_id}", f"replayed-{trained.local_run_id}"]
+        # Both replayed; only the training run has a model partition to refresh.
+        assert run_keys == [(f"replayed-{trained.local_run_id}", model_name)]
         assert cursor["replayed_total"] == 2
         client = server.client()
         assert_mlflow_holds_the_buffer_exactly_once(client, tracker.buffer, big_id)
@@ -131,9 +133,10 @@ def test_server_killed_mid_replay_then_training_while_down_recovers_exactly_once
             client, tracker.buffer, trained.local_run_id
         )
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
-        top = {a.path for a in client.list_artifacts(run_id)}
-        assert {"model", "feature_spec.json"} <= top
-        assert "model/MLmodel" in {a.path for a in client.list_artifacts(run_id, "model")}
+        assert "model" in {a.path for a in client.list_artifacts(run_id)}
+        # The feature spec travels inside the model directory, next to MLmodel.
+        model_files = {a.path for a in client.list_artifacts(run_id, "model")}
+        assert {"model/MLmodel", f"model/{SPEC_FILE}"} <= model_files
         versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
         assert len(versions) == 1
         version = str(versions[0].version)
@@ -173,11 +176,13 @@ def test_rejected_run_is_parked_with_an_alert_and_later_runs_still_replay(
         # MLflow accepts letters, digits and `_-. :/` in names; the server answers 400.
         run.log_metrics({"auc": 0.71, "roi%": 3.5})
     rejected = run.local_run_id
-    accepted = record_big_run(tracker, 200)
+    accepted = record_big_run(tracker, 200, model="later_model")
 
     tick = sensor_tick()
 
-    assert [r.run_key for r in tick.run_requests] == [f"replayed-{accepted}"]
+    assert [(r.run_key, r.partition_key) for r in tick.run_requests] == [
+        (f"replayed-{accepted}", "later_model")
+    ]
     cursor = json.loads(tick.cursor or "{}")
     assert (cursor["replayed"], cursor["parked"], cursor["parked_runs"]) == (1, 1, 1)
     parked = tracker.buffer.get(rejected)

@@ -196,9 +196,13 @@ def mlflow_buffer_flush_sensor(
         failed=len(report.failed),
         parked=len(report.parked),
     )
+    # The refreshed assets are partitioned by model: a run registered under no model (not a
+    # training run) has no partition to refresh, and a request without one cannot launch.
+    models = {r.local_run_id: _model_of(tracker, r.local_run_id) for r in report.replayed}
     requests = [
-        refresh_request(r.local_run_id, r.mlflow_run_id, _model_of(tracker, r.local_run_id))
+        refresh_request(r.local_run_id, r.mlflow_run_id, models[r.local_run_id])
         for r in report.replayed
+        if models[r.local_run_id]
     ]
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=new_cursor)
