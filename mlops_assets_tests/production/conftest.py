@@ -185,7 +185,12 @@ def unique_model(prefix: str) -> str:
 
 
 def write_levels(
-    platform: Platform, model: str, day: str, levels: Mapping[str, str] | None = None
+    platform: Platform,
+    model: str,
+    day: str,
+    levels: Mapping[str, str] | None = None,
+    *,
+    basis: str = "realised",
 ) -> None:
     """Metric rows for one day written straight into mlops.production_metrics: every metric
     the contract monitors `ok` unless `levels` says otherwise (warning, critical or
@@ -208,7 +213,8 @@ def write_levels(
                 "critical_threshold": None if drop is None else 0.10,
                 "level": level,
                 "n_predictions": 1000,
-                "n_settled": 1000,
+                "n_settled": 0 if basis == "estimated" else 1000,
+                "basis": basis,
                 "training_local_run_id": "written-by-test",
                 "computed_at": dt.datetime(2026, 1, 1),
             }

@@ -609,3 +609,34 @@ def test_an_acknowledged_alert_is_quiet_until_it_escalates(platform, capsys):
 
     assert main(["--home", home, "ack", "999999"]) == 1
     assert "no alert with id 999999" in capsys.readouterr().err
+
+
+def test_an_alert_on_estimates_alone_obeys_the_severity_cap(platform):
+    model = unique_model("estimated")
+    platform.clone_model(model)  # estimated_severity_cap: warning (the default)
+    day = "2026-03-20"
+    write_levels(platform, model, day, {"accuracy": "critical"}, basis="estimated")
+    result = platform.materialize(["performance_alerts"], day=day, model=model)
+    assert _output_metadata(result, "performance_alerts")["opened"] == 1
+    [alert] = _alerts(platform, model)
+    assert (alert["metric"], alert["severity"]) == ("accuracy", "warning")
+    assert "(estimated: labels pending)" in alert["message"]
+    # The labels arrive and confirm it: the realised critical verdict pages.
+    write_levels(platform, model, day, {"accuracy": "critical"})
+    platform.materialize(["performance_alerts"], day=day, model=model)
+    [alert] = _alerts(platform, model)
+    assert alert["severity"] == "critical"
+
+
+def test_the_severity_cap_is_the_contracts(platform):
+    model = unique_model("capinfo")
+    contract = platform.catalog.get(MODEL)
+    platform.clone_model(
+        model,
+        monitoring=contract.monitoring.model_copy(update={"estimated_severity_cap": "critical"}),
+    )
+    day = "2026-03-21"
+    write_levels(platform, model, day, {"accuracy": "critical"}, basis="estimated")
+    platform.materialize(["performance_alerts"], day=day, model=model)
+    [alert] = _alerts(platform, model)
+    assert alert["severity"] == "critical"
