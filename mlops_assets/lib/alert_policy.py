@@ -133,7 +133,23 @@ def step(previous: AlertState | None, today: DayEvaluation, policy: AlertPolicy)
     """Advance the alert by one evaluated day; see the module docstring for the contract."""
     if previous is not None and today.day <= previous.evaluated_through:
         # A rerun or backfill of a day already folded in: counting it again would double the
-        # streaks and re-send notifications.
+        # streaks and re-send notifications. One exception: the last evaluated day judged
+        # worse than before (its labels arrived and the realised verdict replaced a capped
+        # estimate) raises the severity, without touching the streaks.
+        if (
+            previous.is_active
+            and today.day == previous.evaluated_through
+            and today.level in _SEVERITY_RANK
+            and _SEVERITY_RANK[today.level] > _SEVERITY_RANK[previous.severity]
+        ):
+            raised = replace(
+                previous,
+                severity=today.level,  # type: ignore[arg-type]
+                observed=today.observed,
+                threshold=today.threshold,
+                notified_severity=today.level,  # type: ignore[arg-type]
+            )
+            return Transition(state=raised, event="escalated")
         return Transition(state=previous, event=None)
 
     if previous is None or not previous.is_active:

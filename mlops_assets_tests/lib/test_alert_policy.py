@@ -321,3 +321,18 @@ def test_values_are_frozen() -> None:
     state = step(None, _day(0, "warning"), DEFAULT).state
     with pytest.raises(dataclasses.FrozenInstanceError):
         state.severity = "critical"  # type: ignore[misc,union-attr]
+
+
+def test_rerun_of_the_last_day_judged_worse_raises_severity_without_counting_it() -> None:
+    # Day 1 warned on an estimate; its labels arrive and the realised verdict is critical.
+    _, state = _run(["ok", "warning"])
+    assert state is not None and state.severity == "warning" and state.breach_days == 1
+    rerun = step(state, _day(1, "critical"), DEFAULT)
+    assert rerun.event == "escalated"
+    assert rerun.state.severity == "critical"
+    assert (rerun.state.breach_days, rerun.state.last_seen) == (1, state.last_seen)
+    # The same day judged the same or better again: nothing happens.
+    assert step(rerun.state, _day(1, "critical"), DEFAULT).event is None
+    assert step(rerun.state, _day(1, "warning"), DEFAULT).state.severity == "critical"
+    # An earlier day judged worse is history: no change.
+    assert step(state, _day(0, "critical"), DEFAULT).event is None
