@@ -89,6 +89,7 @@ def binary_contract(
                 "prediction": "label",
                 "probability": "p",
                 "loaded_at": "loaded_at",
+                "labelled_at": "labelled_at",
             },
             "production": {
                 "predictions": predictions or {"table": "serving.preds"},
