@@ -724,7 +724,9 @@ def read_for_metrics(
     plan = layout(contract, features)
     label_kind = "text" if plan.classification else "double"
     types = {"model_version": "text", "y_true": label_kind, "y_pred": label_kind}
-    if plan.task == "binary":
+    # A model that serves labels only has an all-NULL proba column: not reading it leaves the
+    # probability metrics NULL instead of failing them on NaN.
+    if plan.task == "binary" and plan.probability_column:
         types["proba"] = "double"
     for column in plan.class_probability_columns:
         types[column] = "double"
