@@ -741,7 +741,11 @@ def read_for_metrics(
         "WHERE p.prediction_date = :day"
     )
     with wh.transaction() as tx:
-        return tx.select_frame(sql, {"day": day}, types=types)
+        frame = tx.select_frame(sql, {"day": day}, types=types)
+    if not plan.classification:
+        # A regression model's prediction is its score (the name the task metrics read).
+        frame["score"] = frame["y_pred"]
+    return frame
 
 
 def read_features(
