@@ -436,11 +436,17 @@ def validate_rows(
     # Duplicates among otherwise good rows: the last delivery of an id wins.
     kept = ids.where(~bad)
     duplicated = kept.notna() & kept.duplicated(keep="last")
-    reasons.add(duplicated, "duplicate id within the batch (its last row was kept)")
+    # A re-delivered copy identical to a later row is not bad data: dropped, not quarantined
+    # (re-reading a day that holds a re-delivered file would quarantine it on every run).
+    content = good_frame.drop(columns=["batch_id"], errors="ignore")[~bad]
+    repeated = content.duplicated(keep="last").reindex(frame.index, fill_value=False)
+    identical = duplicated & repeated
+    reasons.add(duplicated & ~identical, "duplicate id within the batch (its last row was kept)")
     bad = reasons.any()
     rejected = frame[bad].copy()
     rejected["reason"] = reasons.text(bad)
-    return good_frame[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
+    good = good_frame[~bad & ~identical]
+    return good.reset_index(drop=True), rejected.reset_index(drop=True)
 
 
 def _predictions(frame: pd.DataFrame, plan: Layout, reasons: _Reasons) -> dict[str, pd.Series]:

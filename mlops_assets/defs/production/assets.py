@@ -60,7 +60,7 @@ def production_predictions(
     the labels that have arrived for it; bad rows go to mlops.quarantine with a reason."""
     from mlops_assets.storage import inference_log
     from mlops_assets.storage.monitoring import prediction_ids
-    from mlops_assets.storage.sources import SourceSchemaError, open_source
+    from mlops_assets.storage.sources import SourceSchemaError, open_labels, open_source
 
     target = partition_target(context, warehouse)
     day, model, wh = target.day, target.model, target.warehouse
@@ -87,11 +87,11 @@ def production_predictions(
             features=model.features,
         )
         labelled = None
-        if contract.production.labels is not None:
+        label_reader = contract.production.labels and open_labels(
+            resolved_source(contract.production.labels, home), wh, model=contract.name
+        )
+        if label_reader is not None:
             ids = prediction_ids(wh, plan, day)
-            label_reader = open_source(
-                resolved_source(contract.production.labels, home), wh, model=contract.name
-            )
             labels = label_reader.read_ids(ids, plan.source_columns("label"), id_column=cols.id)
             labelled = inference_log.ingest_labels(
                 wh, contract, labels, batch_id=f"{batch}:labels", features=model.features
