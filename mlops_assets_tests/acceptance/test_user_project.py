@@ -212,9 +212,12 @@ def test_a_user_project_declares_a_model_in_yaml_and_trains_it(project: Path):
 def test_a_bad_declaration_fails_naming_file_and_field(project: Path, tmp_path: Path):
     document = _declaration(tmp_path / "data" / "credit_history")
     document["attributes"]["task"] = "ternary"
+    document["attributes"]["columns"]["id"] = "loan id"
     path = _write_model(project, document)
     validated = _validate(project)
     output = validated.stdout + validated.stderr
     assert validated.returncode != 0, output
-    assert str(path.relative_to(project)) in output or str(path) in output, output
-    assert "task" in output and "ternary" in output, output
+    # One line per problem, each naming the field and the file (with its line).
+    assert f"attributes.task at {path}:" in output, output
+    assert f"attributes.columns.id at {path}:" in output, output
+    assert "'ternary'" in output and "'loan id'" in output, output
