@@ -433,17 +433,19 @@ def validate_rows(
     if BATCH_COLUMN in frame.columns:
         good_frame["batch_id"] = frame[BATCH_COLUMN].astype(TEXT)
     bad = reasons.any()
-    # A row delivered twice, identical, is a re-delivery: kept once, nothing to report.
-    content = frame.drop(columns=[BATCH_COLUMN], errors="ignore")
-    repeated = content.astype(str).duplicated(keep="last") & ~bad
-    # Conflicting rows under one id: the last delivery wins, the others are quarantined.
-    kept = ids.where(~bad & ~repeated)
+    # Duplicates among otherwise good rows: the last delivery of an id wins.
+    kept = ids.where(~bad)
     duplicated = kept.notna() & kept.duplicated(keep="last")
-    reasons.add(duplicated, "duplicate id within the batch (its last row was kept)")
+    # A re-delivered copy identical to a later row is not bad data: dropped, not quarantined
+    # (re-reading a day that holds a re-delivered file would quarantine it on every run).
+    content = good_frame.drop(columns=["batch_id"], errors="ignore")[~bad]
+    repeated = content.duplicated(keep="last").reindex(frame.index, fill_value=False)
+    identical = duplicated & repeated
+    reasons.add(duplicated & ~identical, "duplicate id within the batch (its last row was kept)")
     bad = reasons.any()
-    rejected = frame[bad & ~repeated].copy()
-    rejected["reason"] = reasons.text(bad & ~repeated)
-    good = good_frame[~bad & ~repeated]
+    rejected = frame[bad].copy()
+    rejected["reason"] = reasons.text(bad)
+    good = good_frame[~bad & ~identical]
     return good.reset_index(drop=True), rejected.reset_index(drop=True)
 
 
@@ -738,7 +740,9 @@ def read_for_metrics(
     ensure_tables(wh, contract, features=features)
     label_kind = "text" if plan.classification else "double"
     types = {"model_version": "text", "y_true": label_kind, "y_pred": label_kind}
-    if plan.task == "binary":
+    # A model that serves labels only has an all-NULL proba column: not reading it leaves the
+    # probability metrics NULL instead of failing them on NaN.
+    if plan.task == "binary" and plan.probability_column:
         types["proba"] = "double"
     for column in plan.class_probability_columns:
         types[column] = "double"
@@ -753,7 +757,11 @@ def read_for_metrics(
         "WHERE p.prediction_date = :day"
     )
     with wh.transaction() as tx:
-        return tx.select_frame(sql, {"day": day}, types=types)
+        frame = tx.select_frame(sql, {"day": day}, types=types)
+    if not plan.classification:
+        # A regression model's prediction is its score (the name the task metrics read).
+        frame["score"] = frame["y_pred"]
+    return frame
 
 
 def read_features(

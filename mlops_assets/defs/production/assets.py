@@ -60,7 +60,12 @@ def production_predictions(
     the labels that have arrived for it; bad rows go to mlops.quarantine with a reason."""
     from mlops_assets.storage import inference_log
     from mlops_assets.storage.monitoring import prediction_ids
-    from mlops_assets.storage.sources import SourceError, SourceSchemaError, open_source
+    from mlops_assets.storage.sources import (
+        SourceError,
+        SourceSchemaError,
+        open_labels,
+        open_source,
+    )
 
     # The contract first: an undeclared model's partition fails naming the declared models.
     contract = _contract(models, day_and_model(context)[1])
@@ -89,18 +94,18 @@ def production_predictions(
         )
         labelled, labels_note = None, "no labels source (targets come with the predictions)"
         if contract.production.labels is not None:
-            ids = prediction_ids(wh, plan, day)
-            label_reader = open_source(
+            # Labels come later, often from another team: a labels source not created yet
+            # means no labels yet, not a failed day. The predictions are stored.
+            label_reader = open_labels(
                 resolved_source(contract.production.labels, home), wh, model=contract.name
             )
-            try:
-                labels = label_reader.read_ids(ids, plan.source_columns("label"), id_column=cols.id)
-            except SourceError as error:
-                # Labels come later, often from another team: a labels table that does not
-                # exist yet means no labels yet, not a failed day. The predictions are stored.
-                labels_note = f"no labels read: {error}"
-                context.log.warning(labels_note)
+            if label_reader is None:
+                labels_note = (
+                    f"no labels yet: {contract.production.labels.describe()} does not exist"
+                )
             else:
+                ids = prediction_ids(wh, plan, day)
+                labels = label_reader.read_ids(ids, plan.source_columns("label"), id_column=cols.id)
                 labelled = inference_log.ingest_labels(
                     wh, contract, labels, batch_id=f"{batch}:labels", features=model.features
                 )

@@ -27,7 +27,7 @@ def _poll_model(contract: ModelContract, state: dict, wh, home) -> tuple[set[dt.
     from mlops_assets.defs.production.assets import resolved_source
     from mlops_assets.storage import inference_log
     from mlops_assets.storage.monitoring import unlabelled_days
-    from mlops_assets.storage.sources import SourceError, open_source
+    from mlops_assets.storage.sources import open_labels, open_source
 
     cols = contract.columns
     features = _features(wh, contract)
@@ -45,20 +45,15 @@ def _poll_model(contract: ModelContract, state: dict, wh, home) -> tuple[set[dt.
     new_state = {**state, "predictions": poll.cursor}
     days |= set(poll.days)
     n_new = poll.n_rows
-    if contract.production.labels is not None:
-        labels = open_source(
-            resolved_source(contract.production.labels, home), wh, model=contract.name
+    labels = (
+        open_labels(resolved_source(contract.production.labels, home), wh, model=contract.name)
+        if contract.production.labels is not None
+        else None
+    )
+    if labels is not None:
+        label_poll = labels.poll(
+            state.get("labels"), cursor_column=cols.labelled_at or cols.id, timestamp_column=None
         )
-        try:
-            label_poll = labels.poll(
-                state.get("labels"),
-                cursor_column=cols.labelled_at or cols.id,
-                timestamp_column=None,
-            )
-        except SourceError:
-            # No labels source yet (labels come later, often from another team): the
-            # predictions are picked up all the same; labels once the source exists.
-            return days, new_state, n_new
         new_state["labels"] = label_poll.cursor
         if not label_poll.empty:
             n_new += label_poll.n_rows

@@ -99,6 +99,10 @@ class SourceReader(ABC):
     def columns(self) -> list[str]:
         """The source's column names."""
 
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the table (or view) or the folder is there at all."""
+
     def _missing(self, wanted: list[str], present: list[str], batch: str | None = None) -> None:
         lowered = {p.lower() for p in present}
         missing = [c for c in wanted if c not in present and c.lower() not in lowered]
@@ -119,6 +123,14 @@ def open_source(source: Source, warehouse: Warehouse, *, model: str) -> SourceRe
     return ParquetSource(source, model=model)
 
 
+def open_labels(source: Source, warehouse: Warehouse, *, model: str) -> SourceReader | None:
+    """The labels source's reader, or None while it does not exist yet: labels arrive days
+    after the predictions, and a table or folder not yet created means "no labels so far",
+    not a broken source that would stop the predictions' pick-up."""
+    reader = open_source(source, warehouse, model=model)
+    return reader if reader.exists() else None
+
+
 __all__ = [
     "BATCH_COLUMN",
     "Poll",
@@ -126,6 +138,7 @@ __all__ = [
     "SourceReader",
     "SourceSchemaError",
     "arrow_to_pandas",
+    "open_labels",
     "open_source",
     "quote_identifier",
 ]

@@ -54,6 +54,9 @@ class ParquetSource(SourceReader):
 
         return list(pq.read_schema(self.folder / name).names)
 
+    def exists(self) -> bool:
+        return self.folder.is_dir()
+
     def columns(self) -> list[str]:
         names: list[str] = []
         for name in self._files():

@@ -120,6 +120,13 @@ class TableSource(SourceReader):
     def columns(self) -> list[str]:
         return list(self._lookup())
 
+    def exists(self) -> bool:
+        try:
+            self._lookup()
+        except SourceError:
+            return False
+        return True
+
     def _column(self, name: str) -> tuple[str, str]:
         found = self._lookup()
         if name in found:
