@@ -84,7 +84,8 @@ def check_story(result, wh, text):
     assert outage.model_name == MATCH
     assert outage.tracking_status == "PENDING" and outage.mlflow_run_id is None
     before = result.pending_before_replay
-    assert before["pending_runs"] == 1 and before["breaker"] == "open"
+    # The retrain, and the monitoring run of the drift report of the day re-scored meanwhile.
+    assert before["pending_runs"] == 2 and before["breaker"] == "open"
     assert before["training_runs"][0]["mlflow_run_id"] is None
     assert before["training_runs"][0]["tracking_status"] == "PENDING"
 
@@ -144,10 +145,18 @@ def check_story(result, wh, text):
     assert len(stores) == 1, stores
     client = MlflowClient(tracking_uri=f"sqlite:///{stores[0]}")
     experiment = client.get_experiment_by_name("mlops_assets")
-    runs = client.search_runs([experiment.experiment_id])
+    every_run = client.search_runs([experiment.experiment_id], max_results=1000)
+    # Drift reports have monitoring runs of their own, each a child of a training run.
+    monitoring = [r for r in every_run if r.data.tags.get("mlops.kind") == "monitoring"]
+    runs = [r for r in every_run if r not in monitoring]
     assert sorted(r.data.tags[LOCAL_RUN_TAG] for r in runs) == sorted(
         [first.local_run_id, outage.local_run_id]
     )
+    assert monitoring
+    assert {r.data.tags["mlops.parent_local_run_id"] for r in monitoring} <= {
+        first.local_run_id,
+        outage.local_run_id,
+    }
     replayed_run = client.get_run(real["mlflow_run_id"])
     assert replayed_run.info.status == "FINISHED"
     assert replayed_run.data.metrics["accuracy"] == pytest.approx(outage.metrics["accuracy"])

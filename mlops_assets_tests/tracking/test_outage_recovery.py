@@ -99,7 +99,11 @@ def test_server_killed_mid_replay_then_training_while_down_recovers_exactly_once
 
             assert server.proc is None, f"server not killed during the replay: {interrupted}"
             assert interrupted.state == PENDING
-            assert "Connection refused" in (interrupted.error or "")
+            # Refused, or reset when the kill lands while a request is in flight.
+            assert any(
+                text in (interrupted.error or "")
+                for text in ("Connection refused", "Connection reset", "Connection aborted")
+            ), interrupted.error
             # First claim acknowledged; second claimed, partly delivered, not acknowledged.
             assert ledger_counts(warehouse, big_id) == {
                 "total": BIG_RUN_METRICS,
