@@ -220,7 +220,9 @@ def _measure(
         raise RuntimeError(f"{day}: {n_metrics} metric rows, {n_drift} drift rows after the run")
     created = record.create_timestamp.timestamp()
     started, ended = record.start_time, record.end_time
+    steps = instance.get_run_step_stats(record.dagster_run.run_id)
     return {
+        **{f"step_{s.step_key}_s": s.end_time - s.start_time for s in steps},
         "latency_s": max(arrived, ended) - t0,
         "pickup_s": created - t0,
         "launch_s": started - created,
@@ -372,6 +374,15 @@ def main() -> None:
         print(
             "median split: "
             + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in parts.items())
+        )
+        step_keys = sorted({k for r in results for k in r if k.startswith("step_")})
+        print(
+            "median step time in the run: "
+            + ", ".join(
+                f"{k.removeprefix('step_').removesuffix('_s')} "
+                f"{statistics.median(r[k] for r in results if k in r):.1f} s"
+                for k in step_keys
+            )
         )
         print(
             json.dumps(
