@@ -1,13 +1,32 @@
-"""Ingestion of one day of predictions against the engine's own bulk path, same rows, same run.
+"""One model's day at scale: ingestion, the drift and metrics assets, their memory; per engine.
 
 Usage: python bench/ingest_scale.py [--rows 1000000] [--numeric 30] [--categorical 10]
        [--engine embedded|postgres|both] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+       [--history 20000]
 
-The serving system's batch is one Parquet file. Ours: the Parquet source reads it, the
-inference log types and validates every row, upserts them by prediction id and records the
-batch. Bulk: DuckDB's `read_parquet` straight into a table (embedded), or PostgreSQL `COPY` of
-the same rows (postgres). Both start from the file on disk. The last line printed is one JSON
-object with `<engine>_ingest_over_bulk` (our rows/s over bulk rows/s; target >= 0.8).
+The serving system's batch is one Parquet file of `--rows` predictions (with their outcome)
+x (numeric + categorical) features. Per engine, in one run:
+
+- ingest_over_bulk: our rows/s over the engine's own bulk path's rows/s, same file (target
+  >= 0.8). Ours: the Parquet source reads it, the inference log types and validates every row,
+  upserts them by prediction id and records the batch. Bulk: DuckDB `read_parquet` straight
+  into a table (embedded), or PostgreSQL `COPY` of the same rows (postgres).
+- drift_asset_over_compute: the whole `feature_drift_report` partition (read from the
+  warehouse, tests, rows written, HTML report rendered and logged) over `compute_drift` alone
+  on the same frames in memory (target <= 1.3).
+- metrics_asset_over_memory: the `production_metrics` partition over the same metrics computed
+  by `evaluate` on the same frame in memory (target <= 1.5).
+- peak_rss_mb: the largest peak RSS of the asset runs (production_predictions,
+  production_metrics, feature_drift_report), each run alone in a fresh Python subprocess
+  (`dg.materialize` of that asset for the day, the code location from MLOPS_MODELS_PATH),
+  read from /proc (VmHWM); target < 2 GB at 1M rows. The per-asset figures and each
+  process's RSS after imports are printed too.
+
+A model for the 40 features is first trained here (`--history` rows of the same generator)
+in its own subprocess; MLflow is a SQLite file. Asset times are the step's own duration from
+the Dagster instance (process start and imports are not counted). The last line printed is
+one JSON object with `<engine>_ingest_over_bulk`, `<engine>_drift_asset_over_compute`,
+`<engine>_metrics_asset_over_memory`, `<engine>_peak_rss_mb`.
 """
 
 from __future__ import annotations
@@ -26,6 +45,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mlops_assets.demo_serving import write_table
 from mlops_assets.lib.contract import Source, parse_contract
 from mlops_assets.storage.inference_log import ensure_tables, ingest_predictions, layout
 from mlops_assets.storage.sources import open_source
@@ -56,17 +76,23 @@ def make_batch(rows: int, n_num: int, n_cat: int, seed: int = 0) -> tuple[pd.Dat
     return pd.DataFrame(columns), features
 
 
+MODEL = "scale"
+
+
 def contract_for(folder: Path, features: dict):
     return parse_contract(
         {
-            "name": "scale",
+            "name": MODEL,
             "task": "binary",
-            "model": {"train": {"source": {"table": "serving.history"}}},
-            "columns": {"features": features, "target": "outcome", "probability": "probability"},
-            "production": {
-                "predictions": {"parquet": str(folder)},
-                "labels": {"table": "serving.labels"},
+            "model": {
+                "train": {
+                    "source": {"table": "serving.history"},
+                    "params": {"n_estimators": 50, "num_leaves": 15},
+                }
             },
+            "columns": {"features": features, "target": "outcome", "probability": "probability"},
+            # The batch carries its outcome: every row is labelled, so metrics read them all.
+            "production": {"predictions": {"parquet": str(folder)}},
         },
         source="bench",
     )
@@ -137,14 +163,157 @@ def bulk_postgres(dsn: str, file: Path) -> float:
     return time.perf_counter() - started
 
 
+# --------------------------------------------------------------------------- asset runs
+
+ASSETS = ("production_predictions", "production_metrics", "feature_drift_report")
+
+
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def child(what: str) -> None:
+    """In a fresh process (environment set by the parent): train, or run one asset for DAY.
+
+    Peak RSS is VmHWM, the high-water mark of this process image: getrusage's ru_maxrss is
+    not, since Linux carries the forking parent's peak into it across exec."""
+    import dagster as dg
+
+    # What the assets import lazily, imported first: step times count work, not first imports
+    # (the in-memory side is timed after its imports too).
+    import mlflow  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+    import mlops_assets.lib.drift_html  # noqa: F401
+    import mlops_assets.lib.evaluation  # noqa: F401
+    from mlops_assets.definitions import defs as load_defs
+    from mlops_assets.defs.partitions import partition_key
+
+    defs = load_defs()
+    instance = dg.DagsterInstance.get()
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    if what == "train":
+        instance.add_dynamic_partitions("models", [MODEL])
+        keys, partition = ("training_dataset", "training_run", "training_baseline"), MODEL
+    else:
+        keys, partition = (what,), partition_key(DAY.isoformat(), MODEL)
+    rss_imported = _proc_status_mb("VmRSS")
+    result = dg.materialize(
+        [defs.get_assets_def(dg.AssetKey(k)) for k in keys],
+        resources=defs.resources,
+        instance=instance,
+        partition_key=partition,
+        run_config=quiet,
+    )
+    steps = instance.get_run_step_stats(result.run_id)
+    print(
+        json.dumps(
+            {
+                "step_s": sum(s.end_time - s.start_time for s in steps),
+                "peak_rss_mb": _proc_status_mb("VmHWM"),
+                "rss_after_imports_mb": rss_imported,
+            }
+        )
+    )
+
+
+def run_child(what: str, env: dict[str, str]) -> dict:
+    import os
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", what],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assets_vs_memory(root: Path, contract, engine: str, dsn: str | None) -> dict:
+    """Train, run each asset for DAY in its own process, and time the in-memory equivalents."""
+    import yaml
+
+    from mlops_assets.defs.training.assets import _outputs
+    from mlops_assets.lib.drift import DriftConfig, compute_drift
+    from mlops_assets.lib.evaluation import evaluate, y_true_of
+    from mlops_assets.runtime import build_runtime
+    from mlops_assets.settings import load_settings
+    from mlops_assets.storage import inference_log
+    from mlops_assets.storage.monitoring import active_model
+
+    home = root / f"home-{engine}"
+    models = root / f"models-{engine}"
+    dagster_home = root / f"dagster-{engine}"
+    for folder in (home / "mlflow", models, dagster_home):
+        folder.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    document = {
+        "type": "mlops_assets.MonitoredModel",
+        "attributes": contract.model_dump(mode="json", exclude_none=True),
+    }
+    (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    env = {
+        "DAGSTER_HOME": str(dagster_home),
+        "MLOPS_HOME": str(home),
+        "MLOPS_MODELS_PATH": str(models),
+        "MLOPS_MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        "MLOPS_WAREHOUSE_BACKEND": engine,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    if dsn:
+        env["MLOPS_WAREHOUSE_DSN"] = dsn
+    run_child("train", env)
+    runs = {name: run_child(name, env) for name in ASSETS}
+
+    # The same frames the assets read, read here untimed; then the computation alone.
+    wh = build_runtime(load_settings(home=str(home), backend=engine, dsn=dsn)).warehouse
+    model = active_model(wh, MODEL)
+    reference = model.reference()
+    current = inference_log.read_features(wh, contract, DAY, features=model.features)
+    config = DriftConfig(
+        engine=contract.drift.engine,
+        correction=contract.drift.correction,
+        p_value=contract.drift.p_value,
+        drift_share=contract.drift.drift_share,
+    )
+    compute_drift(reference.head(1000), current.head(1000), model.features, config)  # warm-up
+    started = time.perf_counter()
+    compute_drift(reference, current, model.features, config)
+    compute_s = time.perf_counter() - started
+    frame = inference_log.read_for_metrics(wh, contract, DAY, features=model.features)
+    labelled = frame[frame["y_true"].notna()]
+    assert len(labelled) == len(frame), "every row of the batch carries its outcome"
+    started = time.perf_counter()
+    evaluate(contract, y_true_of(contract, labelled["y_true"]), _outputs(contract, labelled))
+    memory_s = time.perf_counter() - started
+    return {
+        "runs": runs,
+        "drift_compute_s": compute_s,
+        "metrics_memory_s": memory_s,
+        "rows_read": len(current),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--numeric", type=int, default=30)
     parser.add_argument("--categorical", type=int, default=10)
-    parser.add_argument("--engine", choices=["embedded", "postgres", "both"], default="embedded")
+    parser.add_argument("--engine", choices=["embedded", "postgres", "both"], default="both")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--history", type=int, default=20_000, help="training rows")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
 
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,15 +324,15 @@ def main() -> None:
         file = folder / "batch-0001.parquet"
         frame.to_parquet(file, index=False)
         del frame
+        history, _ = make_batch(args.history, args.numeric, args.categorical, seed=1)
         contract = contract_for(folder, features)
         print(f"{args.rows:,} rows x {len(features)} features, one Parquet batch")
         engines = ["embedded", "postgres"] if args.engine == "both" else [args.engine]
         for engine in engines:
+            dsn = name = None
             if engine == "embedded":
                 bulk = bulk_embedded(root / "bulk.duckdb", file)
-                wh = DuckDBWarehouse(root / "ours.duckdb")
-                wh.migrate()
-                mine = ours(wh, contract, folder)
+                wh = DuckDBWarehouse(root / "home-embedded" / "warehouse.duckdb")
             else:
                 import psycopg
                 from psycopg import sql
@@ -172,25 +341,59 @@ def main() -> None:
                 with psycopg.connect(args.dsn, autocommit=True) as con:
                     con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                 dsn = f"{args.dsn.rsplit('/', 1)[0]}/{name}"
-                try:
-                    wh = PostgresWarehouse(dsn)
-                    wh.migrate()
+                wh = PostgresWarehouse(dsn)
+            try:
+                wh.migrate()
+                if engine == "postgres":
                     bulk = bulk_postgres(dsn, file)
-                    mine = ours(wh, contract, folder)
-                finally:
+                write_table(wh, "serving.history", history.drop(columns=["probability"]))
+                mine = ours(wh, contract, folder)
+                # The asset runs below see the batch as serving delivers it: for the first
+                # time (a re-delivered batch is an upsert of every row, a different cost).
+                plan = layout(contract)
+                with wh.transaction() as tx:
+                    for table in (plan.predictions_table, plan.labels_table):
+                        tx.execute(f"DELETE FROM {table}")  # noqa: S608 - the plan's names
+                ratio = bulk / mine["seconds"]
+                print(
+                    f"{engine}: bulk {args.rows / bulk:,.0f} rows/s ({bulk:.2f} s); ours "
+                    f"{args.rows / mine['seconds']:,.0f} rows/s ({mine['seconds']:.2f} s: poll "
+                    f"{mine['poll_s']:.2f}, read {mine['read_s']:.2f}, validate+write "
+                    f"{mine['ingest_s']:.2f}); ours/bulk {ratio:.2f}"
+                )
+                scale = assets_vs_memory(root, contract, engine, dsn)
+            finally:
+                if name is not None:
                     with psycopg.connect(args.dsn, autocommit=True) as con:
                         con.execute(
                             sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
                         )
-            ratio = bulk / mine["seconds"]
+            runs = scale["runs"]
+            drift_ratio = runs["feature_drift_report"]["step_s"] / scale["drift_compute_s"]
+            metrics_ratio = runs["production_metrics"]["step_s"] / scale["metrics_memory_s"]
+            peak = max(r["peak_rss_mb"] for r in runs.values())
             print(
-                f"{engine}: bulk {args.rows / bulk:,.0f} rows/s ({bulk:.2f} s); ours "
-                f"{args.rows / mine['seconds']:,.0f} rows/s ({mine['seconds']:.2f} s: poll "
-                f"{mine['poll_s']:.2f}, read {mine['read_s']:.2f}, validate+write "
-                f"{mine['ingest_s']:.2f}); ours/bulk {ratio:.2f}"
+                f"{engine}: feature_drift_report {runs['feature_drift_report']['step_s']:.2f} s "
+                f"vs compute_drift {scale['drift_compute_s']:.2f} s in memory "
+                f"({scale['rows_read']:,} rows): {drift_ratio:.2f}"
             )
+            print(
+                f"{engine}: production_metrics {runs['production_metrics']['step_s']:.2f} s "
+                f"vs evaluate {scale['metrics_memory_s']:.2f} s in memory: {metrics_ratio:.2f}"
+            )
+            for asset, r in runs.items():
+                print(
+                    f"{engine}: {asset}: step {r['step_s']:.2f} s, peak RSS "
+                    f"{r['peak_rss_mb']:,.0f} MB (after imports "
+                    f"{r['rss_after_imports_mb']:,.0f} MB)"
+                )
             figures[f"{engine}_ingest_over_bulk"] = round(ratio, 3)
             figures[f"{engine}_ingest_rows_per_s"] = round(args.rows / mine["seconds"])
+            figures[f"{engine}_drift_asset_over_compute"] = round(drift_ratio, 3)
+            figures[f"{engine}_metrics_asset_over_memory"] = round(metrics_ratio, 3)
+            figures[f"{engine}_peak_rss_mb"] = round(peak, 1)
+    figures["rows"] = args.rows
+    figures["features"] = args.numeric + args.categorical
     print(json.dumps(figures))
 
 
