@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pandas costs ~0.3 s to import; only the functions that need
 from mlops_assets.lib.redact import redact
 
 # A source checkout keeps the SQL at the top of the repository; a wheel ships the same files as
-# package data of `mlops_assets.sql` (see setup.py).
+# package data of `mlops_assets.sql` (see `[tool.setuptools]` in pyproject.toml).
 _CHECKOUT_SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # Time limit of `query_readonly`. On DuckDB a reader holds a shared file lock that keeps every
 # writer out, and writers give up after `DuckDBWarehouse.lock_timeout` (60 s), so a query must
