@@ -189,6 +189,7 @@ def production_metrics(
     min_labelled = contract.monitoring.min_labelled
     note = None
     values: dict[str, float | None] = {}
+    notes: dict[str, str] = {}  # why a metric is undefined (e.g. labels-only model)
     business_frame = frame.rename(columns={"odds": contract.business_value.odds_column or "odds"})
     # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
     # value while labels are missing, and kept beside the realised value once they arrive.
@@ -224,6 +225,7 @@ def production_metrics(
                 business_frame.loc[labelled.index],
             )
             values = result.values
+            notes = dict(result.notes)
         except MetricInputError as error:
             raise dg.Failure(
                 f"bad production data for {contract.name} on {day}: {error}",
@@ -282,7 +284,7 @@ def production_metrics(
             row["note"] = (
                 "not estimable without labels (labels pending)"
                 if basis == "estimated"
-                else "metric undefined on this day's data"
+                else notes.get(metric, "metric undefined on this day's data")
             )
         rows.append(row)
         verdicts[metric] = row
