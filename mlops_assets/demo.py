@@ -1,6 +1,6 @@
 """The main job: the model's whole story, printed as it happens.
 
-1. MLflow up: train, baseline, 14 production days with drift and degradation from day 8.
+1. MLflow up: train, baseline, 10 production days with drift and degradation from day 6.
 2. MLflow goes down: retraining still finishes fast on a local run id; monitoring goes on.
 3. MLflow comes back: the flush sensor replays the buffer; real ids reach every table and view.
 
@@ -32,8 +32,8 @@ from mlops_assets.local_mlflow import LocalMlflowServer
 from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 from mlops_assets.settings import load_settings
 
-DEMO_DAYS = 14
-DRIFT_FROM_DAY = 8
+DEMO_DAYS = 10
+DRIFT_FROM_DAY = 6
 # The demo trips the breaker after 2 failures (default 5) so the outage shows within a few
 # calls; the recovery timeout is the smallest allowed, 30 s.
 DEMO_ENV = {

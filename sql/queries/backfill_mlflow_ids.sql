@@ -12,10 +12,6 @@ SET baseline_mlflow_run_id = :r, mlflow_experiment_id = :e,
     model_version = coalesce(:v, model_version)
 WHERE local_run_id = :id;
 
-UPDATE mlops.production_predictions
-SET mlflow_run_id = :r, model_version = coalesce(:v, model_version)
-WHERE training_local_run_id = :id;
-
 UPDATE mlops.production_metrics
 SET mlflow_run_id = :r, mlflow_experiment_id = :e, model_version = coalesce(:v, model_version)
 WHERE training_local_run_id = :id;
