@@ -146,7 +146,9 @@ def test_sensor_picks_up_predictions_and_late_labels(user: UserPlatform):
     ticker.run(days)
     assert ticker.tick()[0] == set()  # nothing new: nothing requested
     unlabelled = user.metrics(name, D1)["accuracy"]
-    assert unlabelled["level"] == "insufficient_data" and unlabelled["value"] is None
+    # No labels yet: the metric is estimated from the calibrated probabilities, and says so.
+    assert unlabelled["basis"] == "estimated" and unlabelled["value"] is not None
+    assert unlabelled["n_settled"] == 0
 
     # Daemon restart: a new instance on the same DAGSTER_HOME, the stored cursor.
     user.instance.dispose()
