@@ -68,6 +68,10 @@ class LocalMlflowServer:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # MLflow 3's server starts a job runner with seven huey workers for GenAI jobs
+                # (trace rollups, evaluations) that tracking never uses: on a small machine they
+                # cost most of the start-up and memory of a demo or test server.
+                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                 start_new_session=True,  # so stop() can kill the server's worker processes too
             )
         deadline = time.monotonic() + timeout
