@@ -269,8 +269,13 @@ class Warehouse(ABC):
         Idempotent: applied versions are recorded in `mlops.schema_migrations`, and a file that
         changed after being applied is an error rather than a silent divergence.
         """
+        files = migrations()
+        if self._all_applied(files):
+            # Every run process migrates on first use: one read instead of a transaction per
+            # file (each costs an open, a lock and a commit on the embedded engine).
+            return []
         applied: list[str] = []
-        for migration in migrations():
+        for migration in files:
             with self.transaction() as tx:
                 self._lock_for_migration(tx)
                 tx.execute("CREATE SCHEMA IF NOT EXISTS mlops")
@@ -300,6 +305,15 @@ class Warehouse(ABC):
                 )
                 applied.append(migration.name)
         return applied
+
+
+    def _all_applied(self, files: list[Migration]) -> bool:
+        with self.transaction() as tx:
+            if not self._has_migrations_table(tx):
+                return False
+            rows = tx.query("SELECT version, checksum FROM mlops.schema_migrations")
+        recorded = {int(r["version"]): r["checksum"] for r in rows}
+        return all(recorded.get(m.version) == m.checksum for m in files)
 
 
 class _Rollback(Exception):  # noqa: N818 - control flow, not an error
