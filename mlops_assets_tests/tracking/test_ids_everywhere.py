@@ -53,7 +53,9 @@ def local_run_columns(warehouse: Warehouse, table: str) -> list[str]:
 def test_outage_then_replay_leaves_no_local_id_anywhere(
     backend: str, mlflow_server, monkeypatch: pytest.MonkeyPatch, experiment_name: str
 ):
-    from mlops_assets.definitions import defs
+    from mlops_assets import demo_serving
+    from mlops_assets.platform import catalog_of, demo_models, platform_definitions
+    from mlops_assets.storage.models import Predictor
 
     mlflow_server.start()
     monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", mlflow_server.uri)
@@ -61,7 +63,33 @@ def test_outage_then_replay_leaves_no_local_id_anywhere(
     # The breaker is not the subject here; without it MLflow is used the moment it is back.
     monkeypatch.setenv("MLOPS_MLFLOW_ENABLE_CIRCUIT_BREAKER", "false")
     model = f"ids_{uuid.uuid4().hex[:6]}"
+    # The demo's football model under a name of its own, small and quick.
+    base = catalog_of([demo_models()]).get("match_outcome")
+    recipe = base.model.train.model_copy(update={"params": {"n_estimators": 30}})
+    contract = base.model_copy(
+        update={
+            "name": model,
+            "model": base.model.model_copy(update={"train": recipe}),
+            "baseline": base.baseline.model_copy(update={"n_boot": 20, "reference_rows": 300}),
+            "monitoring": base.monitoring.model_copy(update={"min_labelled": 50}),
+        }
+    )
+    defs = platform_definitions(contract)
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("models", [model])
+    wh = build_runtime().warehouse
+    demo_serving.load_match_history(wh, end=dt.date.today() - dt.timedelta(days=4), n_rows=1500)
+
+    def serve(day: dt.date) -> None:
+        model_dir = build_runtime().mlflow_config.artifact_root / outage.local_run_id / "model"
+        traffic = demo_serving.serve_matches(
+            wh,
+            Predictor(contract, model_dir),
+            day,
+            drift=demo_serving.demo_data.DriftSchedule(),
+            n_rows=200,
+        )
+        demo_serving.settle_matches(wh, traffic)
 
     def materialize(keys, **kwargs):
         return dg.materialize(
@@ -72,25 +100,20 @@ def test_outage_then_replay_leaves_no_local_id_anywhere(
             **kwargs,
         )
 
-    training_config = {
-        "ops": {
-            "training_dataset": {"config": {"n_rows": 1500}},
-            "training_run": {"config": {"n_estimators": 30, "model_name": model}},
-            "training_baseline": {"config": {"n_boot": 20, "reference_rows": 300}},
-        }
-    }
     days = [dt.date.today() - dt.timedelta(days=n) for n in (3, 2, 1)]
     try:
         # MLflow down: train, monitor two days, build the health table and the views.
         mlflow_server.stop()
-        outage = materialize(TRAINING, run_config=training_config).output_for_node("training_run")
+        outage = materialize(TRAINING, partition_key=model).output_for_node("training_run")
         assert outage.mlflow_run_id is None
         for day in days[:2]:
+            serve(day)
             materialize(PRODUCTION, partition_key=partition_key(day.isoformat(), model))
         materialize(LIFECYCLE)
         # MLflow back: a production day runs before any flush (its drift report goes to MLflow
         # at once), then the buffer is flushed. The health table is NOT rebuilt afterwards.
         mlflow_server.start()
+        serve(days[2])
         materialize(PRODUCTION, partition_key=partition_key(days[2].isoformat(), model))
         report = build_runtime().tracker.flush()
         assert not report.failed, report
