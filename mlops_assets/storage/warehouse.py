@@ -306,7 +306,6 @@ class Warehouse(ABC):
                 applied.append(migration.name)
         return applied
 
-
     def _all_applied(self, files: list[Migration]) -> bool:
         with self.transaction() as tx:
             if not self._has_migrations_table(tx):
