@@ -3,6 +3,7 @@ serves are the demo's or the YAML files MLOPS_MODELS_PATH names."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -120,6 +121,31 @@ def test_loading_the_code_location_reads_no_settings(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.strip().splitlines()[-1]) >= len(EXPECTED_GROUPS)
     assert not (tmp_path / "home").exists(), "loading the definitions touched MLOPS_HOME"
+
+
+# Each costs a tenth of a second or more to import; a run worker that loads the code location
+# pays it before its first step (issue 12, finding 10). The asset functions import them.
+HEAVY_MODULES = ("pandas", "scipy", "mlflow", "sklearn", "lightgbm", "requests")
+
+
+def test_loading_the_code_location_imports_no_heavy_module():
+    """Loading as a code server or run worker does (import, build, resolve the repository)
+    leaves pandas, scipy, mlflow, scikit-learn, LightGBM and requests unimported."""
+    code = (
+        "import json, sys\n"
+        "import dagster as dg\n"
+        "from mlops_assets.definitions import defs as load\n"
+        "defs = load()\n"
+        "dg.Definitions.validate_loadable(defs)\n"
+        "defs.get_repository_def().get_all_jobs()\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != MODELS_PATH_VARIABLE}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 # --------------------------------------------------------------------------- MLOPS_MODELS_PATH

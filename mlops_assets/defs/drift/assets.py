@@ -7,10 +7,7 @@ import dagster as dg
 from mlops_assets.defs.partitions import DAY_MODEL, day_and_model, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.contract import ModelCatalog, UnknownModelError
-from mlops_assets.lib.drift import DriftConfig, DriftInputError, compute_drift
-from mlops_assets.lib.drift_html import render_html
 from mlops_assets.resources import MLflowResource, WarehouseResource
-from mlops_assets.storage import inference_log
 from mlops_assets.storage.monitoring import (
     evaluate_alerts,
     replace_partition,
@@ -48,6 +45,11 @@ def feature_drift_report(
     models: dg.ResourceParam[ModelCatalog],
 ):
     """Per-feature tests, effect sizes and data quality; an HTML report logged to MLflow."""
+    # Imported here: they pull in pandas, which every run worker would pay for at load time.
+    from mlops_assets.lib.drift import DriftConfig, DriftInputError, compute_drift
+    from mlops_assets.lib.drift_html import render_html
+    from mlops_assets.storage import inference_log
+
     try:  # the contract first: an undeclared model's partition fails naming the declared ones
         contract = models.get(day_and_model(context)[1])
     except UnknownModelError as error:

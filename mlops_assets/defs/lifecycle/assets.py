@@ -2,9 +2,12 @@
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built, not when the code location loads
+    import pandas as pd
 
 from mlops_assets.resources import WarehouseResource
 from mlops_assets.storage.warehouse import split_statements, sql_file
@@ -16,6 +19,8 @@ UPSTREAM = ["performance_alerts", "feature_drift_report", "training_baseline"]
 @dg.asset(group_name=GROUP, deps=UPSTREAM)
 def ml_model_health_status(warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One row per model version: overall status, latest metrics, open alerts, drift, MLflow ids."""
+    import pandas as pd
+
     wh = warehouse.get()
     rows = wh.query(sql_file("queries/select_model_health"))
     open_alerts: dict[str, list[dict]] = {}
@@ -124,7 +129,7 @@ VIEWS = (
 view_assets = [_view_asset(name) for name in VIEWS]
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def _markdown(frame: "pd.DataFrame") -> str:
     if frame.empty:
         return "(no rows)"
     head = frame.head(10).astype(str)

@@ -6,12 +6,10 @@ import datetime as dt
 import math
 
 import dagster as dg
-import pandas as pd
 
 from mlops_assets.defs.partitions import DAY_MODEL, day_and_model, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.contract import DEFAULT_LEVELS, ModelCatalog, ModelContract, Source
-from mlops_assets.lib.metrics import MetricInputError
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import evaluate_alerts, replace_partition
 
@@ -168,6 +166,8 @@ def production_metrics(
 ):
     """The task's metrics on the day's labelled rows beside the training baseline, with their
     noise-aware verdicts; only the columns metrics need are read."""
+    import pandas as pd
+
     from mlops_assets.defs.training.assets import _outputs
     from mlops_assets.lib.evaluation import (
         estimate_day,
@@ -176,6 +176,7 @@ def production_metrics(
         monitored_levels,
         y_true_of,
     )
+    from mlops_assets.lib.metrics import MetricInputError
     from mlops_assets.storage import inference_log
 
     # The contract first: an undeclared model's partition fails naming the declared models.

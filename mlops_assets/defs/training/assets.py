@@ -5,19 +5,20 @@ import datetime as dt
 import importlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from mlops_assets.defs.partitions import MODELS
 from mlops_assets.lib.contract import ModelCatalog, ModelContract, UnknownModelError
-from mlops_assets.lib.features import FeatureSpec
 from mlops_assets.lib.redact import redact
 from mlops_assets.resources import MLflowResource, WarehouseResource
-from mlops_assets.storage.datasets import DatasetError, read_dataset, require_columns
 from mlops_assets.storage.mlflow_buffer import REPLAYED
 from mlops_assets.storage.warehouse import frame_to_parquet, sql_file
+
+if TYPE_CHECKING:  # pandas and numpy load in the functions that run, not with the code location
+    import numpy as np
+    import pandas as pd
 
 GROUP = "training"
 
@@ -34,7 +35,7 @@ class TrainingRunOutput:
     features: dict[str, str]
     # Held-out (or validation) rows: features, target, business columns and the model's outputs
     # (`proba`, `proba__<i>`, `y_pred`, `score`), for the baseline.
-    validation: pd.DataFrame
+    validation: "pd.DataFrame"
 
 
 def contract_for(context: dg.AssetExecutionContext, models: ModelCatalog) -> ModelContract:
@@ -49,8 +50,10 @@ def training_dataset(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     models: dg.ResourceParam[ModelCatalog],
-) -> dg.Output[pd.DataFrame]:
+) -> dg.Output:  # of a pandas DataFrame; unnamed, as Dagster would import pandas at load time
     """The model's training history (trained here) or validation data (registered elsewhere)."""
+    from mlops_assets.storage.datasets import DatasetError, read_dataset, require_columns
+
     contract = contract_for(context, models)
     source = contract.model.train.source if contract.model.train else contract.baseline.source
     assert source is not None  # the contract requires one
@@ -95,7 +98,7 @@ def training_dataset(
 )
 def training_run(
     context: dg.AssetExecutionContext,
-    training_dataset: pd.DataFrame,
+    training_dataset,  # a pandas DataFrame (see training_dataset)
     mlflow: MLflowResource,
     warehouse: WarehouseResource,
     models: dg.ResourceParam[ModelCatalog],
@@ -138,7 +141,7 @@ def training_run(
     )
 
 
-def _split(contract: ModelContract, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split(contract: ModelContract, frame: "pd.DataFrame") -> "tuple[pd.DataFrame, pd.DataFrame]":
     recipe = contract.model.train
     assert recipe is not None
     order = recipe.order_by or (
@@ -177,8 +180,9 @@ def _estimator(contract: ModelContract):
         ) from error
 
 
-def _train_here(context, contract: ModelContract, frame: pd.DataFrame, mlflow: MLflowResource):
+def _train_here(context, contract: ModelContract, frame: "pd.DataFrame", mlflow: MLflowResource):
     from mlops_assets.lib.evaluation import evaluate, y_true_of
+    from mlops_assets.lib.features import FeatureSpec
     from mlops_assets.storage.models import SPEC_FILE, Predictor
 
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -248,14 +252,14 @@ def _train_here(context, contract: ModelContract, frame: pd.DataFrame, mlflow: M
     return output, params, len(train), started
 
 
-def _fit_target(contract: ModelContract, values: pd.Series) -> np.ndarray:
+def _fit_target(contract: ModelContract, values: "pd.Series") -> "np.ndarray":
     from mlops_assets.lib.evaluation import y_true_of
 
     y = y_true_of(contract, values)
     return y.astype(int) if contract.task == "binary" else y
 
 
-def _save_model(contract, model, spec, model_dir, example: pd.DataFrame) -> None:
+def _save_model(contract, model, spec, model_dir, example: "pd.DataFrame") -> None:
     from mlflow.models import infer_signature
 
     if contract.model.train.estimator == "lightgbm":
@@ -283,7 +287,7 @@ def _save_model(contract, model, spec, model_dir, example: pd.DataFrame) -> None
     )
 
 
-def _scored(contract: ModelContract, frame: pd.DataFrame, predictor) -> pd.DataFrame:
+def _scored(contract: ModelContract, frame: "pd.DataFrame", predictor) -> "pd.DataFrame":
     """The rows with the model's outputs in the inference-log column layout."""
     scores = predictor.score(frame)
     out = frame.reset_index(drop=True).copy()
@@ -300,7 +304,7 @@ def _scored(contract: ModelContract, frame: pd.DataFrame, predictor) -> pd.DataF
     return out
 
 
-def _outputs(contract: ModelContract, frame: pd.DataFrame):
+def _outputs(contract: ModelContract, frame: "pd.DataFrame"):
     from mlops_assets.lib.evaluation import outputs_of
 
     k = len(contract.class_labels)
@@ -314,7 +318,7 @@ def _outputs(contract: ModelContract, frame: pd.DataFrame):
     return outputs_of(contract, label=label, proba=proba, score=score)
 
 
-def _registered_run(contract: ModelContract, frame: pd.DataFrame, mlflow: MLflowResource):
+def _registered_run(contract: ModelContract, frame: "pd.DataFrame", mlflow: MLflowResource):
     from mlops_assets.lib.evaluation import evaluate, y_true_of
     from mlops_assets.storage.models import (
         ModelLoadError,
@@ -482,6 +486,8 @@ def training_baseline(
     models: dg.ResourceParam[ModelCatalog],
 ) -> dg.Output[dict]:
     """Held-out metrics, their bootstrap noise, and a reference feature sample for drift."""
+    import pandas as pd
+
     from mlops_assets.lib.evaluation import bootstrap, fit_estimation, y_true_of
     from mlops_assets.storage.inference_log import canonical_categories
 
