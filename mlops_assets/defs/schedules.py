@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from mlops_assets.defs.alerts.hooks import deliver_raised_alerts
 from mlops_assets.defs.partitions import DAY_MODEL, MODELS, partition_key
 from mlops_assets.defs.production.checks import yesterday_metrics_fresh
 
@@ -16,6 +17,8 @@ daily_monitoring_job = dg.define_asset_job(
     # One process per run, not per step: a step subprocess costs seconds of imports on a
     # small machine, and parallelism comes from running many partitions at once.
     executor_def=dg.in_process_executor,
+    # The run posts the alerts it raises; the alert sensor's next tick would be up to 30 s late.
+    hooks={deliver_raised_alerts},
 )
 retraining_job = dg.define_asset_job(
     "weekly_retraining",

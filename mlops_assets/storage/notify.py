@@ -3,12 +3,19 @@
 `deliver_pending` reads the pending events with their alert rows, turns each into an
 `AlertMessage` and hands it to a sender (a webhook, or the log when none is configured).
 
-Delivery is at-least-once with an idempotency key. Every payload carries the event id as
-`idempotency_key` (and the webhook request as an `Idempotency-Key` header), the same on every
-re-delivery, so a receiver can drop duplicates. Duplicates happen when a send times out after
-the receiver got it, or when the process dies between a successful send and the update that
-records it. Within one call an event is sent at most `max_attempts` times, and a read timeout
-is not retried in the same call at all (the receiver may already have it).
+Several processes deliver: the run that raised an alert (at the end of its step, so the alert
+goes out within seconds) and the notification sensor (the catch-all and the retrier). Each
+event is claimed before it is sent, in one conditional UPDATE, for longer than a send can take
+(`claim_seconds`); whoever does not get the claim leaves the event, and the later events of
+the same alert, to the holder. So concurrent deliverers never post the same event twice.
+
+Beyond that, delivery is at-least-once with an idempotency key. Every payload carries the event
+id as `idempotency_key` (and the webhook request as an `Idempotency-Key` header), the same on
+every re-delivery, so a receiver can drop duplicates. Duplicates happen only when a send times
+out after the receiver got it, or when the process dies between a successful send and the
+update that records it (its claim then expires and the event is sent again). Within one call an
+event is sent at most `max_attempts` times, and a read timeout is not retried in the same call
+at all (the receiver may already have it).
 
 A delivery that fails for a reason that may pass (connection refused, timeout, 5xx, 429) keeps
 the event pending with `attempts` and `last_error` updated; the batch stops there so later
@@ -31,8 +38,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 import re
+import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -63,6 +73,8 @@ MAX_BODY_CHARS = 200
 MAX_RETRY_AFTER_SECONDS = 30.0
 # Failed calls (ticks) after which a retryable failure is given up, so it cannot block forever.
 MAX_EVENT_ATTEMPTS = 20
+# Added to the longest a send can take when claiming an event (database round trips, a pause).
+CLAIM_MARGIN_SECONDS = 60.0
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -356,6 +368,7 @@ class DeliveryReport:
     errors: tuple[str, ...] = ()  # one per failed event, same order; never the webhook URL
     remaining: int = 0  # events still undelivered (and not given up) after the call
     given_up: tuple[int, ...] = ()  # failed events marked failed for good (a subset of failed)
+    held: tuple[int, ...] = ()  # events another deliverer had claimed: left to it
 
     @property
     def last_delivered_event_id(self) -> int | None:
@@ -372,6 +385,39 @@ def _describe(error: Exception) -> str:
     return redact(text)[:MAX_ERROR_CHARS]
 
 
+def claim_seconds(timeout: float, max_attempts: int) -> float:
+    """How long to claim an event for: longer than one `WebhookSender` call can take with
+    these settings (every attempt timing out, every pause the longest Retry-After)."""
+    return (
+        timeout * max_attempts
+        + MAX_RETRY_AFTER_SECONDS * (max_attempts - 1)
+        + (CLAIM_MARGIN_SECONDS)
+    )
+
+
+DEFAULT_CLAIM_SECONDS = claim_seconds(5.0, 3)
+
+
+def new_claim_owner() -> str:
+    """`host:pid:nonce`: names the deliverer in `alert_events.claimed_by`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _claim(warehouse: Warehouse, event_id: int, owner: str, seconds: float) -> bool:
+    now = time.time()
+    params = {"event_id": event_id, "owner": owner, "expires": now + seconds, "now": now}
+    for attempt in range(20):
+        try:
+            return bool(warehouse.query(sql_file("queries/notify_claim_event"), params))
+        except Exception as error:  # noqa: BLE001 - only DuckDB's write conflict is retried
+            # Two threads of one process updating the same row on the embedded engine: someone
+            # else is claiming it; the retry sees their claim.
+            if "conflict" not in str(error).lower() or attempt == 19:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    return False
+
+
 def deliver_pending(
     warehouse: Warehouse,
     *,
@@ -380,29 +426,46 @@ def deliver_pending(
     limit: int = 100,
     deadline: float | None = None,
     max_event_attempts: int = MAX_EVENT_ATTEMPTS,
+    owner: str | None = None,
+    claim_for: float = DEFAULT_CLAIM_SECONDS,
 ) -> DeliveryReport:
     """Send up to `limit` pending alert events, oldest first, each through `sender`.
 
-    A sent event gets `delivered_at`. An event whose message cannot be built, or whose send
-    fails for good (`DeliveryError.retryable` False, or any other exception from the sender),
-    is marked failed with its reason and the batch goes on. A retryable send failure increments
-    `attempts`, stores `last_error` and ends the batch (the channel is likely down; the next
-    call retries it first); on its `max_event_attempts`-th failure it is marked failed instead.
-    `deadline` is a `time.monotonic()` value after which no further send starts.
+    Each event is claimed for `claim_for` seconds (as `owner`) before it is sent. An event
+    another deliverer holds is skipped, and so are the later events of its alert, which keeps
+    each alert's events in order. A sent event gets `delivered_at`. An event whose message
+    cannot be built, or whose send fails for good (`DeliveryError.retryable` False, or any other
+    exception from the sender), is marked failed with its reason and the batch goes on. A
+    retryable send failure increments `attempts`, stores `last_error` and ends the batch (the
+    channel is likely down; the next call retries it first); on its `max_event_attempts`-th
+    failure it is marked failed instead. `deadline` is a `time.monotonic()` value after which
+    no further send starts.
     """
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     if max_event_attempts < 1:
         raise ValueError(f"max_event_attempts must be >= 1, got {max_event_attempts}")
+    owner = owner or new_claim_owner()
     rows = warehouse.query(sql_file("queries/select_undelivered_alert_events"), {"limit": limit})
     delivered: list[int] = []
     failed: list[int] = []
     given_up: list[int] = []
     errors: list[str] = []
+    held: list[int] = []
+    held_alerts: set[int] = set()
     for row in rows:
         if deadline is not None and time.monotonic() >= deadline:
             break
         event_id = int(row["event_id"])
+        alert_id = int(row["alert_id"])
+        if alert_id in held_alerts:
+            held.append(event_id)
+            continue
+        if not _claim(warehouse, event_id, owner, claim_for):
+            if _still_pending(warehouse, event_id):  # else already sent or given up by another
+                held.append(event_id)
+                held_alerts.add(alert_id)
+            continue
         try:
             message = build_message(row)
         except Exception as error:  # noqa: BLE001 - any formatting failure is recorded
@@ -437,8 +500,17 @@ def deliver_pending(
         delivered.append(event_id)
     remaining = warehouse.query(sql_file("queries/notify_count_undelivered"))[0]["n"]
     return DeliveryReport(
-        tuple(delivered), tuple(failed), tuple(errors), int(remaining), tuple(given_up)
+        tuple(delivered),
+        tuple(failed),
+        tuple(errors),
+        int(remaining),
+        tuple(given_up),
+        tuple(held),
     )
+
+
+def _still_pending(warehouse: Warehouse, event_id: int) -> bool:
+    return bool(warehouse.query(sql_file("queries/notify_event_pending"), {"event_id": event_id}))
 
 
 def _record_failure(warehouse: Warehouse, event_id: int, reason: str) -> None:

@@ -2,6 +2,9 @@
 
 `alert_notification_sensor` delivers every undelivered alert event (performance, drift, MLflow
 service, asset check) through the notifier: the webhook when one is configured, else the log.
+Monitoring runs deliver the alerts they raise themselves, at the end of the step that raised
+them (`mlops_assets.defs.alerts.hooks`); for those the sensor is the retrier and catch-all.
+Both claim each event before sending it, so an event is posted once even when both try.
 
 `asset_check_failure_sensor` turns failed asset checks into `asset_check` alerts. A failed
 check does not fail its run, so run-failure sensors never see it; this sensor reads the
@@ -24,10 +27,12 @@ from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseRe
 from mlops_assets.storage.notify import (
     CheckOutcome,
     DeliveryError,
+    DeliveryReport,
     LogSender,
     RoutingSender,
     Sender,
     WebhookSender,
+    claim_seconds,
     deliver_pending,
     message_builder,
     record_asset_checks,
@@ -67,14 +72,19 @@ def _notify_cursor(raw: str | None) -> dict[str, Any]:
     return state
 
 
-def _sender(notifier: NotifierResource, log: Any, models: ModelCatalog | None = None) -> Sender:
+def _sender(
+    notifier: NotifierResource,
+    log: Any,
+    models: ModelCatalog | None = None,
+    *,
+    max_attempts: int | None = None,
+) -> Sender:
     # The resource field, else MLOPS_ALERT_WEBHOOK_URL read now (at tick time, not import).
     url = notifier.resolved_webhook_url()
+    attempts = max_attempts or notifier.max_attempts
     default: Sender = LogSender(log)
     if url:
-        default = WebhookSender(
-            url, timeout=notifier.timeout_seconds, max_attempts=notifier.max_attempts
-        )
+        default = WebhookSender(url, timeout=notifier.timeout_seconds, max_attempts=attempts)
     routes: dict[str, Sender] = {}
     floors: dict[str, str] = {}
     for contract in models or ():
@@ -84,9 +94,36 @@ def _sender(notifier: NotifierResource, log: Any, models: ModelCatalog | None = 
         own = os.environ.get(variable) if variable else None
         if own:
             routes[contract.name] = WebhookSender(
-                own, timeout=notifier.timeout_seconds, max_attempts=notifier.max_attempts
+                own, timeout=notifier.timeout_seconds, max_attempts=attempts
             )
     return RoutingSender(default, routes=routes, floors=floors)
+
+
+def deliver_alerts(
+    *,
+    warehouse: WarehouseResource,
+    notifier: NotifierResource,
+    mlflow: MLflowResource,
+    models: ModelCatalog | None,
+    log: Any,
+    budget_seconds: float,
+    max_attempts: int | None = None,
+) -> DeliveryReport:
+    """Deliver pending alert events through the configured senders, within the budget."""
+    attempts = max_attempts or notifier.max_attempts
+    build = message_builder(
+        mlflow_ui_url=mlflow.runtime().mlflow_config.link_base,
+        dagster_ui_url=notifier.dagster_ui_url,
+    )
+    return deliver_pending(
+        warehouse.get(),
+        sender=_sender(notifier, log, models, max_attempts=attempts),
+        build_message=build,
+        limit=NOTIFY_BATCH,
+        deadline=time.monotonic() + budget_seconds,
+        max_event_attempts=notifier.max_event_attempts,
+        claim_for=claim_seconds(notifier.timeout_seconds, attempts),
+    )
 
 
 @dg.sensor(
@@ -103,17 +140,13 @@ def alert_notification_sensor(
     models: dg.ResourceParam[ModelCatalog],
 ) -> dg.SensorResult:
     state = _notify_cursor(context.cursor)
-    build = message_builder(
-        mlflow_ui_url=mlflow.runtime().mlflow_config.link_base,
-        dagster_ui_url=notifier.dagster_ui_url,
-    )
-    report = deliver_pending(
-        warehouse.get(),
-        sender=_sender(notifier, context.log, models),
-        build_message=build,
-        limit=NOTIFY_BATCH,
-        deadline=time.monotonic() + NOTIFY_BUDGET_SECONDS,
-        max_event_attempts=notifier.max_event_attempts,
+    report = deliver_alerts(
+        warehouse=warehouse,
+        notifier=notifier,
+        mlflow=mlflow,
+        models=models,
+        log=context.log,
+        budget_seconds=NOTIFY_BUDGET_SECONDS,
     )
     for event_id, error in zip(report.failed, report.errors, strict=True):
         if event_id in report.given_up:
@@ -127,9 +160,10 @@ def alert_notification_sensor(
             + "; ".join(report.errors)
         )
     if report.nothing_to_do:
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason("no undelivered alert events"), cursor=json.dumps(state)
-        )
+        reason = "no undelivered alert events"
+        if report.held:
+            reason = f"{len(report.held)} alert event(s) being sent by another process (a run)"
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=json.dumps(state))
     if report.delivered:
         state["last_event_id"] = report.last_delivered_event_id
     state["delivered"] = int(state["delivered"] or 0) + len(report.delivered)
