@@ -388,11 +388,8 @@ def _describe(error: Exception) -> str:
 def claim_seconds(timeout: float, max_attempts: int) -> float:
     """How long to claim an event for: longer than one `WebhookSender` call can take with
     these settings (every attempt timing out, every pause the longest Retry-After)."""
-    return (
-        timeout * max_attempts
-        + MAX_RETRY_AFTER_SECONDS * (max_attempts - 1)
-        + (CLAIM_MARGIN_SECONDS)
-    )
+    longest_send = timeout * max_attempts + MAX_RETRY_AFTER_SECONDS * (max_attempts - 1)
+    return longest_send + CLAIM_MARGIN_SECONDS
 
 
 DEFAULT_CLAIM_SECONDS = claim_seconds(5.0, 3)
