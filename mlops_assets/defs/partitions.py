@@ -75,6 +75,11 @@ def each_partition(
             # partition is in their metadata (model_name, day).
             partition=None,
         )
+    # Each check's output once, as the evaluations were yielded as events of their own.
+    selected = context.selected_asset_check_keys
+    for output_name, spec in context.assets_def.check_specs_by_output_name.items():
+        if spec.key in selected:
+            yield dg.Output(None, output_name=output_name)
 
 
 def _latest_materialization(

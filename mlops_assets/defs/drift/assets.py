@@ -32,6 +32,8 @@ def _alert_level(verdict: str, share_drifted: float | None) -> str | None:
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAY_MODEL,
+    # No value to store: the rows are in the warehouse, and a ranged run has one per day.
+    dagster_type=dg.Nothing,
     deps=["production_predictions"],
     check_specs=[
         dg.AssetCheckSpec(

@@ -42,6 +42,8 @@ def resolved_source(source: Source, home) -> Source:
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAY_MODEL,
+    # No value to store: the rows are in the warehouse, and a ranged run has one per day.
+    dagster_type=dg.Nothing,
     deps=["training_baseline"],
     check_specs=[
         dg.AssetCheckSpec(
@@ -163,6 +165,8 @@ def _metric_checks() -> list[dg.AssetCheckSpec]:
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAY_MODEL,
+    # No value to store: the rows are in the warehouse, and a ranged run has one per day.
+    dagster_type=dg.Nothing,
     deps=[production_predictions],
     check_specs=_metric_checks(),
 )
@@ -356,7 +360,12 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
         )
 
 
-@dg.asset(group_name=GROUP, partitions_def=DAY_MODEL, deps=[production_metrics])
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=DAY_MODEL,
+    dagster_type=dg.Nothing,
+    deps=[production_metrics],
+)
 def performance_alerts(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
