@@ -108,6 +108,19 @@ def postgres_deployment(
         _drop_db(admin_dsn, warehouse_db)
 
 
+def stop_sensors(deployment: Deployment, names=("inference_log_sensor",)) -> None:
+    """Stopped before the daemon starts: the sensor would launch monitoring runs of its own
+    for the rows the benchmark served, beside the runs being measured."""
+    for name in names:
+        subprocess.run(
+            [str(BIN / "dagster"), "sensor", "stop", name, "-w", str(REPO / "workspace.yaml")],
+            cwd=REPO,
+            env=deployment.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
 def start_daemon(deployment: Deployment, name: str = "daemon") -> subprocess.Popen:
     """`dagster-daemon run` on the repo's workspace: drains the run queue, runs backfills."""
     log = open(deployment.root / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the daemon
@@ -184,6 +197,7 @@ def _run(args, deployment: Deployment) -> subprocess.Popen:
         serving.settle_matches(runtime.warehouse, traffic)
     print(f"served and settled {args.rows} matches a day for {len(days)} days")
 
+    stop_sensors(deployment)
     daemon = start_daemon(deployment)
     started = time.monotonic()
     job_backfill(env, keys)

@@ -38,6 +38,7 @@ from backfill_parallel import (  # noqa: E402 - the sibling script, importable o
     run_spans,
     start_daemon,
     stop_daemon,
+    stop_sensors,
 )
 
 PRODUCTION_ASSETS = (
@@ -134,6 +135,7 @@ def _measure(deployment, n_days: int, rows: int, single, multi, timeout: float) 
     def keys(names: list[str]) -> list[str]:
         return [str(partition_key(d.isoformat(), m)) for m in names for d in days]
 
+    stop_sensors(deployment, ("inference_log_sensor", "asset_check_failure_sensor"))
     # One run per partition.
     job_backfill(deployment.env, keys(single))
     daemon = start_daemon(deployment, "daemon_single")
