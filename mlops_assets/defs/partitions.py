@@ -25,14 +25,14 @@ DAYS = dg.DailyPartitionsDefinition(start_date="2020-01-01", end_offset=1)
 DAY_MODEL = dg.MultiPartitionsDefinition({"date": DAYS, "model": MODELS})
 
 
-def run_partitions(context: dg.AssetExecutionContext) -> list[tuple[str, str]]:
-    """The run's (day, model) pairs, each model's days in date order: alerts escalate on
-    consecutive days, so a range must be folded into the alert state oldest day first."""
-    pairs = []
+def run_partitions(context: dg.AssetExecutionContext) -> list[tuple[str, str, str]]:
+    """The run's (day, model, partition key), each model's days in date order: alerts escalate
+    on consecutive days, so a range must be folded into the alert state oldest day first."""
+    found = []
     for key in context.partition_keys:
         dims = DAY_MODEL.get_partition_key_from_str(str(key)).keys_by_dimension
-        pairs.append((dims["date"], dims["model"]))
-    return sorted(pairs, key=lambda pair: (pair[1], pair[0]))
+        found.append((dims["date"], dims["model"], str(key)))
+    return sorted(found, key=lambda found: (found[1], found[0]))
 
 
 def each_partition(
@@ -45,13 +45,12 @@ def each_partition(
     so each partition's output metadata goes onto that partition's materialization and each
     check result becomes an evaluation of its own, after the materializations it judges.
     """
-    pairs = run_partitions(context)
-    if len(pairs) == 1:
-        yield from one(*pairs[0])
+    partitions = run_partitions(context)
+    if len(partitions) == 1:
+        yield from one(*partitions[0][:2])
         return
     evaluations: list[tuple[str, dg.AssetCheckResult]] = []
-    for day, model in pairs:
-        key = str(partition_key(day, model))
+    for day, model, key in partitions:
         for event in one(day, model):
             if isinstance(event, dg.AssetCheckResult):
                 evaluations.append((key, event))
