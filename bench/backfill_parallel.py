@@ -69,7 +69,9 @@ class Deployment:
 def postgres_deployment(
     admin_dsn: str, prefix: str, extra_env: dict[str, str] | None = None
 ) -> Iterator[Deployment]:
-    """Creates, then drops, the databases; sets this process's environment to the deployment's."""
+    """Creates, then drops, the databases; this process's environment is the deployment's
+    inside the block and restored after it (another benchmark may run next in it)."""
+    saved = dict(os.environ)
     tag = uuid.uuid4().hex[:8]
     dagster_db, warehouse_db = f"{prefix}_dagster_{tag}", f"{prefix}_wh_{tag}"
     root = Path(tempfile.mkdtemp(prefix=f"mlops-{prefix}-"))
@@ -102,6 +104,8 @@ def postgres_deployment(
         os.environ.update(env)
         yield Deployment(root, env, warehouse_dsn, dagster_db)
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         if server is not None:
             server.stop()
         _drop_db(admin_dsn, dagster_db)
