@@ -16,10 +16,39 @@ import dagster as dg
 from mlops_assets.lib.contract import ContractError, ModelCatalog, ModelContract, load_contract_file
 
 MODELS_PATH_VARIABLE = "MLOPS_MODELS_PATH"
+BACKFILL_VARIABLE = "MLOPS_BACKFILL_PARTITIONS_PER_RUN"
+# A month of one model per run: start-up is paid once a month, a failure redoes at most a
+# month, and a 30-day backfill folds each model's alerts in date order within one run.
+DEFAULT_PARTITIONS_PER_RUN = 31
+# The groups a backfill processes many partitions of in one run (one policy for all of them:
+# Dagster runs parent and child in the same run only when their policies are equal).
+BACKFILLED_GROUPS = ("production", "drift")
 
 
-def platform_definitions(*models: dg.Definitions | ModelContract) -> dg.Definitions:
-    """Every asset, check, sensor and schedule, with resources, for the given models."""
+def backfill_policy(value: str | None = None) -> dg.BackfillPolicy:
+    """The production and drift assets' backfill policy from MLOPS_BACKFILL_PARTITIONS_PER_RUN:
+    a number of day x model partitions per run (1: one run per partition), or `all`."""
+    raw = (value if value is not None else os.environ.get(BACKFILL_VARIABLE, "")).strip()
+    if not raw:
+        return dg.BackfillPolicy.multi_run(DEFAULT_PARTITIONS_PER_RUN)
+    if raw.lower() == "all":
+        return dg.BackfillPolicy.single_run()
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        from mlops_assets.settings import SettingsError
+
+        raise SettingsError(
+            f"{BACKFILL_VARIABLE}={raw!r}: expected partitions per run from 1 to 10000, or 'all'"
+        )
+    return dg.BackfillPolicy.multi_run(int(raw))
+
+
+def platform_definitions(
+    *models: dg.Definitions | ModelContract, backfill: dg.BackfillPolicy | None = None
+) -> dg.Definitions:
+    """Every asset, check, sensor and schedule, with resources, for the given models.
+
+    `backfill`: how many partitions a backfill of the production and drift assets processes
+    per run (default: MLOPS_BACKFILL_PARTITIONS_PER_RUN, read here, when the code loads)."""
     from mlops_assets.components.monitored_model import contracts_in
     from mlops_assets.defs import schedules
     from mlops_assets.defs.alerts.sensors import sensors as alert_sensors
@@ -36,11 +65,20 @@ def platform_definitions(*models: dg.Definitions | ModelContract) -> dg.Definiti
     for item in models:
         contracts.extend(contracts_in(item) if isinstance(item, dg.Definitions) else [item])
     catalog = ModelCatalog(contracts)
+    policy = backfill if backfill is not None else backfill_policy()
     warehouse = WarehouseResource()
-    return dg.Definitions(
-        assets=dg.load_assets_from_modules(
+    assets = [
+        a.with_attributes(backfill_policy=policy)
+        if isinstance(a, dg.AssetsDefinition)
+        and a.group_names_by_key
+        and set(a.group_names_by_key.values()) <= set(BACKFILLED_GROUPS)
+        else a
+        for a in dg.load_assets_from_modules(
             [training_assets, production_assets, drift_assets, lifecycle_assets]
-        ),
+        )
+    ]
+    return dg.Definitions(
+        assets=assets,
         asset_checks=production_checks,
         jobs=schedules.jobs,
         schedules=schedules.schedules,

@@ -278,3 +278,37 @@ def unlabelled_days(warehouse: Warehouse, plan, *, since: dt.date) -> list[dt.da
         {"since": since},
     )
     return [_as_date(r["d"]) for r in rows]
+
+
+# Columns that differ between two computations of the same results: when and by which run they
+# were written, surrogate keys, and the model's own name and local run id (so a model's copy
+# under another name compares equal).
+_BOOKKEEPING = frozenset(
+    {
+        "model_name",
+        "computed_at",
+        "created_at",
+        "updated_at",
+        "resolved_at",
+        "acknowledged_at",
+        "alert_id",
+        "report_path",
+        "training_local_run_id",
+        "baseline_local_run_id",
+    }
+)
+
+
+def monitoring_results(
+    warehouse: Warehouse, *, model: str, first: dt.date, last: dt.date
+) -> dict[str, list[dict]]:
+    """A model's metric rows, drift rows and alerts (with their events) for days first..last,
+    without bookkeeping columns: equal whichever runs computed them, one day or many per run."""
+    results = {}
+    for kind in ("metrics", "drift", "alerts"):
+        rows = warehouse.query(
+            sql_file(f"queries/select_monitoring_{kind}"),
+            {"m": model, "first": first, "last": last},
+        )
+        results[kind] = [{k: v for k, v in r.items() if k not in _BOOKKEEPING} for r in rows]
+    return results

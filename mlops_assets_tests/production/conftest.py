@@ -12,6 +12,7 @@ and the verdicts do not change with the date the suite runs on. A test that need
 of its own works on a clone of the model under another name (`clone_model`).
 """
 
+import contextlib
 import datetime as dt
 import os
 import uuid
@@ -232,8 +233,10 @@ def write_levels(
         )
 
 
-@pytest.fixture(scope="package")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+@contextlib.contextmanager
+def trained_platform(home: Path, warehouse: WarehouseResource) -> Iterator[Platform]:
+    """The demo's match_outcome (made cheap) trained into `warehouse`, tracked in a local
+    sqlite MLflow store under `home`, on an ephemeral Dagster instance."""
     from mlops_assets.platform import catalog_of, demo_models
 
     saved = dict(os.environ)
@@ -241,10 +244,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     for key in list(os.environ):
         if key.startswith(("MLOPS_", "MLFLOW_")) or key == "DAGSTER_HOME":
             del os.environ[key]
-    home = tmp_path_factory.mktemp("production") / "home"
     tracking_uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     (home / "mlflow").mkdir(parents=True)
-    warehouse = WarehouseResource(home=str(home))
     catalog = ModelCatalog([fast_contract(catalog_of([demo_models()]).get(MODEL))])
     resources = {
         "warehouse": warehouse,
@@ -265,3 +266,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         instance.dispose()
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="package")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    home = tmp_path_factory.mktemp("production") / "home"
+    with trained_platform(home, WarehouseResource(home=str(home))) as platform:
+        yield platform

@@ -4,7 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from mlops_assets.defs.partitions import DAY_MODEL, day_and_model, partition_target
+from mlops_assets.defs.partitions import DAY_MODEL, each_partition, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.contract import ModelCatalog, UnknownModelError
 from mlops_assets.resources import MLflowResource, WarehouseResource
@@ -29,6 +29,8 @@ def _alert_level(verdict: str, share_drifted: float | None) -> str | None:
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAY_MODEL,
+    # No value to store: the rows are in the warehouse, and a ranged run has one per day.
+    dagster_type=dg.Nothing,
     deps=["production_predictions"],
     check_specs=[
         dg.AssetCheckSpec(
@@ -45,16 +47,22 @@ def feature_drift_report(
     models: dg.ResourceParam[ModelCatalog],
 ):
     """Per-feature tests, effect sizes and data quality; an HTML report logged to MLflow."""
+    yield from each_partition(
+        context, lambda day, model: _drift(warehouse, mlflow, models, day, model)
+    )
+
+
+def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     # Imported here: they pull in pandas, which every run worker would pay for at load time.
     from mlops_assets.lib.drift import DriftConfig, DriftInputError, compute_drift
     from mlops_assets.lib.drift_html import render_html
     from mlops_assets.storage import inference_log
 
     try:  # the contract first: an undeclared model's partition fails naming the declared ones
-        contract = models.get(day_and_model(context)[1])
+        contract = models.get(model_name)
     except UnknownModelError as error:
         raise dg.Failure(str(error)) from error
-    target = partition_target(context, warehouse)
+    target = partition_target(warehouse, day_key, model_name)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
     model_name = model.model_name
     config = contract.drift

@@ -7,7 +7,7 @@ import math
 
 import dagster as dg
 
-from mlops_assets.defs.partitions import DAY_MODEL, day_and_model, partition_target
+from mlops_assets.defs.partitions import DAY_MODEL, each_partition, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.contract import DEFAULT_LEVELS, ModelCatalog, ModelContract, Source
 from mlops_assets.resources import MLflowResource, WarehouseResource
@@ -40,6 +40,8 @@ def resolved_source(source: Source, home) -> Source:
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAY_MODEL,
+    # No value to store: the rows are in the warehouse, and a ranged run has one per day.
+    dagster_type=dg.Nothing,
     deps=["training_baseline"],
     check_specs=[
         dg.AssetCheckSpec(
@@ -56,6 +58,12 @@ def production_predictions(
 ):
     """The day's inference log for one model, read from its source into typed columns, with
     the labels that have arrived for it; bad rows go to mlops.quarantine with a reason."""
+    yield from each_partition(
+        context, lambda day, model: _predictions(context, warehouse, models, day, model)
+    )
+
+
+def _predictions(context, warehouse, models, day_key: str, model_name: str):
     from mlops_assets.storage import inference_log
     from mlops_assets.storage.monitoring import prediction_ids
     from mlops_assets.storage.sources import (
@@ -66,8 +74,8 @@ def production_predictions(
     )
 
     # The contract first: an undeclared model's partition fails naming the declared models.
-    contract = _contract(models, day_and_model(context)[1])
-    target = partition_target(context, warehouse)
+    contract = _contract(models, model_name)
+    target = partition_target(warehouse, day_key, model_name)
     day, model, wh = target.day, target.model, target.warehouse
     home = warehouse.runtime().settings.home
     cols = contract.columns
@@ -155,6 +163,8 @@ def _metric_checks() -> list[dg.AssetCheckSpec]:
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAY_MODEL,
+    # No value to store: the rows are in the warehouse, and a ranged run has one per day.
+    dagster_type=dg.Nothing,
     deps=[production_predictions],
     check_specs=_metric_checks(),
 )
@@ -166,6 +176,12 @@ def production_metrics(
 ):
     """The task's metrics on the day's labelled rows beside the training baseline, with their
     noise-aware verdicts; only the columns metrics need are read."""
+    yield from each_partition(
+        context, lambda day, model: _metrics(warehouse, mlflow, models, day, model)
+    )
+
+
+def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
     import pandas as pd
 
     from mlops_assets.defs.training.assets import _outputs
@@ -180,8 +196,8 @@ def production_metrics(
     from mlops_assets.storage import inference_log
 
     # The contract first: an undeclared model's partition fails naming the declared models.
-    contract = _contract(models, day_and_model(context)[1])
-    target = partition_target(context, warehouse)
+    contract = _contract(models, model_name)
+    target = partition_target(warehouse, day_key, model_name)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
     monitored = monitored_levels(contract, model.metrics)
     frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
@@ -345,16 +361,26 @@ def production_metrics(
         )
 
 
-@dg.asset(group_name=GROUP, partitions_def=DAY_MODEL, deps=[production_metrics])
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=DAY_MODEL,
+    dagster_type=dg.Nothing,
+    deps=[production_metrics],
+)
 def performance_alerts(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     models: dg.ResourceParam[ModelCatalog],
-) -> dg.MaterializeResult:
-    """Advance the alert state machine by the day's metric verdicts (dedupe, escalate, resolve)."""
+):
+    """Advance the alert state machine by the day's metric verdicts (dedupe, escalate, resolve);
+    a run of many days advances each model's alerts day by day, oldest first."""
+    yield from each_partition(context, lambda day, model: [_alerts(warehouse, models, day, model)])
+
+
+def _alerts(warehouse, models, day_key: str, model_name: str) -> dg.MaterializeResult:
     # The contract first: an undeclared model's partition fails naming the declared models.
-    contract = _contract(models, day_and_model(context)[1])
-    target = partition_target(context, warehouse)
+    contract = _contract(models, model_name)
+    target = partition_target(warehouse, day_key, model_name)
     day, model, wh = target.day, target.model, target.warehouse
     monitored = contract.monitored_metrics()
     from mlops_assets.lib.evaluation import cap_level
