@@ -71,7 +71,7 @@ def production_predictions(
     contract = _contract(models, day_and_model(context)[1])
     target = partition_target(context, warehouse)
     day, model, wh = target.day, target.model, target.warehouse
-    home = warehouse.runtime().settings.home
+    home = warehouse.runtime().settings.sources_root
     cols = contract.columns
     batch = f"{context.run_id}:{day}"
     try:
