@@ -98,6 +98,9 @@ def fetch_model(tracker: Any, entry: RegistryEntry, home: Path) -> Path:
             artifact_uri=f"models:/{entry.name}/{entry.version}",
             dst_path=str(staging),
             tracking_uri=tracker.config.tracking_uri,
+            # Else `models:/` resolves against the process-wide registry URI, which a worker
+            # that never trained or resolved anything has not set.
+            registry_uri=tracker.config.tracking_uri,
         )
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
