@@ -93,14 +93,16 @@ def fetch_model(tracker: Any, entry: RegistryEntry, home: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
+        # Resolved with our client, not through a `models:/` URI: MLflow resolves those against
+        # the process-wide registry URI, which a worker that never trained has not set.
+        source = tracker._call(
+            tracker.client.get_model_version_download_uri, entry.name, entry.version
+        )
         path = tracker._call(
             mlflow.artifacts.download_artifacts,
-            artifact_uri=f"models:/{entry.name}/{entry.version}",
+            artifact_uri=source,
             dst_path=str(staging),
             tracking_uri=tracker.config.tracking_uri,
-            # Else `models:/` resolves against the process-wide registry URI, which a worker
-            # that never trained or resolved anything has not set.
-            registry_uri=tracker.config.tracking_uri,
         )
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
