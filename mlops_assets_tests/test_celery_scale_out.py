@@ -55,9 +55,13 @@ def test_celery_backfill_on_two_workers_matches_one_process(pg_admin_dsn, tmp_pa
             ]
             assert not diffs, f"{table}: (row, column, in-process, celery) {diffs[:10]}"
         # The drift reports are in MLflow, not on the disk of the worker that wrote them.
-        assert {r["report_path"][:7] for r in got["drift"]} == {"runs:/"}
-        # The workers' data directories hold caches only: the models they downloaded.
+        assert {r["report_path"].split(":/")[0] for r in got["drift"]} == {"runs"}
+        # The workers' data directories hold caches only: the models they downloaded from the
+        # registry (by MLflow run id), and no report once MLflow has it.
         worker_homes = sorted(tmp_path.glob("workers-*/worker*/home"))
         assert len(worker_homes) == 2
         for home in worker_homes:
             assert {p.name for p in home.iterdir()} <= {"models", "artifacts"}, home
+            assert not list(home.glob("artifacts/*")), home
+        cached = {p.name for home in worker_homes for p in home.glob("models/*/MLmodel")}
+        assert cached, "no worker downloaded a model: the impact ranking did not run there"
