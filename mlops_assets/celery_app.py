@@ -9,8 +9,10 @@ location; the worker's own MLOPS_HOME is only a cache (models downloaded from ML
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
-from mlops_assets.defs.executor import celery_app_args
-from mlops_assets.settings import load_executor_settings
+from mlops_assets.defs.executor import celery_app_args, require_shared_services
+from mlops_assets.settings import load_executor_settings, load_settings
 
+# A worker with an embedded warehouse or a local MLflow store would write to its own copy.
+require_shared_services(load_settings())
 app = make_app(celery_app_args(load_executor_settings()))
 execute_plan = create_task(app)

@@ -6,6 +6,7 @@ through `dg.execute_job` on a persistent instance, so the creation function runs
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -37,8 +38,10 @@ def _run(instance: dg.DagsterInstance) -> tuple[bool, str]:
 
 @pytest.fixture
 def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for name in ("MLOPS_EXECUTOR", "MLOPS_CELERY_BROKER", "MLOPS_CELERY_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith("MLOPS_") or name == "MLFLOW_TRACKING_URI":
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -102,8 +105,11 @@ def _init_context(instance: dg.DagsterInstance) -> dg.InitExecutorContext:
     )
 
 
-def test_celery_needs_a_persistent_instance(monkeypatch):
+def test_celery_needs_a_persistent_instance(instance, monkeypatch):
     monkeypatch.setenv("MLOPS_EXECUTOR", "celery")
+    monkeypatch.setenv("MLOPS_WAREHOUSE_BACKEND", "postgres")
+    monkeypatch.setenv("MLOPS_WAREHOUSE_DSN", "postgresql://mlops@db.internal:5432/mlops")
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     with pytest.raises(dg.DagsterUnmetExecutorRequirementsError, match="ephemeral"):
         monitoring_executor.executor_creation_fn(_init_context(dg.DagsterInstance.ephemeral()))
 
@@ -119,6 +125,14 @@ def test_celery_is_chosen_when_the_run_starts(instance, monkeypatch):
     )
     monkeypatch.setenv("MLOPS_EXECUTOR", "celery")
     monkeypatch.setenv("MLOPS_CELERY_BROKER", "redis://broker.internal:6379/3")
+    # Embedded warehouse and local MLflow store: every worker would write its own copy.
+    with pytest.raises(SettingsError) as caught:
+        monitoring_executor.executor_creation_fn(_init_context(instance))
+    assert "MLOPS_WAREHOUSE_BACKEND: must be postgres" in str(caught.value)
+    assert "MLOPS_MLFLOW_TRACKING_URI: must name an MLflow server" in str(caught.value)
+    monkeypatch.setenv("MLOPS_WAREHOUSE_BACKEND", "postgres")
+    monkeypatch.setenv("MLOPS_WAREHOUSE_DSN", "postgresql://mlops@db.internal:5432/mlops")
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     executor = monitoring_executor.executor_creation_fn(_init_context(instance))
     assert isinstance(executor, CeleryExecutor)
     assert executor.broker == executor.backend == "redis://broker.internal:6379/3"

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets.settings import ExecutorSettings, load_executor_settings
+from mlops_assets.settings import (
+    ExecutorSettings,
+    Settings,
+    SettingsError,
+    load_executor_settings,
+    load_settings,
+)
 
 
 def celery_app_args(settings: ExecutorSettings) -> dict:
@@ -36,6 +42,24 @@ def _celery_executor(settings: ExecutorSettings, retries):
     )
 
 
+def require_shared_services(settings: Settings) -> None:
+    """Celery steps run on other hosts: the warehouse and MLflow must be servers they all
+    reach, not files in one host's data directory (each worker would get its own copy)."""
+    problems = []
+    if settings.warehouse.backend != "postgres":
+        problems.append(
+            "MLOPS_WAREHOUSE_BACKEND: must be postgres (workers on other hosts cannot share "
+            "the embedded DuckDB file under MLOPS_HOME)"
+        )
+    if settings.mlflow.effective_tracking_uri(settings.home).startswith(("sqlite:", "file:", "/")):
+        problems.append(
+            "MLOPS_MLFLOW_TRACKING_URI: must name an MLflow server (http[s]://...), not a "
+            "store under MLOPS_HOME"
+        )
+    if problems:
+        raise SettingsError("MLOPS_EXECUTOR=celery:\n  " + "\n  ".join(problems))
+
+
 @dg.executor(name="mlops_executor")
 def monitoring_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     """In-process or Celery, by MLOPS_EXECUTOR; a bad value fails the run naming the variable."""
@@ -53,6 +77,7 @@ def monitoring_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
 
     # The steps run in other processes: they must rebuild the job from its code location and
     # report to a shared instance.
+    require_shared_services(load_settings())
     _check_intra_process_job(init_context.job)
     _check_non_ephemeral_instance(init_context.instance)
     return _celery_executor(settings, retries)
