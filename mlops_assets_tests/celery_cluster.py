@@ -413,12 +413,11 @@ class ScaleOutDeployment:
     # -------------------------------------------------------------- the two ways
 
     def run_in_process(self, warehouse_dsn: str) -> float:
-        """Every partition one after another in this process (the trainer's data directory);
-        returns wall seconds."""
+        """Every partition one after another in this warm process (the trainer's data
+        directory), events into the same Dagster instance; returns wall seconds."""
         import dagster as dg
 
         from mlops_assets.definitions import defs as load_defs
-        from mlops_assets.defs.partitions import MODELS
 
         os.environ["MLOPS_WAREHOUSE_DSN"] = warehouse_dsn
         try:
@@ -432,12 +431,11 @@ class ScaleOutDeployment:
                     "feature_drift_report",
                 )
             ]
-            instance = dg.DagsterInstance.ephemeral()
-            instance.add_dynamic_partitions(MODELS.name, self.model_names)
             started = time.monotonic()
             for key in self.partition_keys():
+                # The same PostgreSQL instance as the Celery runs: the same events are written.
                 dg.materialize(
-                    assets, resources=defs.resources, instance=instance, partition_key=key
+                    assets, resources=defs.resources, instance=self.instance, partition_key=key
                 )
             return time.monotonic() - started
         finally:
