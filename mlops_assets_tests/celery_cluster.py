@@ -280,6 +280,7 @@ class ScaleOutDeployment:
     ):
         self.n_days, self.n_models, self.rows = days, models, rows
         self.admin_dsn, self.broker = admin_dsn, broker
+        self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="celery-scaleout-"))
         self.drift_from_day = drift_from_day
         self.tag = uuid.uuid4().hex[:8]
@@ -504,6 +505,8 @@ class ScaleOutDeployment:
         for name in self.dbs:
             _drop_db(self.admin_dsn, name)
         self.dbs = []
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _start_daemon(env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
