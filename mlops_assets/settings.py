@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlops_assets.lib.names import validate_model_name
@@ -31,10 +38,21 @@ class HomeSettings(BaseSettings):
         default=Path(".mlops"),
         description="Data directory (MLOPS_HOME); relative paths are taken from the working dir.",
     )
+    sources_root: Path | None = Field(
+        default=None,
+        description="Where relative Parquet source folders are (MLOPS_SOURCES_ROOT); else home. "
+        "On several hosts, a folder every worker reaches, so the data directory stays a cache.",
+    )
 
     @property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def resolved_sources_root(self) -> Path:
+        if self.sources_root is None:
+            return self.resolved_home
+        return self.sources_root.expanduser().resolve()
 
 
 class MLflowSettings(BaseSettings):
@@ -111,6 +129,56 @@ class NotifierSettings(BaseSettings):
     webhook_url: SecretStr | None = None
 
 
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+
+
+class ExecutorSettings(BaseSettings):
+    """How a monitoring run executes its steps: in the run's own process (default), or on
+    Dagster's Celery executor, whose workers may be on other hosts."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    executor: Literal["in_process", "celery"] = "in_process"
+    celery_broker: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker URL (Redis or AMQP)."
+    )
+    celery_backend: str | None = Field(
+        default=None, description="Celery result backend URL; else the broker's URL."
+    )
+
+    @field_validator("celery_broker", "celery_backend")
+    @classmethod
+    def _broker_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            if info.field_name == "celery_backend":
+                return None
+            raise ValueError("must not be empty (e.g. redis://127.0.0.1:6379/0)")
+        parts = urlsplit(value)
+        if parts.scheme not in _BROKER_SCHEMES or not parts.hostname:
+            raise ValueError(
+                "must be a broker URL like redis://127.0.0.1:6379/0 "
+                f"(scheme one of {', '.join(_BROKER_SCHEMES)}, and a host)"
+            )
+        return value
+
+    @property
+    def backend_url(self) -> str:
+        return self.celery_backend or self.celery_broker
+
+
+def load_executor_settings() -> ExecutorSettings:
+    """The executor settings from the environment; SettingsError names a bad variable."""
+    try:
+        return ExecutorSettings()
+    except ValidationError as error:
+        lines = []
+        for item in error.errors():
+            var = f"MLOPS_{str(item['loc'][0]).upper()}" if item["loc"] else "MLOPS_EXECUTOR"
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(redact(f"{var}={item.get('input')!r}: {message}"))
+        raise SettingsError("Invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
 class Settings:
     """All settings, validated together so start-up fails once with every problem named."""
 
@@ -122,6 +190,10 @@ class Settings:
     @property
     def home(self) -> Path:
         return self.home_settings.resolved_home
+
+    @property
+    def sources_root(self) -> Path:
+        return self.home_settings.resolved_sources_root
 
     @property
     def tracking_uri(self) -> str:

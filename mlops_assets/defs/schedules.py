@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from mlops_assets.defs.alerts.hooks import deliver_raised_alerts
+from mlops_assets.defs.executor import monitoring_executor
 from mlops_assets.defs.partitions import DAY_MODEL, MODELS, partition_key
 from mlops_assets.defs.production.checks import yesterday_metrics_fresh
 
@@ -14,9 +15,10 @@ daily_monitoring_job = dg.define_asset_job(
     - dg.AssetSelection.checks(yesterday_metrics_fresh),
     partitions_def=DAY_MODEL,
     description="Predictions, metrics and alerts, then drift, for one day and model.",
-    # One process per run, not per step: a step subprocess costs seconds of imports on a
-    # small machine, and parallelism comes from running many partitions at once.
-    executor_def=dg.in_process_executor,
+    # In-process by default (a step subprocess costs seconds of imports on a small machine;
+    # parallelism comes from running many partitions at once); MLOPS_EXECUTOR=celery spreads
+    # the steps over Celery workers on other hosts.
+    executor_def=monitoring_executor,
     # The run posts the alerts it raises; the alert sensor's next tick would be up to 30 s late.
     hooks={deliver_raised_alerts},
 )

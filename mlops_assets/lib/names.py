@@ -1,6 +1,6 @@
 """Names that become file paths, partition keys and MLflow registered-model names.
 
-A model name is used as a directory (`reports/<model>/`), as one dimension of a multi-partition
+A model name is used in file and table names, as one dimension of a multi-partition
 key (where `|` separates dimensions), as an MLflow registered-model name and in the names of
 the model's inference-log tables, so it is checked where it enters (the model contract, the
 settings, partition keys) against one pattern that is safe for all four.

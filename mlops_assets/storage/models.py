@@ -93,9 +93,14 @@ def fetch_model(tracker: Any, entry: RegistryEntry, home: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
+        # Resolved with our client, not through a `models:/` URI: MLflow resolves those against
+        # the process-wide registry URI, which a worker that never trained has not set.
+        source = tracker._call(
+            tracker.client.get_model_version_download_uri, entry.name, entry.version
+        )
         path = tracker._call(
             mlflow.artifacts.download_artifacts,
-            artifact_uri=f"models:/{entry.name}/{entry.version}",
+            artifact_uri=source,
             dst_path=str(staging),
             tracking_uri=tracker.config.tracking_uri,
         )
@@ -193,22 +198,51 @@ class Predictor:
         return Scores(None, proba[:, order], classes, None)
 
 
-def local_predictor(
+def cached_predictor(
     contract: ModelContract,
     *,
+    tracker: Any,
     home: Path,
     artifact_root: Path,
     local_run_id: str,
     mlflow_run_id: str | None,
+    model_version: str | None,
     features: list[str],
 ) -> Predictor | None:
-    """The model of a run from this host's copies, or None: the cache of a registered model
-    (by MLflow run id) or the buffered artifacts of a run trained here. Never calls MLflow, so
-    an optional use (impact ranking) costs nothing when the model is elsewhere."""
+    """The model of a run from this host's copies (the registry cache by MLflow run id, or the
+    buffered artifacts of a run trained here), else downloaded once from the MLflow registry
+    into the cache, so a worker that never saw the training run scores like the one that did.
+
+    None when no copy is reachable: a run still waiting for replay (no registry version yet,
+    its artifacts on the training host only) or MLflow unavailable (the breaker answers at
+    once while it is open)."""
     candidates = [artifact_root / local_run_id / "model"]
     if mlflow_run_id:
         candidates.insert(0, cached_model_dir(home, mlflow_run_id))
     for model_dir in candidates:
         if (model_dir / "MLmodel").exists():
             return Predictor(contract, model_dir, features=features)
-    return None
+    if not (mlflow_run_id and model_version):
+        return None
+    registered = contract.model.registered
+    entry = RegistryEntry(
+        name=registered.name if registered else contract.name,
+        version=model_version,
+        run_id=mlflow_run_id,
+        experiment_id="",
+        source="",
+        signature_inputs=None,
+    )
+    try:
+        model_dir = fetch_model(tracker, entry, home)
+    except Exception as error:
+        from mlops_assets.lib.breaker import CircuitOpenError
+        from mlops_assets.storage.tracking import is_outage
+
+        if isinstance(error, CircuitOpenError) or is_outage(error):
+            return None
+        raise ModelLoadError(
+            f"model {contract.name}: cannot download version {model_version} of "
+            f"{entry.name} from MLflow: {error}"
+        ) from error
+    return Predictor(contract, model_dir, features=features)

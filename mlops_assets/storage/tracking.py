@@ -299,7 +299,11 @@ class MlflowTracker:
             )
         else:
             self.buffer.reopen_artifacts(monitor_id)
-        return self.replay(monitor_id)
+        result = self.replay(monitor_id)
+        if result.state == REPLAYED:
+            # Uploaded: MLflow holds the report, so this host keeps no copy of its own.
+            shutil.rmtree(artifact_dir, ignore_errors=True)
+        return result
 
     # ------------------------------------------------------------------ replay
 

@@ -111,15 +111,23 @@ def test_html_report_is_self_contained_and_logged_to_its_own_monitoring_run(
     from mlflow.tracking import MlflowClient
 
     metadata, _, rows = drifted
-    path = Path(metadata["report"])
-    assert path.is_file() and path.name == f"drift_{DRIFT_DAY}.html"
-    assert {r["report_path"] for r in rows.values()} == {str(path)}
-    html = path.read_text()
+    name = f"drift_{DRIFT_DAY}.html"
+    assert metadata["logged_to_mlflow"] == "yes"
+    # The report lives in MLflow, not in the data directory of the host that computed it.
+    assert not (platform.home / "reports").exists()
+    uri = metadata["report"]
+    assert {r["report_path"] for r in rows.values()} == {uri}
+    import mlflow.artifacts
+
+    html = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(tmp_path / "via_uri"), tracking_uri=platform.tracking_uri
+        )
+    ).read_text()
     assert "<svg" in html and DRIFT_DAY in html
     lowered = html.lower()
     for external in ("<script src=", "<script", "http", "<link", "@import", "url("):
         assert external not in lowered, external
-    assert metadata["logged_to_mlflow"] == "yes"
 
     # A monitoring run of its own, child of the training run, holding only this day's file;
     # the training run is left finished and gets no report.
@@ -136,7 +144,8 @@ def test_html_report_is_self_contained_and_logged_to_its_own_monitoring_run(
     assert len(monitoring) == 1
     assert monitoring[0].data.tags["mlflow.parentRunId"] == training.info.run_id
     logged = [a.path for a in client.list_artifacts(monitoring[0].info.run_id)]
-    assert logged == [path.name]
+    assert uri == f"runs:/{monitoring[0].info.run_id}/{name}"
+    assert logged == [name]
     copy = client.download_artifacts(monitoring[0].info.run_id, logged[0], str(tmp_path))
     assert Path(copy).read_text() == html
 

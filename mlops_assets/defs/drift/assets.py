@@ -1,6 +1,8 @@
 """Feature drift: the day's production inputs against the training baseline's reference sample."""
 
 import datetime as dt
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 
@@ -80,17 +82,18 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
 
     tracker = mlflow.tracker()
-    report_dir = mlflow.runtime().settings.home / "reports" / model_name
-    report_dir.mkdir(parents=True, exist_ok=True)
-    html_path = report_dir / f"drift_{day_key}.html"
-    html_path.write_text(
-        render_html(report, reference, current, title=f"Feature drift: {model_name}, {day_key}")
-    )
-    # Its own MLflow run per model version and day (through the buffer, replayed later if
-    # MLflow is down); the training run stays finished.
-    logged = tracker.log_monitoring_artifact(
-        model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
-    )
+    # The report's home is MLflow: its own run per model version and day (through the buffer,
+    # replayed later if MLflow is down); the training run stays finished. No host keeps a copy
+    # other than the buffer's until that replay.
+    with tempfile.TemporaryDirectory(prefix="mlops-drift-") as scratch:
+        html_path = Path(scratch) / f"drift_{day_key}.html"
+        html_path.write_text(
+            render_html(report, reference, current, title=f"Feature drift: {model_name}, {day_key}")
+        )
+        logged = tracker.log_monitoring_artifact(
+            model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
+        )
+    report_uri = _report_uri(logged, tracker, html_path.name)
 
     impacts, impact_note = _impact_ranking(contract, model, report, reference, current, mlflow)
     frame = report.to_frame()
@@ -105,7 +108,7 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         baseline_local_run_id=model.local_run_id,
         baseline_mlflow_run_id=model.mlflow_run_id,
         mlflow_experiment_id=model.mlflow_experiment_id,
-        report_path=str(html_path),
+        report_path=report_uri,
         computed_at=now,
     ).rename(columns={"kind": "feature_kind"})
     columns = [c for c in _TABLE_COLUMNS if c in frame.columns]
@@ -159,7 +162,7 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
             "rows_current": report.n_current,
             "rows_reference": report.n_reference,
             "ignored_columns": ", ".join(report.ignored_columns) or "none",
-            "report": dg.MetadataValue.path(str(html_path)),
+            "report": report_uri,
             "logged_to_mlflow": "yes" if logged.state == "replayed" else "buffered for replay",
             "baseline_mlflow_run_id": model.run_ref,
             "top_drifting": dg.MetadataValue.json(top),
@@ -186,6 +189,14 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     )
 
 
+def _report_uri(logged, tracker, name: str) -> str:
+    """Where the report lives: `runs:/<MLflow run id>/<file>` once in MLflow, else the buffered
+    copy on this host until the replay uploads it."""
+    if logged.state == "replayed" and logged.mlflow_run_id:
+        return f"runs:/{logged.mlflow_run_id}/{name}"
+    return str(tracker.config.artifact_root / logged.local_run_id / name)
+
+
 def _costliest(impacts: dict[str, float], k: int = 3) -> str:
     ranked = sorted(impacts, key=lambda f: -impacts[f])[:k]
     return f"; costliest shifts: {', '.join(ranked)}" if ranked else ""
@@ -194,9 +205,9 @@ def _costliest(impacts: dict[str, float], k: int = 3) -> str:
 def _impact_ranking(contract, model, report, reference, current, mlflow):
     """Drifted features -> how much of the estimated accuracy restoring each one recovers.
 
-    Needs the model's calibrator (classification) and the model on this host (the registered
-    model's cache or the run's buffered artifacts); without them the report is ranked by
-    significance only, and says so.
+    Needs the model's calibrator (classification) and the model (this host's cache, rebuilt from
+    the MLflow registry when missing); without them the report is ranked by significance only,
+    and says so.
     """
     drifted = [f.feature for f in report.features if f.verdict in ("drift", "possible_drift")]
     if not drifted:
@@ -205,19 +216,24 @@ def _impact_ranking(contract, model, report, reference, current, mlflow):
         return {}, "not ranked: no calibrator for this model (regression or labels only)"
     from mlops_assets.lib.estimation import Calibrator
     from mlops_assets.lib.impact import ImpactError, rank_feature_impact
-    from mlops_assets.storage.models import local_predictor
+    from mlops_assets.storage.models import ModelLoadError, cached_predictor
 
     runtime = mlflow.runtime()
-    predictor = local_predictor(
-        contract,
-        home=runtime.settings.home,
-        artifact_root=runtime.mlflow_config.artifact_root,
-        local_run_id=model.local_run_id,
-        mlflow_run_id=model.mlflow_run_id,
-        features=list(model.features),
-    )
+    try:
+        predictor = cached_predictor(
+            contract,
+            tracker=runtime.tracker,
+            home=runtime.settings.home,
+            artifact_root=runtime.mlflow_config.artifact_root,
+            local_run_id=model.local_run_id,
+            mlflow_run_id=model.mlflow_run_id,
+            model_version=model.model_version,
+            features=list(model.features),
+        )
+    except ModelLoadError as error:
+        return {}, f"not ranked: {error}"
     if predictor is None:
-        return {}, "not ranked: the model is not on this host"
+        return {}, "not ranked: the model is not reachable (pending replay, or MLflow down)"
     try:
         ranked = rank_feature_impact(
             lambda frame: predictor.score(frame).proba,

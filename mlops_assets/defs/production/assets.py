@@ -77,7 +77,7 @@ def _predictions(context, warehouse, models, day_key: str, model_name: str):
     contract = _contract(models, model_name)
     target = partition_target(warehouse, day_key, model_name)
     day, model, wh = target.day, target.model, target.warehouse
-    home = warehouse.runtime().settings.home
+    home = warehouse.runtime().settings.sources_root
     cols = contract.columns
     batch = f"{context.run_id}:{day}"
     try:

@@ -101,7 +101,7 @@ def inference_log_sensor(
     models: dg.ResourceParam[ModelCatalog],
 ):
     wh = warehouse.get()
-    home = warehouse.runtime().settings.home
+    home = warehouse.runtime().settings.sources_root
     cursor = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(MODELS.name))
     missing = [n for n in models.names if n not in known]

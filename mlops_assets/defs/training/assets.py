@@ -57,7 +57,7 @@ def training_dataset(
     contract = contract_for(context, models)
     source = contract.model.train.source if contract.model.train else contract.baseline.source
     assert source is not None  # the contract requires one
-    home = warehouse.runtime().settings.home
+    home = warehouse.runtime().settings.sources_root
     try:
         frame = read_dataset(source, warehouse.get(), home, model=contract.name)
         required = [*(contract.columns.features or {}), contract.columns.target]

@@ -1,0 +1,121 @@
+"""Scale-out: a backfill on Dagster's Celery executor with two workers against one process.
+
+Everything is real (see mlops_assets_tests/celery_cluster.py): the Dagster instance and the
+warehouse on PostgreSQL, a `mlflow server` with its own artifact store, Redis as broker, the
+demo's football model declared `--models` times and trained, `--days` of its serving system's
+traffic in the source tables. The trained-and-served warehouse is copied twice, so both ways
+start from the same rows:
+
+- reference: every day-by-model partition one after another in this (warm) process;
+- Celery: `dagster job backfill` of the same partitions through `dagster-daemon` with
+  MLOPS_EXECUTOR=celery, steps on `--workers` workers with new, separate data directories
+  (one run per model at a time, so each model's days are judged in date order).
+
+The workers and the daemon are started before the clock; each run's process starts inside it
+(that is the per-run cost of a backfill). Results (production metrics, drift rows, alerts,
+without run ids and timestamps) are compared. Ends with one JSON line.
+
+    .venv/bin/python bench/scale_out.py [--days 30] [--models 3] [--rows 500] [--workers 2]
+
+`measure_celery(...)` returns the figures as a dict, for a combined scale-out report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def measure_celery(
+    *,
+    days: int = 30,
+    models: int = 3,
+    rows: int = 500,
+    workers: int = 2,
+    admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres",
+    broker: str | None = None,
+) -> dict:
+    """Celery with `workers` workers against one process in sequence, same partitions and data."""
+    from mlops_assets_tests.celery_cluster import (
+        ScaleOutDeployment,
+        redis_answers,
+        result_rows,
+    )
+
+    broker = broker or f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
+    problem = redis_answers(broker)
+    if problem:
+        raise SystemExit(problem)
+    with ScaleOutDeployment(
+        days=days, models=models, rows=rows, admin_dsn=admin_dsn, broker=broker
+    ) as deployment:
+        reference_dsn = deployment.clone_warehouse("ref")
+        celery_dsn = deployment.clone_warehouse("cel")
+        load_before = os.getloadavg()[0]
+        in_process_s = deployment.run_in_process(reference_dsn)
+        celery_s, runs, hosts = deployment.run_on_celery(celery_dsn, workers=workers)
+        load_after = os.getloadavg()[0]
+        expected, got = result_rows(reference_dsn), result_rows(celery_dsn)
+    differing = [table for table in expected if expected[table] != got[table]]
+    failed = [r.run_id for r in runs if r.status.value != "SUCCESS"]
+    return {
+        "days": days,
+        "models": models,
+        "rows_per_day": rows,
+        "workers": workers,
+        "partitions": days * models,
+        "in_process_s": round(in_process_s, 1),
+        "celery_s": round(celery_s, 1),
+        "celery_speedup": round(in_process_s / celery_s, 2),
+        "identical": not differing and not failed,
+        "differing_tables": differing,
+        "failed_runs": len(failed),
+        "steps_per_worker": hosts,
+        "result_rows": {table: len(rows) for table, rows in expected.items()},
+        "load_avg_1m": [round(load_before, 1), round(load_after, 1)],
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--models", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=500, help="served matches per day")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--broker", default=None, help="default: a random Redis db on :6379")
+    args = parser.parse_args()
+    result = measure_celery(
+        days=args.days,
+        models=args.models,
+        rows=args.rows,
+        workers=args.workers,
+        admin_dsn=args.admin_dsn,
+        broker=args.broker,
+    )
+    print(
+        f"{result['partitions']} partitions ({args.days} days x {args.models} models): "
+        f"one process {result['in_process_s']} s, Celery with {args.workers} workers "
+        f"{result['celery_s']} s -> speed-up {result['celery_speedup']}x"
+    )
+    print(f"steps per worker: {result['steps_per_worker']}; failed runs: {result['failed_runs']}")
+    print(
+        "results identical: "
+        + ("yes" if result["identical"] else f"NO ({', '.join(result['differing_tables'])})")
+    )
+    print(f"load average before/after: {result['load_avg_1m']} on {result['cpus']} cpus")
+    print(json.dumps(result))
+    if not result["identical"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
