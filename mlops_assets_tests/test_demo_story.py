@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops_assets.demo import run_demo
+from mlops_assets.demo import DEMO_DAYS, run_demo
 from mlops_assets.runtime import build_runtime
 from mlops_assets.storage.tracking import LOCAL_RUN_TAG
 
@@ -26,7 +26,6 @@ def _story(home, dsn=None):
 
 
 MATCH, WINE = "match_outcome", "wine_cultivar"
-DEMO_DAYS = 10
 
 
 def _runs(wh, model: str) -> list[dict]:
