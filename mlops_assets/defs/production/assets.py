@@ -10,15 +10,17 @@ import pandas as pd
 
 from mlops_assets.defs.partitions import DAY_MODEL, day_and_model, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
-from mlops_assets.lib.contract import DEFAULT_LEVELS, ModelCatalog, ModelContract, Source
+from mlops_assets.lib.contract import ModelCatalog, ModelContract, Source
 from mlops_assets.lib.metrics import MetricInputError
+from mlops_assets.lib.tasks import TASKS
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import evaluate_alerts, replace_partition
 
 GROUP = "production"
 # Every metric any task can monitor gets a check; a metric the model's task does not have
 # reports "not monitored for this model" and passes.
-MONITORABLE = tuple(DEFAULT_LEVELS)
+# Every task's metrics (business ones included), each with a check.
+MONITORABLE = tuple(dict.fromkeys(m for task in TASKS.values() for m in task.higher_is_better))
 
 
 def _contract(models: ModelCatalog, name: str) -> ModelContract:
@@ -173,7 +175,7 @@ def production_metrics(
         estimate_day,
         evaluate,
         judge,
-        monitored_levels,
+        metric_levels,
         y_true_of,
     )
     from mlops_assets.storage import inference_log
@@ -182,7 +184,8 @@ def production_metrics(
     contract = _contract(models, day_and_model(context)[1])
     target = partition_target(context, warehouse)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
-    monitored = monitored_levels(contract, model.metrics)
+    monitored = contract.monitored_metrics()
+    levels = metric_levels(contract, model.metrics)
     frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
     n_predictions = len(frame)
     labelled = frame[frame["y_true"].notna()] if n_predictions else frame
@@ -269,7 +272,7 @@ def production_metrics(
             "mlflow_run_id": model.mlflow_run_id,
             "computed_at": now,
         }
-        if observed is not None and baseline is not None and not note:
+        if observed is not None and baseline is not None and not note and metric in levels:
             row |= judge(
                 contract,
                 metric,
@@ -278,7 +281,7 @@ def production_metrics(
                 baseline_std=model.metric_std.get(metric),
                 n_current=len(labelled) if basis == "realised" else n_predictions,
                 n_baseline=model.n_validation,
-                levels=monitored.get(metric, DEFAULT_LEVELS.get(metric, (0.05, 0.10))),
+                levels=levels[metric],
             )
         elif observed is None and not note:
             row["note"] = (
