@@ -138,9 +138,11 @@ def run_demo(
 
 
 def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], None]):
-    from mlops_assets.platform import demo_models, platform_definitions
+    from mlops_assets.platform import catalog_of, demo_models, platform_definitions
 
-    defs = platform_definitions(demo_models())
+    models = demo_models()
+    defs = platform_definitions(models)
+    catalog = catalog_of([models])
     from mlops_assets.defs.tracking.sensors import REFRESH_AFTER_REPLAY, mlflow_buffer_flush_sensor
 
     backend = "postgres" if postgres_dsn else None
@@ -167,7 +169,7 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
             "warehouse": warehouse_resource,
             "mlflow": mlflow_resource,
             "notifier": NotifierResource(),
-            "models": demo_catalog(),
+            "models": catalog,
         }
         runtime = mlflow_resource.runtime()
         wh = runtime.warehouse
@@ -194,7 +196,6 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
             )
 
         # ---------------------------------------------------------------- 1. MLflow up
-        catalog = demo_catalog()
         instance.add_dynamic_partitions(
             MODELS.name,
             [n for n in catalog.names if not instance.has_dynamic_partition(MODELS.name, n)],

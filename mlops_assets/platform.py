@@ -20,7 +20,6 @@ MODELS_PATH_VARIABLE = "MLOPS_MODELS_PATH"
 
 def platform_definitions(*models: dg.Definitions | ModelContract) -> dg.Definitions:
     """Every asset, check, sensor and schedule, with resources, for the given models."""
-    from mlops_assets.components.monitored_model import contracts_in
     from mlops_assets.defs import schedules
     from mlops_assets.defs.alerts.sensors import sensors as alert_sensors
     from mlops_assets.defs.drift import assets as drift_assets
@@ -32,10 +31,7 @@ def platform_definitions(*models: dg.Definitions | ModelContract) -> dg.Definiti
     from mlops_assets.defs.training import assets as training_assets
     from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 
-    contracts: list[ModelContract] = []
-    for item in models:
-        contracts.extend(contracts_in(item) if isinstance(item, dg.Definitions) else [item])
-    catalog = ModelCatalog(contracts)
+    catalog = catalog_of(models)
     warehouse = WarehouseResource()
     return dg.Definitions(
         assets=dg.load_assets_from_modules(
@@ -94,6 +90,8 @@ def default_models() -> list[dg.Definitions | ModelContract]:
 
 
 def catalog_of(models: Iterable[dg.Definitions | ModelContract]) -> ModelCatalog:
+    """The contracts of the given models: component Definitions (their MonitoredModel
+    instances) or contracts built in Python."""
     from mlops_assets.components.monitored_model import contracts_in
 
     contracts: list[ModelContract] = []
