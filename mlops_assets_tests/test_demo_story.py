@@ -76,6 +76,13 @@ def check_story(result, wh, text):
     )
     assert {r["model_name"] for r in estimated} == {MATCH, WINE}
     assert "estimated" in text
+    # An estimate alone may warn but not page: the stored level is capped (the default cap,
+    # warning) where the warehouse, the health table and the story show it.
+    capped = wh.query(
+        "SELECT model_name, metric, level, note FROM mlops.production_metrics "
+        "WHERE basis = 'estimated' AND level = 'critical'"
+    )
+    assert capped == [], capped
 
     # Alerts fire for both models only once drift is switched on, some critical, each
     # attributed to the version that was serving when it was raised.

@@ -190,3 +190,17 @@ def cap_level(level: str, cap: str) -> str:
     if level in rank and rank[level] > rank.get(cap, 2):
         return cap
     return level
+
+
+def capped_estimate(level: str, cap: str) -> dict[str, str | None]:
+    """The stored verdict of an estimated metric: its level capped (see `cap_level`) and, when
+    the cap lowered it, a note with the level judged, so the warehouse, the health table,
+    the checks and the alerts all show the same level."""
+    capped = cap_level(level, cap)
+    if capped == level:
+        return {"level": level}
+    return {
+        "level": capped,
+        "note": f"estimated (labels pending): judged {level}, capped at {capped} "
+        "(monitoring.estimated_severity_cap) until the labels confirm it",
+    }

@@ -172,6 +172,7 @@ def production_metrics(
     noise-aware verdicts; only the columns metrics need are read."""
     from mlops_assets.defs.training.assets import _outputs
     from mlops_assets.lib.evaluation import (
+        capped_estimate,
         estimate_day,
         evaluate,
         judge,
@@ -283,6 +284,8 @@ def production_metrics(
                 n_baseline=model.n_validation,
                 levels=levels[metric],
             )
+            if basis == "estimated":
+                row |= capped_estimate(row["level"], contract.monitoring.estimated_severity_cap)
         elif observed is None and not note:
             row["note"] = (
                 "not estimable without labels (labels pending)"
@@ -370,7 +373,9 @@ def performance_alerts(
     evaluations = {
         r["metric"]: DayEvaluation(
             day=day,
-            # An estimate alone may warn but not page (contract.monitoring.estimated_severity_cap).
+            # An estimate alone may warn but not page (contract.monitoring.estimated_severity_cap);
+            # production_metrics stores estimated levels capped already, rows written by
+            # earlier versions may not be.
             level=cap_level(r["level"], cap) if r["basis"] == "estimated" else r["level"],
             observed=float(r["value"]),
             baseline=r["baseline_value"],
@@ -378,7 +383,7 @@ def performance_alerts(
             degradation=r["degradation_abs"],
         )
         for r in metrics
-        if r["metric"] in monitored and r["level"] in ("ok", "warning", "critical")
+        if r["metric"] in monitored and r["level"] in ("ok", "info", "warning", "critical")
     }
     policy = AlertPolicy(
         escalate_after_days=contract.monitoring.escalate_after_days,
