@@ -285,6 +285,17 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         last_day = result.days[-1]
         materialize(PRODUCTION, partition_key=partition_key(last_day.isoformat(), run.model_name))
         echo(f"   day {last_day} judged against the new champion under its local run id")
+        moved = wh.query(
+            "SELECT count(CASE WHEN training_local_run_id = :new AND status <> 'resolved' "
+            "THEN 1 END) AS open_new, count(CASE WHEN training_local_run_id <> :new "
+            "AND status = 'resolved' AND message LIKE '%superseded%' THEN 1 END) AS superseded "
+            "FROM mlops.ml_performance_alerts WHERE model_name = :m",
+            {"new": outage.local_run_id, "m": outage.model_name},
+        )[0]
+        echo(
+            f"   alerts: {moved['superseded']} of version {run.model_version} resolved as "
+            f"superseded; {moved['open_new']} open for the new champion"
+        )
         state = runtime.breaker.current_state()
         summary = runtime.tracker.buffer.summary()
         result.pending_before_replay = {

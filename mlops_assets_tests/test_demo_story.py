@@ -131,6 +131,21 @@ def check_story(result, wh, text):
         }
         assert ids == {real["mlflow_run_id"]}, (table, ids)
 
+    # After the retrain, match_outcome's open alerts all belong to the version in service;
+    # version 1's were resolved as superseded and stay attributed to version 1.
+    match_alerts = wh.query(
+        "SELECT model_version, training_local_run_id, status, message "
+        "FROM mlops.ml_performance_alerts WHERE model_name = :m",
+        {"m": MATCH},
+    )
+    still_open = [a for a in match_alerts if a["status"] != "resolved"]
+    assert all(a["training_local_run_id"] == outage.local_run_id for a in still_open), still_open
+    old = [a for a in match_alerts if a["training_local_run_id"] == first.local_run_id]
+    assert old, match_alerts
+    for alert in old:
+        assert alert["status"] == "resolved" and "superseded" in alert["message"], alert
+        assert alert["model_version"] == first.model_version, alert
+
     # Health rows for both models: match_outcome's two versions, wine_cultivar's one.
     health = wh.query(
         "SELECT * FROM mlops.ml_model_health_status ORDER BY model_name, model_version"
