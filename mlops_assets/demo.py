@@ -138,12 +138,8 @@ def run_demo(
 
 
 def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], None]):
-    from mlops_assets.platform import catalog_of, demo_models, platform_definitions
-
-    models = demo_models()
-    defs = platform_definitions(models)
-    catalog = catalog_of([models])
     from mlops_assets.defs.tracking.sensors import REFRESH_AFTER_REPLAY, mlflow_buffer_flush_sensor
+    from mlops_assets.platform import catalog_of, demo_models, platform_definitions
 
     backend = "postgres" if postgres_dsn else None
     settings = load_settings(home=home, backend=backend, dsn=postgres_dsn)
@@ -156,11 +152,15 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
     started = time.monotonic()
     echo(f"mlops_assets demo — data directory {settings.home}")
     echo("   starting a local mlflow server ...")
-    # It takes seconds to boot; the warehouse, the instance and the history table need no MLflow.
+    # It takes seconds to boot; the definitions, the warehouse, the instance and the history
+    # table need no MLflow.
     server.launch()
     result = DemoResult(home=settings.home, tracking_uri=server.uri)
     held = contextlib.ExitStack()
     try:
+        models = demo_models()
+        defs = platform_definitions(models)
+        catalog = catalog_of([models])
         warehouse_resource = WarehouseResource(
             home=str(settings.home), backend=backend, dsn=postgres_dsn
         )
