@@ -121,8 +121,13 @@ def metric_levels(
     for scale-free metrics, and a fraction of the baseline for metrics in the target's units
     (MAE, RMSE), which have no universal absolute level (left out while it is unknown).
     """
+    from mlops_assets.lib.tasks.business import ROI_LEVELS
+
     task = task_of(contract)
     levels = task.levels_for(business=business_of(contract, None), baseline=baseline)
+    if contract.business_value.kind == "roi":
+        # Scale-free; only the odds need a day's rows, which business_of has none of here.
+        levels.setdefault("roi", ROI_LEVELS)
     declared = contract.monitoring.metrics or {}
     return levels | {m: (v.warning, v.critical) for m, v in declared.items()}
 

@@ -135,6 +135,12 @@ def test_metrics_and_levels_come_from_the_task():
         tuple(2.0 * f for f in RegressionTask.relative_levels["mae"])
     )
     assert "mae" not in monitored_levels(regression, {})
+    from mlops_assets.lib.tasks.business import ROI_LEVELS
+
+    betting = parse_contract(
+        _with(business_value={"kind": "roi", "odds_column": "odds"}), source="t"
+    )
+    assert monitored_levels(betting, {})["roi"] == ROI_LEVELS
     declared = parse_contract(
         _with(monitoring={"metrics": {"f1": {"warning": 0.2, "critical": 0.3}}}), source="t"
     )
