@@ -1,6 +1,6 @@
 """The main job: the model's whole story, printed as it happens.
 
-1. MLflow up: train, baseline, 10 production days with drift and degradation from day 6.
+1. MLflow up: train, baseline, 8 production days with drift and degradation from day 5.
 2. MLflow goes down: retraining still finishes fast on a local run id; monitoring goes on.
 3. MLflow comes back: the flush sensor replays the buffer; real ids reach every table and view.
 
@@ -32,8 +32,8 @@ from mlops_assets.local_mlflow import LocalMlflowServer
 from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 from mlops_assets.settings import load_settings
 
-DEMO_DAYS = 10
-DRIFT_FROM_DAY = 6
+DEMO_DAYS = 8
+DRIFT_FROM_DAY = 5
 # The demo trips the breaker after 2 failures (default 5) so the outage shows within a few
 # calls; the recovery timeout is the smallest allowed, 30 s.
 DEMO_ENV = {
@@ -138,10 +138,8 @@ def run_demo(
 
 
 def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], None]):
-    from mlops_assets.platform import demo_models, platform_definitions
-
-    defs = platform_definitions(demo_models())
     from mlops_assets.defs.tracking.sensors import REFRESH_AFTER_REPLAY, mlflow_buffer_flush_sensor
+    from mlops_assets.platform import catalog_of, demo_models, platform_definitions
 
     backend = "postgres" if postgres_dsn else None
     settings = load_settings(home=home, backend=backend, dsn=postgres_dsn)
@@ -154,9 +152,15 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
     started = time.monotonic()
     echo(f"mlops_assets demo — data directory {settings.home}")
     echo("   starting a local mlflow server ...")
-    server.start()
+    # It takes seconds to boot; the definitions, the warehouse, the instance and the history
+    # table need no MLflow.
+    server.launch()
     result = DemoResult(home=settings.home, tracking_uri=server.uri)
+    held = contextlib.ExitStack()
     try:
+        models = demo_models()
+        defs = platform_definitions(models)
+        catalog = catalog_of([models])
         warehouse_resource = WarehouseResource(
             home=str(settings.home), backend=backend, dsn=postgres_dsn
         )
@@ -165,10 +169,13 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
             "warehouse": warehouse_resource,
             "mlflow": mlflow_resource,
             "notifier": NotifierResource(),
-            "models": demo_catalog(),
+            "models": catalog,
         }
         runtime = mlflow_resource.runtime()
         wh = runtime.warehouse
+        # The whole story runs in this process: keep the embedded file open until the
+        # read-only showcase queries (see Warehouse.held_open).
+        held.enter_context(wh.held_open())
         instance = local_instance(settings.home)
         echo(f"   warehouse: {wh.describe()}")
         echo(f"   MLflow:    {server.uri} (UI at the same address)")
@@ -189,7 +196,6 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
             )
 
         # ---------------------------------------------------------------- 1. MLflow up
-        catalog = demo_catalog()
         instance.add_dynamic_partitions(
             MODELS.name,
             [n for n in catalog.names if not instance.has_dynamic_partition(MODELS.name, n)],
@@ -200,6 +206,7 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         echo("1. MLflow up. The users' side first:")
         n_history = serving.load_match_history(wh, end=result.days[0])
         echo(f"   football data team: {n_history} past matches in table demo.match_history")
+        server.wait_ready()
         with contextlib.redirect_stderr(io.StringIO()):  # the team's script, not our story
             wine_version, wine_model = serving.train_and_register_wine(server.uri, wh)
         echo(
@@ -278,6 +285,17 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         last_day = result.days[-1]
         materialize(PRODUCTION, partition_key=partition_key(last_day.isoformat(), run.model_name))
         echo(f"   day {last_day} judged against the new champion under its local run id")
+        moved = wh.query(
+            "SELECT count(CASE WHEN training_local_run_id = :new AND status <> 'resolved' "
+            "THEN 1 END) AS open_new, count(CASE WHEN training_local_run_id <> :new "
+            "AND status = 'resolved' AND message LIKE '%superseded%' THEN 1 END) AS superseded "
+            "FROM mlops.ml_performance_alerts WHERE model_name = :m",
+            {"new": outage.local_run_id, "m": outage.model_name},
+        )[0]
+        echo(
+            f"   alerts: {moved['superseded']} of version {run.model_version} resolved as "
+            f"superseded; {moved['open_new']} open for the new champion"
+        )
         state = runtime.breaker.current_state()
         summary = runtime.tracker.buffer.summary()
         result.pending_before_replay = {
@@ -299,11 +317,14 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
 
         # ---------------------------------------------------------------- 3. MLflow back
         echo("3. MLflow comes back: the flush sensor replays the buffer")
-        server.start()
+        server.launch()
         wait = runtime.breaker.retry_after()
         if wait > 0:
             echo(f"   breaker open; its half-open trial is due in {wait:.0f}s, waiting")
-            time.sleep(wait + 0.5)
+        server.wait_ready()  # boots meanwhile
+        remaining = runtime.breaker.retry_after()
+        if remaining > 0:
+            time.sleep(remaining + 0.5)
         tick = _sensor_tick(mlflow_buffer_flush_sensor, instance, mlflow_resource)
         echo(f"   flush sensor tick: {tick}")
         replayed = wh.query(
@@ -325,6 +346,7 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         # ---------------------------------------------------------------- lifecycle
         echo("Lifecycle: health table and curated views")
         materialize(LIFECYCLE)
+        held.close()
         echo(format_health(wh))
         for title, sql in SHOWCASE_QUERIES:
             rows = wh.query_readonly(sql)
@@ -348,6 +370,7 @@ def _story(*, home: str | None, postgres_dsn: str | None, echo: Callable[[str], 
         )
         return result
     finally:
+        held.close()
         server.stop()
 
 
@@ -355,11 +378,20 @@ def _sensor_tick(sensor: dg.SensorDefinition, instance, mlflow_resource) -> str:
     with dg.build_sensor_context(
         instance=instance, resources={"mlflow": mlflow_resource}
     ) as context:
+        _quiet(context)
         outcome = sensor(context)
     if outcome.skip_reason:
         return f"skipped: {short_reason(outcome.skip_reason.skip_message)}"
     keys = [r.run_key for r in outcome.run_requests or []]
     return f"replayed, refresh requested for {', '.join(keys)}"
+
+
+def _quiet(context: dg.SensorEvaluationContext) -> None:
+    """A sensor's logger writes INFO to the console through its own handler, whatever the
+    `dagster` logger's level; the story tells what a tick did in one line."""
+    import logging
+
+    context.log.setLevel(logging.WARNING)
 
 
 def short_reason(text: str) -> str:
@@ -407,6 +439,7 @@ def _pick_up(instance, resources, catalog, cursor: str | None):
         cursor=cursor,
         resources={"warehouse": resources["warehouse"], "models": catalog},
     ) as context:
+        _quiet(context)
         outcome = inference_log_sensor(context)
     return list(outcome.run_requests or []), outcome.cursor
 

@@ -94,6 +94,8 @@ def train_and_register_wine(tracking_uri: str, wh: Warehouse) -> tuple[str, obje
     demo.wine_validation, which the model's YAML names as its baseline source.
     """
     import mlflow
+    import sklearn
+    import skops
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -114,6 +116,12 @@ def train_and_register_wine(tracking_uri: str, wh: Warehouse) -> tuple[str, obje
             name="model",
             signature=infer_signature(valid[features], model.predict(valid[features])),
             registered_model_name=WINE,
+            # Pinned as teams do; left out, MLflow infers them by loading the model in a
+            # subprocess (seconds the demo would spend on the team's side of the story).
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"skops=={skops.__version__}",
+            ],
         )
     version = str(info.registered_model_version)
     mlflow.MlflowClient().set_registered_model_alias(WINE, "champion", version)

@@ -46,8 +46,13 @@ class LocalMlflowServer:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 120.0) -> None:
-        import requests
+        self.launch()
+        self.wait_ready(timeout)
 
+    def launch(self) -> None:
+        """Start the process and return at once; `wait_ready` waits for it to answer. The
+        server takes seconds to import and migrate its store, which a caller can spend on
+        work that does not need MLflow."""
         if self.running:
             return
         self.root.mkdir(parents=True, exist_ok=True)
@@ -74,6 +79,12 @@ class LocalMlflowServer:
                 env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                 start_new_session=True,  # so stop() can kill the server's worker processes too
             )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        import requests
+
+        if self.proc is None:
+            raise RuntimeError("mlflow server not launched")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -90,7 +101,7 @@ class LocalMlflowServer:
                     return
             except requests.RequestException:
                 pass
-            time.sleep(0.3)
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"mlflow server did not answer within {timeout:.0f}s")
 

@@ -49,7 +49,6 @@ def platform_definitions(
 
     `backfill`: how many partitions a backfill of the production and drift assets processes
     per run (default: MLOPS_BACKFILL_PARTITIONS_PER_RUN, read here, when the code loads)."""
-    from mlops_assets.components.monitored_model import contracts_in
     from mlops_assets.defs import schedules
     from mlops_assets.defs.alerts.sensors import sensors as alert_sensors
     from mlops_assets.defs.drift import assets as drift_assets
@@ -61,10 +60,7 @@ def platform_definitions(
     from mlops_assets.defs.training import assets as training_assets
     from mlops_assets.resources import MLflowResource, NotifierResource, WarehouseResource
 
-    contracts: list[ModelContract] = []
-    for item in models:
-        contracts.extend(contracts_in(item) if isinstance(item, dg.Definitions) else [item])
-    catalog = ModelCatalog(contracts)
+    catalog = catalog_of(models)
     policy = backfill if backfill is not None else backfill_policy()
     warehouse = WarehouseResource()
     assets = [
@@ -132,6 +128,8 @@ def default_models() -> list[dg.Definitions | ModelContract]:
 
 
 def catalog_of(models: Iterable[dg.Definitions | ModelContract]) -> ModelCatalog:
+    """The contracts of the given models: component Definitions (their MonitoredModel
+    instances) or contracts built in Python."""
     from mlops_assets.components.monitored_model import contracts_in
 
     contracts: list[ModelContract] = []

@@ -25,7 +25,7 @@ DEMO_MODELS = (MATCH, WINE)
 TRAINING_PARAMS = {"n_estimators", "learning_rate", "num_leaves", "min_child_samples"}
 HELD_OUT_METRICS = ("accuracy", "f1", "roc_auc")
 
-# The demo runs once for the module and takes minutes (a local mlflow server, 14 production
+# The demo runs once for the module and takes minutes (a local mlflow server, its production
 # days, an outage with the breaker's recovery wait): allow more than the default 600 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -190,7 +190,7 @@ def test_data_stays_in_the_given_home(demo: dict):
 
 
 def test_whole_story_outcomes(demo: dict):
-    """Alerts only after day 8, pending ids before replay, real ids after, counts in MLflow,
+    """Alerts only once drift starts, pending ids before replay, real ids after, counts in MLflow,
     and the two showcase queries on this engine."""
     check_story(demo["result"], demo["warehouse"], "\n".join(demo["output"]))
     text = "\n".join(demo["output"])

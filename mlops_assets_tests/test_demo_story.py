@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops_assets.demo import run_demo
+from mlops_assets.demo import DEMO_DAYS, run_demo
 from mlops_assets.runtime import build_runtime
 from mlops_assets.storage.tracking import LOCAL_RUN_TAG
 
@@ -26,7 +26,6 @@ def _story(home, dsn=None):
 
 
 MATCH, WINE = "match_outcome", "wine_cultivar"
-DEMO_DAYS = 10
 
 
 def _runs(wh, model: str) -> list[dict]:
@@ -77,6 +76,13 @@ def check_story(result, wh, text):
     )
     assert {r["model_name"] for r in estimated} == {MATCH, WINE}
     assert "estimated" in text
+    # An estimate alone may warn but not page: the stored level is capped (the default cap,
+    # warning) where the warehouse, the health table and the story show it.
+    capped = wh.query(
+        "SELECT model_name, metric, level, note FROM mlops.production_metrics "
+        "WHERE basis = 'estimated' AND level = 'critical'"
+    )
+    assert capped == [], capped
 
     # Alerts fire for both models only once drift is switched on, some critical, each
     # attributed to the version that was serving when it was raised.
@@ -124,6 +130,21 @@ def check_story(result, wh, text):
             )
         }
         assert ids == {real["mlflow_run_id"]}, (table, ids)
+
+    # After the retrain, match_outcome's open alerts all belong to the version in service;
+    # version 1's were resolved as superseded and stay attributed to version 1.
+    match_alerts = wh.query(
+        "SELECT model_version, training_local_run_id, status, message "
+        "FROM mlops.ml_performance_alerts WHERE model_name = :m",
+        {"m": MATCH},
+    )
+    still_open = [a for a in match_alerts if a["status"] != "resolved"]
+    assert all(a["training_local_run_id"] == outage.local_run_id for a in still_open), still_open
+    old = [a for a in match_alerts if a["training_local_run_id"] == first.local_run_id]
+    assert old, match_alerts
+    for alert in old:
+        assert alert["status"] == "resolved" and "superseded" in alert["message"], alert
+        assert alert["model_version"] == first.model_version, alert
 
     # Health rows for both models: match_outcome's two versions, wine_cultivar's one.
     health = wh.query(

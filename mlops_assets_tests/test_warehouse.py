@@ -385,3 +385,15 @@ def test_migrate_fails_loudly_when_it_finds_no_migration_files(
     monkeypatch.setattr(warehouse_module, "sql_root", lambda: tmp_path / "sql")
     with pytest.raises(WarehouseError, match="no migration files"):
         engine.migrate()
+
+
+def test_held_open_serves_transactions_and_lets_go_after(tmp_path: Path):
+    wh = DuckDBWarehouse(tmp_path / "held.duckdb")
+    wh.execute("CREATE TABLE t (x INTEGER)")
+    with wh.held_open():
+        wh.execute("INSERT INTO t VALUES (1)")
+        assert wh.query("SELECT count(*) AS n FROM t") == [{"n": 1}]
+        # The read-only connection has another configuration: refused while held.
+        with pytest.raises(WarehouseError, match="could not open the embedded warehouse"):
+            wh.query_readonly("SELECT 1 AS one")
+    assert wh.query_readonly("SELECT count(*) AS n FROM t") == [{"n": 1}]

@@ -14,40 +14,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-TASKS = ("binary", "multiclass", "regression")
+# Each task owns its metrics, their directions, default levels and default monitored set.
+from mlops_assets.lib.tasks import TASKS
+
 FeatureKind = Literal["numeric", "categorical"]
 Severity = Literal["info", "warning", "critical"]
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COLUMN_RULE = "letters, digits and _, not starting with a digit"
-
-# Absolute degradation levels (warning, critical) per metric; the noise-aware threshold from
-# the baseline bootstrap widens them on small days. Every task's metrics are here.
-DEFAULT_LEVELS: dict[str, tuple[float, float]] = {
-    "accuracy": (0.04, 0.07),
-    "precision": (0.05, 0.10),
-    "recall": (0.05, 0.10),
-    "f1": (0.05, 0.10),
-    "roc_auc": (0.04, 0.07),
-    "log_loss": (0.03, 0.08),
-    "roi": (0.10, 0.20),
-    "business_value": (0.10, 0.20),
-    "f1_macro": (0.05, 0.10),
-    "f1_weighted": (0.05, 0.10),
-    "precision_macro": (0.05, 0.10),
-    "recall_macro": (0.05, 0.10),
-    "roc_auc_ovr": (0.04, 0.07),
-    "mae": (0.10, 0.20),
-    "rmse": (0.10, 0.20),
-    "mape": (0.05, 0.10),
-    "r2": (0.05, 0.10),
-}
-DEFAULT_MONITORED: dict[str, tuple[str, ...]] = {
-    "binary": ("accuracy", "f1", "roc_auc", "log_loss"),
-    "multiclass": ("accuracy", "f1_macro", "log_loss"),
-    "regression": ("mae", "rmse", "r2"),
-}
 
 
 class ContractError(ValueError):
@@ -371,9 +346,13 @@ class ModelContract(_Strict):
             pass  # taken from the MLflow signature at load time
         elif c.features is None:
             problems.append("columns.features: required for a model trained here")
-        unknown = set(self.monitoring.metrics or {}) - set(DEFAULT_LEVELS)
+        known = TASKS[self.task].higher_is_better
+        unknown = set(self.monitoring.metrics or {}) - set(known)
         if unknown:
-            problems.append(f"monitoring.metrics: unknown metric(s) {', '.join(sorted(unknown))}")
+            problems.append(
+                f"monitoring.metrics: unknown metric(s) {', '.join(sorted(unknown))} for task "
+                f"{self.task} (known: {', '.join(known)})"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -390,16 +369,18 @@ class ModelContract(_Strict):
             return list(self.columns.probabilities)
         return ["0", "1"]
 
-    def monitored_metrics(self) -> dict[str, tuple[float, float]]:
-        """Monitored metric -> (warning, critical) levels."""
+    def monitored_metrics(self) -> dict[str, tuple[float, float] | None]:
+        """Monitored metric -> its declared (warning, critical) levels, or None where the
+        task's default applies (sized by `lib.evaluation.monitored_levels`, some from the
+        baseline)."""
         if self.monitoring.metrics:
             return {m: (v.warning, v.critical) for m, v in self.monitoring.metrics.items()}
-        names = list(DEFAULT_MONITORED[self.task])
+        names = list(TASKS[self.task].default_monitored)
         if self.business_value.kind == "roi":
             names.append("roi")
         elif self.business_value.kind == "cost_matrix":
             names.append("business_value")
-        return {m: DEFAULT_LEVELS[m] for m in names}
+        return dict.fromkeys(names)
 
     def feature_kinds(self, signature_inputs: Mapping[str, str] | None = None) -> dict[str, str]:
         """Features from the contract, else from the MLflow signature's column types."""

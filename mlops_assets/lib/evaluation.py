@@ -111,21 +111,34 @@ def judge(
     }
 
 
-def monitored_levels(
+def metric_levels(
     contract: ModelContract, baseline: dict[str, float | None]
 ) -> dict[str, tuple[float, float]]:
-    """Monitored metric -> absolute (warning, critical) degradation levels.
+    """Metric -> absolute (warning, critical) degradation levels, for every metric of the
+    model's task that can be sized; the monitored ones are `monitored_levels`.
 
     Levels the contract declares are taken as they are. Defaults come from the task: fixed
     for scale-free metrics, and a fraction of the baseline for metrics in the target's units
-    (MAE, RMSE), which have no universal absolute level.
+    (MAE, RMSE), which have no universal absolute level (left out while it is unknown).
     """
-    declared = contract.monitoring.metrics
-    if declared:
-        return {m: (v.warning, v.critical) for m, v in declared.items()}
+    from mlops_assets.lib.tasks.business import ROI_LEVELS
+
     task = task_of(contract)
-    defaults = task.levels_for(business=business_of(contract, None), baseline=baseline)
-    return {m: defaults.get(m, levels) for m, levels in contract.monitored_metrics().items()}
+    levels = task.levels_for(business=business_of(contract, None), baseline=baseline)
+    if contract.business_value.kind == "roi":
+        # Scale-free; only the odds need a day's rows, which business_of has none of here.
+        levels.setdefault("roi", ROI_LEVELS)
+    declared = contract.monitoring.metrics or {}
+    return levels | {m: (v.warning, v.critical) for m, v in declared.items()}
+
+
+def monitored_levels(
+    contract: ModelContract, baseline: dict[str, float | None]
+) -> dict[str, tuple[float, float]]:
+    """Monitored metric -> absolute (warning, critical) degradation levels (see
+    `metric_levels`); a metric whose level cannot be sized yet is left out."""
+    levels = metric_levels(contract, baseline)
+    return {m: levels[m] for m in contract.monitored_metrics() if m in levels}
 
 
 def fit_estimation(contract: ModelContract, y_true, outputs, frame=None) -> tuple[dict | None, str]:
@@ -182,3 +195,17 @@ def cap_level(level: str, cap: str) -> str:
     if level in rank and rank[level] > rank.get(cap, 2):
         return cap
     return level
+
+
+def capped_estimate(level: str, cap: str) -> dict[str, str | None]:
+    """The stored verdict of an estimated metric: its level capped (see `cap_level`) and, when
+    the cap lowered it, a note with the level judged, so the warehouse, the health table,
+    the checks and the alerts all show the same level."""
+    capped = cap_level(level, cap)
+    if capped == level:
+        return {"level": level}
+    return {
+        "level": capped,
+        "note": f"estimated (labels pending): judged {level}, capped at {capped} "
+        "(monitoring.estimated_severity_cap) until the labels confirm it",
+    }

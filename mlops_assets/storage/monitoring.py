@@ -125,9 +125,15 @@ def evaluate_alerts(
     estimated: set[str] | frozenset[str] = frozenset(),
     detail: str = "",
 ) -> list[dict]:
-    """Advance each (model, kind, metric) alert by one day; returns the state changes."""
+    """Advance each (model, kind, metric) alert by one day; returns the state changes.
+
+    An alert belongs to the version that was in service when it fired. Once another version
+    is judged, the open alerts of the versions it replaced are resolved as superseded (a
+    streak against one baseline says nothing about another), and the version in service
+    opens its own if it breaches too: open alerts always refer to the version in service."""
     changes = []
     with warehouse.transaction() as tx:
+        changes += _supersede(tx, kind=kind, model=model)
         for metric, today in evaluations.items():
             rows = tx.query(
                 "SELECT * FROM mlops.ml_performance_alerts WHERE model_name = :m AND kind = :k "
@@ -205,6 +211,38 @@ def evaluate_alerts(
             )
         backfill_replayed_ids(tx, [model.local_run_id])
     return changes
+
+
+def _supersede(tx, *, kind: str, model: ActiveModel) -> list[dict]:
+    """Resolve the model's open `kind` alerts raised against another training run."""
+    rows = tx.query(
+        sql_file("queries/select_superseded_alerts"),
+        {"m": model.model_name, "k": kind, "run": model.local_run_id},
+    )
+    now = utcnow()
+    in_service = (
+        f"version {model.model_version}"
+        if model.model_version
+        else f"run {model.run_ref} (version pending)"
+    )
+    for row in rows:
+        reason = f"superseded: {in_service} is in service"
+        tx.execute(
+            sql_file("queries/resolve_superseded_alert"),
+            {"t": now, "a": row["alert_id"], "msg": f"{row['message'] or ''} ({reason})".strip()},
+        )
+        # A resolution to its receivers (the event types they know); the message says why.
+        add_event(tx, row["alert_id"], "resolved", row["severity"])
+    return [
+        {
+            "alert_id": r["alert_id"],
+            "metric": r["metric"],
+            "event": "superseded",
+            "severity": r["severity"],
+            "status": "resolved",
+        }
+        for r in rows
+    ]
 
 
 def _local_ids(rows: pd.DataFrame) -> set[str]:

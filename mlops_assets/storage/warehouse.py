@@ -229,6 +229,12 @@ class Warehouse(ABC):
     def describe(self) -> str:
         """Where the data lives, without secrets."""
 
+    @contextmanager
+    def held_open(self) -> Iterator[None]:
+        """For one process that runs many short transactions in a row (the demo): keep the
+        database open meanwhile. A no-op for engines with a server."""
+        yield
+
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         with self.transaction() as tx:
             tx.execute(sql, params)
@@ -454,6 +460,18 @@ class DuckDBWarehouse(Warehouse):
 
     def describe(self) -> str:
         return f"embedded DuckDB at {self.path}"
+
+    @contextmanager
+    def held_open(self) -> Iterator[None]:
+        """While one connection stays open, DuckDB hands every new connection of this process
+        the database already open, instead of reading the file again and checkpointing it on
+        close (tens of ms per transaction, most of a demo day). Other processes are locked out
+        of the file meanwhile, and `query_readonly` (another configuration) fails."""
+        con = self._connect()
+        try:
+            yield
+        finally:
+            con.close()
 
     def _connect(self, *, read_only: bool | None = None) -> Any:
         import duckdb

@@ -108,6 +108,45 @@ def test_task_specific_rules():
     assert any("regression supports only kind none" in p for p in _problems(roi_on_regression))
 
 
+def test_metrics_and_levels_come_from_the_task():
+    """One source of truth: the task's metric names, default monitored set and levels."""
+    from mlops_assets.lib.evaluation import monitored_levels
+    from mlops_assets.lib.tasks import MulticlassTask, RegressionTask
+
+    # A metric of another task is refused, naming the task and what it knows.
+    problems = _problems(_with(monitoring={"metrics": {"mae": {"warning": 0.1, "critical": 0.2}}}))
+    assert any("unknown metric(s) mae for task binary (known: accuracy," in p for p in problems)
+    multiclass = parse_contract(
+        _with(
+            task="multiclass",
+            classes=["a", "b", "c"],
+            columns={"target": "y", "probabilities": {"a": "pa", "b": "pb", "c": "pc"}},
+        ),
+        source="t",
+    )
+    assert list(multiclass.monitored_metrics()) == list(MulticlassTask.default_monitored)
+    levels = monitored_levels(multiclass, {"log_loss": 0.3})
+    assert levels["log_loss"] == MulticlassTask.default_levels["log_loss"]
+    regression = parse_contract(
+        _with(task="regression", columns={"target": "y", "prediction": "y_hat"}), source="t"
+    )
+    # MAE's levels are a fraction of its baseline value; unknown until there is one.
+    assert monitored_levels(regression, {"mae": 2.0})["mae"] == pytest.approx(
+        tuple(2.0 * f for f in RegressionTask.relative_levels["mae"])
+    )
+    assert "mae" not in monitored_levels(regression, {})
+    from mlops_assets.lib.tasks.business import ROI_LEVELS
+
+    betting = parse_contract(
+        _with(business_value={"kind": "roi", "odds_column": "odds"}), source="t"
+    )
+    assert monitored_levels(betting, {})["roi"] == ROI_LEVELS
+    declared = parse_contract(
+        _with(monitoring={"metrics": {"f1": {"warning": 0.2, "critical": 0.3}}}), source="t"
+    )
+    assert monitored_levels(declared, {}) == {"f1": (0.2, 0.3)}
+
+
 def test_trained_here_needs_features_and_labels_table_needs_cursor():
     data = _with(model={"train": {"source": {"table": "raw.history"}}})
     data["production"] = {

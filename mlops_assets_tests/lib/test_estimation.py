@@ -395,3 +395,15 @@ def test_multiclass_business_value_and_roi_refusal() -> None:
     assert real["business_value"] == pytest.approx(values[y, p.argmax(axis=1)].mean())
     with pytest.raises(EstimationError, match="roi \\(odds\\) is for binary"):
         estimate(calibrator, p, business=_Roi(np.full(3000, 2.0)))
+
+
+def test_an_estimated_verdict_is_stored_capped_with_what_was_judged():
+    from mlops_assets.lib.evaluation import capped_estimate
+
+    stored = capped_estimate("critical", "warning")
+    assert stored["level"] == "warning"
+    assert "judged critical, capped at warning" in stored["note"]
+    assert capped_estimate("warning", "warning") == {"level": "warning"}
+    assert capped_estimate("ok", "info") == {"level": "ok"}
+    assert capped_estimate("critical", "critical") == {"level": "critical"}
+    assert capped_estimate("warning", "info")["level"] == "info"

@@ -26,6 +26,7 @@ from mlops_assets_tests.production.conftest import (
     MIN_LABELLED,
     MODEL,
     PRODUCTION,
+    TRAINING,
     Platform,
     unique_model,
     write_levels,
@@ -640,3 +641,41 @@ def test_the_severity_cap_is_the_contracts(platform):
     platform.materialize(["performance_alerts"], day=day, model=model)
     [alert] = _alerts(platform, model)
     assert alert["severity"] == "critical"
+
+
+def test_after_a_retrain_open_alerts_belong_to_the_version_in_service(platform):
+    """An alert stays attributed to the version that fired it; once a retrained version is
+    judged, the old version's open alerts are resolved as superseded, and the new version
+    opens its own if it breaches too."""
+    model = unique_model("retrain")
+    platform.clone_model(model)
+    write_levels(platform, model, "2026-04-01", {"accuracy": "critical", "f1": "warning"})
+    platform.materialize(["performance_alerts"], day="2026-04-01", model=model)
+    old = {a["metric"]: a for a in _alerts(platform, model)}
+    assert set(old) == {"accuracy", "f1"}
+    old_run = old["accuracy"]["training_local_run_id"]
+
+    retrained = platform.materialize(TRAINING, partition=model).output_for_node("training_run")
+    assert retrained.local_run_id != old_run and retrained.model_version
+    # The next day only accuracy still breaches (f1 is not even evaluated: insufficient data).
+    write_levels(platform, model, "2026-04-02", {"accuracy": "critical", "f1": "insufficient_data"})
+    result = platform.materialize(["performance_alerts"], day="2026-04-02", model=model)
+
+    alerts = _alerts(platform, model)
+    by_run = {
+        run: [a for a in alerts if a["training_local_run_id"] == run]
+        for run in (old_run, retrained.local_run_id)
+    }
+    for alert in by_run[old_run]:
+        assert alert["status"] == "resolved", alert
+        assert alert["model_version"] == old["accuracy"]["model_version"]
+        assert f"superseded: version {retrained.model_version} is in service" in alert["message"]
+        assert _events(platform, alert["alert_id"])[-1][0] == "resolved"
+    [current] = by_run[retrained.local_run_id]
+    assert (current["metric"], current["status"]) == ("accuracy", "open")
+    assert current["model_version"] == retrained.model_version
+    assert current["first_seen"] == dt.date(2026, 4, 2)
+    open_alerts = [a for a in alerts if a["status"] != "resolved"]
+    assert [a["alert_id"] for a in open_alerts] == [current["alert_id"]]
+    changes = _output_metadata(result, "performance_alerts")
+    assert changes["opened"] == 1

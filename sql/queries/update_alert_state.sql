@@ -6,7 +6,8 @@ SET severity = :severity,
     baseline = :baseline, breach_days = :breach_days, ok_days = :ok_days,
     last_seen = :last_seen, last_evaluated = :last_evaluated, updated_at = :t,
     resolved_at = CASE WHEN :resolved THEN :t ELSE resolved_at END,
-    -- The alert follows the model in service: it now refers to the run judged today.
+    -- Always the alert's own run (another run's alerts are superseded first): its MLflow
+    -- ids and version arrive here once a buffered run is replayed.
     model_version = :model_version, training_local_run_id = :training_local_run_id,
     mlflow_experiment_id = :mlflow_experiment_id, mlflow_run_id = :mlflow_run_id
 WHERE alert_id = :a

@@ -9,14 +9,16 @@ import dagster as dg
 
 from mlops_assets.defs.partitions import DAY_MODEL, each_partition, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
-from mlops_assets.lib.contract import DEFAULT_LEVELS, ModelCatalog, ModelContract, Source
+from mlops_assets.lib.contract import ModelCatalog, ModelContract, Source
+from mlops_assets.lib.tasks import TASKS
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import evaluate_alerts, replace_partition
 
 GROUP = "production"
 # Every metric any task can monitor gets a check; a metric the model's task does not have
 # reports "not monitored for this model" and passes.
-MONITORABLE = tuple(DEFAULT_LEVELS)
+# Every task's metrics (business ones included), each with a check.
+MONITORABLE = tuple(dict.fromkeys(m for task in TASKS.values() for m in task.higher_is_better))
 
 
 def _contract(models: ModelCatalog, name: str) -> ModelContract:
@@ -186,10 +188,11 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
 
     from mlops_assets.defs.training.assets import _outputs
     from mlops_assets.lib.evaluation import (
+        capped_estimate,
         estimate_day,
         evaluate,
         judge,
-        monitored_levels,
+        metric_levels,
         y_true_of,
     )
     from mlops_assets.lib.metrics import MetricInputError
@@ -199,7 +202,8 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
     contract = _contract(models, model_name)
     target = partition_target(warehouse, day_key, model_name)
     day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
-    monitored = monitored_levels(contract, model.metrics)
+    monitored = contract.monitored_metrics()
+    levels = metric_levels(contract, model.metrics)
     frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
     n_predictions = len(frame)
     labelled = frame[frame["y_true"].notna()] if n_predictions else frame
@@ -286,7 +290,7 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
             "mlflow_run_id": model.mlflow_run_id,
             "computed_at": now,
         }
-        if observed is not None and baseline is not None and not note:
+        if observed is not None and baseline is not None and not note and metric in levels:
             row |= judge(
                 contract,
                 metric,
@@ -295,8 +299,10 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
                 baseline_std=model.metric_std.get(metric),
                 n_current=len(labelled) if basis == "realised" else n_predictions,
                 n_baseline=model.n_validation,
-                levels=monitored.get(metric, DEFAULT_LEVELS.get(metric, (0.05, 0.10))),
+                levels=levels[metric],
             )
+            if basis == "estimated":
+                row |= capped_estimate(row["level"], contract.monitoring.estimated_severity_cap)
         elif observed is None and not note:
             row["note"] = (
                 "not estimable without labels (labels pending)"
@@ -394,7 +400,9 @@ def _alerts(warehouse, models, day_key: str, model_name: str) -> dg.MaterializeR
     evaluations = {
         r["metric"]: DayEvaluation(
             day=day,
-            # An estimate alone may warn but not page (contract.monitoring.estimated_severity_cap).
+            # An estimate alone may warn but not page (contract.monitoring.estimated_severity_cap);
+            # production_metrics stores estimated levels capped already, rows written by
+            # earlier versions may not be.
             level=cap_level(r["level"], cap) if r["basis"] == "estimated" else r["level"],
             observed=float(r["value"]),
             baseline=r["baseline_value"],
@@ -402,7 +410,7 @@ def _alerts(warehouse, models, day_key: str, model_name: str) -> dg.MaterializeR
             degradation=r["degradation_abs"],
         )
         for r in metrics
-        if r["metric"] in monitored and r["level"] in ("ok", "warning", "critical")
+        if r["metric"] in monitored and r["level"] in ("ok", "info", "warning", "critical")
     }
     policy = AlertPolicy(
         escalate_after_days=contract.monitoring.escalate_after_days,
