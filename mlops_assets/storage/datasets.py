@@ -15,7 +15,7 @@ class DatasetError(ValueError):
 
 
 def resolve_path(path: str, home: Path) -> Path:
-    """Relative Parquet folders are relative to the data directory (MLOPS_HOME)."""
+    """Relative Parquet folders are relative to `home`: MLOPS_SOURCES_ROOT, else MLOPS_HOME."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else home / p
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops_assets.lib.alert_policy import AlertPolicy, AlertState, DayEvaluation, step
@@ -48,12 +47,6 @@ class ActiveModel:
 
     def reference(self) -> pd.DataFrame:
         return frame_from_parquet(self.reference_blob)
-
-    def booster_path(self, artifact_root: Path) -> Path:
-        return artifact_root / self.local_run_id / "booster.txt"
-
-    def feature_spec_path(self, artifact_root: Path) -> Path:
-        return artifact_root / self.local_run_id / "feature_spec.json"
 
 
 def active_model(warehouse: Warehouse, model_name: str) -> ActiveModel:

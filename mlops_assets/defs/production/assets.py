@@ -31,7 +31,7 @@ def _contract(models: ModelCatalog, name: str) -> ModelContract:
 
 
 def resolved_source(source: Source, home) -> Source:
-    """Relative Parquet folders are relative to the data directory."""
+    """Relative Parquet folders are relative to MLOPS_SOURCES_ROOT (default: MLOPS_HOME)."""
     from mlops_assets.storage.datasets import resolve_path
 
     if source.parquet is None:
