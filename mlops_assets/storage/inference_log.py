@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -522,11 +522,11 @@ def _now() -> dt.datetime:
 
 def _quarantine(tx: Transaction, rows: pd.DataFrame) -> None:
     """Insert quarantine rows; a row quarantined again (a rerun re-reads the same bad row from
-    the same batch) replaces its earlier record instead of piling up."""
+    the same batch) replaces its earlier record instead of piling up (set-wise)."""
     if rows.empty:
         return
-    keys = rows[["model_name", "kind", "batch_id", "row_id"]].dropna()
-    tx.executemany(sql_file("queries/delete_requarantined"), keys.to_dict("records"))
+    keys = rows[["model_name", "kind", "batch_id", "row_id"]].dropna().drop_duplicates()
+    tx.delete_matching("mlops.quarantine", keys.reset_index(drop=True))
     tx.insert_frame("mlops.quarantine", rows)
 
 
@@ -586,7 +586,7 @@ def _reject_batch(
     wh: Warehouse,
     contract: ModelContract,
     kind: Kind,
-    frame: pd.DataFrame,
+    n_rows: int,
     batch_id: str,
     error: SourceSchemaError,
 ) -> None:
@@ -599,15 +599,156 @@ def _reject_batch(
             "source": [_source_name(contract, kind)],
             "kind": [kind],
             "row_id": pd.Series([pd.NA], dtype=TEXT),
-            "reason": [f"{error} ({len(frame)} rows rejected)"],
+            "reason": [f"{error} ({n_rows} rows rejected)"],
             "row_json": pd.Series([pd.NA], dtype=TEXT),
             "quarantined_at": [now],
         }
     )
     with wh.transaction() as tx:
         tx.insert_frame("mlops.quarantine", record)
-        rejected = IngestResult(len(frame), 0, len(frame), frozenset())
+        rejected = IngestResult(n_rows, 0, n_rows, frozenset())
         _record(tx, contract, kind, batch_id, rejected, now)
+
+
+def _slices(frame: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    if isinstance(frame, pd.DataFrame):
+        yield frame
+    else:
+        yield from frame
+
+
+# Columns an identical re-delivery may differ in: where and when it came, not what it says.
+_PROVENANCE = ("prediction_id", "batch_id", "ingested_at", "labelled_at")
+
+
+class _Store:
+    """Writes one table of the log slice by slice inside one transaction: upserts by
+    prediction id that skip identical rows (in SQL), and finds ids an earlier slice of the
+    same batch wrote (in memory: 8 bytes per id plus the ids' Arrow text)."""
+
+    def __init__(self, tx: Transaction, table: str, types: dict[str, str]):
+        self.tx = tx
+        self.table = table
+        self.columns = list(types)
+        self.kinds = {
+            c: "text"
+            if t.startswith("TEXT")
+            else "timestamp"
+            if t.startswith("TIMESTAMP")
+            else "date"
+            if t.startswith("DATE")
+            else "double"
+            for c, t in types.items()
+        }
+        self.compare = [c for c in self.columns if c not in _PROVENANCE]
+        self._hashes = np.empty(0, dtype=np.uint64)  # sorted
+        self._ids: list[Any] = []  # Arrow arrays, to confirm a hash hit exactly
+
+    def earlier(self, ids: pd.Series) -> pd.Series:
+        """Which of these ids an earlier slice of this batch wrote."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        hashes = pd.util.hash_pandas_object(ids, index=False).to_numpy()
+        hit = np.zeros(len(ids), dtype=bool)
+        if len(self._hashes):
+            where = np.searchsorted(self._hashes, hashes).clip(max=len(self._hashes) - 1)
+            hit = self._hashes[where] == hashes
+        if hit.any():  # a 64-bit hash can collide: confirm on the text itself
+            candidates = pa.array(ids[hit].to_numpy(dtype=object), type=pa.string())
+            seen = pa.chunked_array(self._ids, type=pa.string()).combine_chunks()
+            hit[hit] = pc.is_in(candidates, value_set=seen).to_numpy(zero_copy_only=False)
+        self._hashes = np.sort(np.concatenate([self._hashes, hashes]))
+        self._ids.append(pa.array(ids.to_numpy(dtype=object), type=pa.string()))
+        return pd.Series(hit, index=ids.index)
+
+    def stored(self, ids: pd.Series) -> pd.DataFrame:
+        """The stored rows of these ids (typed as the table)."""
+        select = ", ".join(quote_identifier(c) for c in self.columns)
+        sql = (  # noqa: S608 - the layout's validated names; the ids are bound
+            f"SELECT {select} FROM {self.table} WHERE prediction_id = ANY(:ids)"
+        )
+        return self.tx.select_frame(sql, {"ids": list(ids.astype(str))}, types=self.kinds)
+
+    def write(self, rows: pd.DataFrame) -> None:
+        self.tx.upsert_frame(self.table, rows, key="prediction_id", compare=self.compare)
+
+
+def _same(left: pd.DataFrame, right: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Row-wise equality of two aligned frames on `columns`, missing equal to missing."""
+    same = pd.Series(True, index=left.index)
+    for column in columns:
+        a, b = left[column], right[column]
+        if pd.api.types.is_datetime64_any_dtype(a):
+            a, b = a.astype("datetime64[us]"), pd.to_datetime(b).astype("datetime64[us]")
+        equal = (a == b).fillna(False).astype(bool) | (a.isna() & b.isna())
+        same &= equal.to_numpy()
+    return same
+
+
+def _user_json(stored: pd.DataFrame, plan: Layout) -> pd.Series:
+    """A stored row in the users' column names, for the quarantine record of a row that a
+    later slice of its batch replaced (the original is no longer in memory; these are its
+    validated values)."""
+    names = {
+        "prediction_id": plan.id_column,
+        "predicted_at": plan.timestamp_column,
+        "y_true": plan.target_column,
+    }
+    if plan.prediction_column:
+        names["y_pred"] = plan.prediction_column
+    if plan.probability_column:
+        names["proba"] = plan.probability_column
+    names.update(plan.class_probability_columns)
+    if plan.odds_column:
+        names["odds"] = plan.odds_column
+    keep = [c for c in stored.columns if c in names or c in plan.features]
+    frame = stored[keep].rename(columns=names)
+    lines = frame.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+    return pd.Series(lines.splitlines() if len(frame) else [], index=stored.index)
+
+
+def _replaced_within_batch(
+    store: _Store,
+    rows: pd.DataFrame,
+    contract: ModelContract,
+    plan: Layout,
+    kind: Kind,
+    batch_id: str,
+    now: dt.datetime,
+) -> tuple[int, pd.DataFrame]:
+    """Rows of this slice whose id an earlier slice of the batch wrote: the later row wins,
+    as within a slice. Returns (earlier rows that were identical re-deliveries, quarantine
+    records of the earlier rows that differed)."""
+    again = store.earlier(rows["prediction_id"])
+    if not again.any():
+        return 0, pd.DataFrame()
+    later = rows[again].set_index("prediction_id", drop=False)
+    earlier = store.stored(later["prediction_id"]).set_index("prediction_id", drop=False)
+    earlier = earlier.reindex(later.index)
+    later = later[earlier["prediction_id"].notna().to_numpy()]
+    earlier = earlier.loc[later.index]
+    same = _same(later, earlier, store.compare)
+    differ = earlier[~same.to_numpy()]
+    if differ.empty:
+        return int(same.sum()), pd.DataFrame()
+    quarantined = pd.DataFrame(
+        {
+            "model_name": contract.name,
+            "batch_id": differ["batch_id"].astype(TEXT).fillna(batch_id).to_numpy(),
+            "source": _source_name(contract, kind),
+            "kind": kind,
+            "row_id": differ["prediction_id"].astype(TEXT).to_numpy(),
+            "reason": "duplicate id within the batch (its last row was kept)",
+            "row_json": _user_json(differ, plan).to_numpy(),
+            "quarantined_at": now,
+        }
+    )
+    return int(same.sum()), quarantined
+
+
+def _concat(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    return first if second.empty else pd.concat([first, second], ignore_index=True)
 
 
 def _days(column: pd.Series) -> frozenset[dt.date]:
@@ -618,104 +759,143 @@ def _days(column: pd.Series) -> frozenset[dt.date]:
 def ingest_predictions(
     wh: Warehouse,
     contract: ModelContract,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
     *,
     batch_id: str,
     model_version: str | None,
     features: Mapping[str, str] | None = None,
 ) -> IngestResult:
     """Validate a batch of predictions and store it: good rows upserted by prediction id
-    (a re-delivered row replaces the old one), bad rows quarantined with their reasons, the
-    batch recorded in mlops.ingest_batches, all in one transaction. Days are those of the
-    rows' timestamps. Each row's batch_id is its `_batch` (file) when the frame has one, else
-    `batch_id`. When the contract has no label source, targets in the log are stored as
-    labels too (rows without one are simply not labelled yet).
+    (a re-delivered row replaces the old one; an identical one writes nothing), bad rows
+    quarantined with their reasons, the batch recorded in mlops.ingest_batches, all in one
+    transaction. The batch is a frame or its slices (a source's `iter_day` / `iter_new`):
+    each slice is validated and written in turn, so memory holds one slice; an id that comes
+    again in a later slice is a duplicate within the batch like one within a slice (the last
+    row wins). Days are those of the rows' timestamps. Each row's batch_id is its `_batch`
+    (file) when the frame has one, else `batch_id`. When the contract has no label source,
+    targets in the log are stored as labels too (rows without one are simply not labelled
+    yet).
 
     A missing column records the rejected batch and raises SourceSchemaError."""
     plan = layout(contract, features)
-    try:
-        good, bad = validate_rows(frame, contract, "prediction", features=features)
-    except SourceSchemaError as error:
-        _reject_batch(wh, contract, "prediction", frame, batch_id, error)
-        raise
     now = _now()
-    good["model_version"] = model_version
-    if "batch_id" not in good.columns:
-        good["batch_id"] = batch_id
-    good["batch_id"] = good["batch_id"].fillna(batch_id)
-    good["ingested_at"] = now
-    rows = good[list(plan.prediction_types())]
-    label_good = label_bad = None
-    if plan.labels_in_log:
-        labelled = frame[frame[plan.target_column].notna()]
-        if BATCH_COLUMN in labelled.columns:
-            labelled = labelled[[plan.id_column, plan.target_column, BATCH_COLUMN]]
-        else:
-            labelled = labelled[[plan.id_column, plan.target_column]]
-        label_good, label_bad = validate_rows(labelled, contract, "label", features=features)
-    quarantined = _quarantine_rows(contract, "prediction", bad, batch_id, now)
-    result = IngestResult(len(frame), len(rows), len(bad), _days(rows["prediction_date"]))
-    with wh.transaction() as tx:
-        tx.replace_rows(plan.predictions_table, rows, key="prediction_id")
-        _quarantine(tx, quarantined)
-        if label_good is not None:
-            _store_labels(tx, plan, label_good, batch_id, now)
-            _quarantine(tx, _quarantine_rows(contract, "label", label_bad, batch_id, now))
-        _record(tx, contract, "prediction", batch_id, result, now)
+    n_rows = n_good = n_bad = 0
+    days: set[dt.date] = set()
+    try:
+        with wh.transaction() as tx:
+            predictions = _Store(tx, plan.predictions_table, plan.prediction_types())
+            labels = _Store(tx, plan.labels_table, plan.label_types())
+            for chunk in _slices(frame):
+                n_rows += len(chunk)
+                if chunk.empty:
+                    continue
+                good, bad = validate_rows(chunk, contract, "prediction", features=features)
+                good["model_version"] = model_version
+                if "batch_id" not in good.columns:
+                    good["batch_id"] = batch_id
+                good["batch_id"] = good["batch_id"].fillna(batch_id)
+                good["ingested_at"] = now
+                rows = good[predictions.columns]
+                identical, replaced = _replaced_within_batch(
+                    predictions, rows, contract, plan, "prediction", batch_id, now
+                )
+                predictions.write(rows)
+                quarantined = _quarantine_rows(contract, "prediction", bad, batch_id, now)
+                _quarantine(tx, _concat(quarantined, replaced))
+                n_good += len(rows) - identical - len(replaced)
+                n_bad += len(bad) + len(replaced)
+                days |= _days(rows["prediction_date"])
+                if plan.labels_in_log:
+                    _store_labels_in_log(tx, contract, plan, labels, chunk, batch_id, now)
+            result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
+            _record(tx, contract, "prediction", batch_id, result, now)
+    except SourceSchemaError as error:
+        _reject_batch(wh, contract, "prediction", n_rows, batch_id, error)
+        raise
     return result
 
 
-def _store_labels(
-    tx: Transaction, plan: Layout, good: pd.DataFrame, batch_id: str, now: dt.datetime
-) -> pd.DataFrame:
+def _store_labels_in_log(
+    tx: Transaction,
+    contract: ModelContract,
+    plan: Layout,
+    store: _Store,
+    chunk: pd.DataFrame,
+    batch_id: str,
+    now: dt.datetime,
+) -> None:
+    labelled = chunk[chunk[plan.target_column].notna()]
+    names = [plan.id_column, plan.target_column]
+    labelled = labelled[[*names, BATCH_COLUMN] if BATCH_COLUMN in labelled.columns else names]
+    good, bad = validate_rows(labelled, contract, "label", features=dict(plan.features))
+    # A label that comes again in a later slice wins, as its prediction does (whose
+    # duplicate is counted and quarantined there).
+    _store_labels(store, good, batch_id, now)
+    _quarantine(tx, _quarantine_rows(contract, "label", bad, batch_id, now))
+
+
+def _store_labels(store: _Store, good: pd.DataFrame, batch_id: str, now: dt.datetime) -> None:
     if "batch_id" not in good.columns:
         good["batch_id"] = batch_id
     good["batch_id"] = good["batch_id"].fillna(batch_id)
     good["labelled_at"] = now
-    rows = good[list(plan.label_types())]
-    tx.replace_rows(plan.labels_table, rows, key="prediction_id")
-    return rows
+    store.write(good[store.columns])
 
 
 def ingest_labels(
     wh: Warehouse,
     contract: ModelContract,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
     *,
     batch_id: str,
     features: Mapping[str, str] | None = None,
 ) -> IngestResult:
-    """Validate and upsert late labels (id and target columns). Days are those of the
-    predictions the labels belong to; labels whose prediction is not stored yet are kept (they
-    may come first) and count in no day until it arrives (its ingestion reports the day)."""
+    """Validate and upsert late labels (id and target columns), a frame or its slices. Days
+    are those of the predictions whose label is new or changed; labels whose prediction is
+    not stored yet are kept (they may come first) and count in no day until it arrives (its
+    ingestion reports the day)."""
     plan = layout(contract, features)
-    try:
-        good, bad = validate_rows(frame, contract, "label", features=features)
-    except SourceSchemaError as error:
-        _reject_batch(wh, contract, "label", frame, batch_id, error)
-        raise
     now = _now()
-    with wh.transaction() as tx:
-        rows = _store_labels(tx, plan, good, batch_id, now)
-        _quarantine(tx, _quarantine_rows(contract, "label", bad, batch_id, now))
-        days = _label_days(tx, plan, rows)
-        result = IngestResult(len(frame), len(rows), len(bad), days)
-        _record(tx, contract, "label", batch_id, result, now)
+    n_rows = n_good = n_bad = 0
+    batches: set[str] = set()
+    try:
+        with wh.transaction() as tx:
+            store = _Store(tx, plan.labels_table, plan.label_types())
+            for chunk in _slices(frame):
+                n_rows += len(chunk)
+                if chunk.empty:
+                    continue
+                good, bad = validate_rows(chunk, contract, "label", features=features)
+                identical, replaced = _replaced_within_batch(
+                    store, good, contract, plan, "label", batch_id, now
+                )
+                _store_labels(store, good, batch_id, now)
+                batches |= set(good["batch_id"].astype(str))
+                quarantined = _quarantine_rows(contract, "label", bad, batch_id, now)
+                _quarantine(tx, _concat(quarantined, replaced))
+                n_good += len(good) - identical - len(replaced)
+                n_bad += len(bad) + len(replaced)
+            days = _label_days(tx, plan, now, batches)
+            result = IngestResult(n_rows, n_good, n_bad, days)
+            _record(tx, contract, "label", batch_id, result, now)
+    except SourceSchemaError as error:
+        _reject_batch(wh, contract, "label", n_rows, batch_id, error)
+        raise
     return result
 
 
-def _label_days(tx: Transaction, plan: Layout, rows: pd.DataFrame) -> frozenset[dt.date]:
-    if rows.empty:
+def _label_days(
+    tx: Transaction, plan: Layout, labelled_at: dt.datetime, batches: set[str]
+) -> frozenset[dt.date]:
+    if not batches:
         return frozenset()
-    # Table names from the validated layout; the batch ids and the time are bound.
+    # Table names from the validated layout; the batch ids and the time are bound. Labels
+    # written now are the new or changed ones (an identical label keeps its first time).
     found = tx.query(
         f"SELECT DISTINCT p.prediction_date AS day FROM {plan.labels_table} l "  # noqa: S608
         f"JOIN {plan.predictions_table} p ON p.prediction_id = l.prediction_id "
         "WHERE l.labelled_at = :labelled_at AND l.batch_id = ANY(:batches)",
-        {
-            "labelled_at": rows["labelled_at"].iloc[0],
-            "batches": sorted(set(rows["batch_id"].astype(str))),
-        },
+        {"labelled_at": labelled_at, "batches": sorted(batches)},
     )
     return frozenset(
         r["day"].date() if isinstance(r["day"], dt.datetime) else r["day"] for r in found

@@ -57,6 +57,19 @@ _COPY_CHUNK = 1 << 22  # bytes per write to COPY: bounded memory on the wire sid
 FRAME_TYPES = ("text", "double", "date", "timestamp", "boolean", "bigint")
 
 
+def _arrow_kinds() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {
+        "text": pa.string(),
+        "double": pa.float64(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us"),
+        "boolean": pa.bool_(),
+        "bigint": pa.int64(),
+    }
+
+
 class WarehouseError(RuntimeError):
     """The warehouse could not be reached or a statement failed; the message says which."""
 
@@ -163,9 +176,30 @@ class Transaction(ABC):
         datetime64, boolean -> boolean, bigint -> Int64. Every result column must be typed."""
 
     @abstractmethod
-    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
-        """Upsert by `key`: delete the rows whose key is in the frame, then insert the frame,
-        inside this transaction (a re-delivered row replaces the old one, never duplicates)."""
+    def stream_frames(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        types: Mapping[str, str] | None,
+        chunk_rows: int,
+    ) -> Iterator[pd.DataFrame]:
+        """A large result as frames of at most `chunk_rows` rows, read as the engine produces
+        them (memory holds one slice). `types` as in `select_frame`; None keeps the engine's
+        own types (DuckDB only). At least one frame, empty when the result is."""
+
+    @abstractmethod
+    def upsert_frame(
+        self, table: str, frame: pd.DataFrame, *, key: str, compare: Sequence[str]
+    ) -> None:
+        """Insert the frame's rows; a row whose `key` is stored already replaces the stored
+        row's frame columns, but only when one of `compare` differs (an identical
+        re-delivery writes nothing). Set-wise, inside this transaction; keys must be unique
+        within the frame."""
+
+    @abstractmethod
+    def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
+        """Delete the rows of `table` equal to a row of the frame on all the frame's columns."""
 
 
 def arrow_to_pandas(table: Any) -> pd.DataFrame:
@@ -353,6 +387,30 @@ def _as_arrow(frame: pd.DataFrame) -> Any:
         return frame
 
 
+def _upsert_sql(
+    table: str, source: str, columns: list[str], key: str, compare: Sequence[str]
+) -> str:
+    """INSERT ... ON CONFLICT DO UPDATE, both engines' dialect: a stored row is rewritten only
+    when a compared column differs."""
+    names = [_quote_column(c) for c in columns]
+    k = _quote_column(key)
+    update = ", ".join(f"{c} = excluded.{c}" for c in names if c != k)
+    changed = " OR ".join(
+        f"t.{c} IS DISTINCT FROM excluded.{c}" for c in map(_quote_column, compare)
+    )
+    listed = ", ".join(names)
+    return (  # checked identifiers only
+        f"INSERT INTO {_check_table(table)} AS t ({listed}) "  # noqa: S608
+        f"SELECT {listed} FROM {source} "
+        f"ON CONFLICT ({k}) DO UPDATE SET {update} WHERE {changed}"
+    )
+
+
+def _delete_matching_sql(table: str, source: str, columns: list[str]) -> str:
+    match = " AND ".join(f"t.{c} = s.{c}" for c in map(_quote_column, columns))
+    return f"DELETE FROM {_check_table(table)} t USING {source} s WHERE {match}"  # noqa: S608
+
+
 def _quote_column(name: str) -> str:
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
         raise WarehouseError(f"not a column name: {name!r}")
@@ -427,19 +485,50 @@ class _DuckTransaction(Transaction):
         result = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
         return _typed(arrow_to_pandas(result.arrow()), types)
 
-    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
+    def stream_frames(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        types: Mapping[str, str] | None,
+        chunk_rows: int,
+    ) -> Iterator[pd.DataFrame]:
+        result = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        reader = result.to_arrow_reader(chunk_rows)
+        yielded = False
+        for batch in reader:
+            if batch.num_rows:
+                yielded = True
+                frame = arrow_to_pandas(batch)
+                yield _typed(frame, types) if types is not None else frame
+        if not yielded:
+            frame = arrow_to_pandas(reader.schema.empty_table())
+            yield _typed(frame, types) if types is not None else frame
+
+    def upsert_frame(
+        self, table: str, frame: pd.DataFrame, *, key: str, compare: Sequence[str]
+    ) -> None:
         if frame.empty:
-            return 0
-        quoted = _quote_column(key)
-        self._con.register("_incoming_keys", _as_arrow(frame[[key]]))
+            return
+        self.written.add(_check_table(table))
+        self._con.register("_incoming_frame", _as_arrow(frame))
         try:
+            # DuckDB checks each key against the table's ART index: no scan of the table.
             self._con.execute(
-                f"DELETE FROM {_check_table(table)} WHERE {quoted} IN "  # noqa: S608 - checked
-                f"(SELECT {quoted} FROM _incoming_keys)"
+                _upsert_sql(table, "_incoming_frame", list(frame.columns), key, compare)
             )
         finally:
+            self._con.unregister("_incoming_frame")
+
+    def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        self.written.add(_check_table(table))
+        self._con.register("_incoming_keys", _as_arrow(frame))
+        try:
+            self._con.execute(_delete_matching_sql(table, "_incoming_keys", list(frame.columns)))
+        finally:
             self._con.unregister("_incoming_keys")
-        return self.insert_frame(table, frame)
 
 
 class DuckDBWarehouse(Warehouse):
@@ -614,6 +703,8 @@ class DuckDBWarehouse(Warehouse):
 class _PgTransaction(Transaction):
     def __init__(self, con: Any):
         self._con = con
+        # Tables a COPY found a stored key in: their next slices are staged and merged.
+        self._conflicting: set[str] = set()
 
     @staticmethod
     def _sql(sql: str) -> str:
@@ -657,55 +748,130 @@ class _PgTransaction(Transaction):
     def select_frame(
         self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
     ) -> pd.DataFrame:
+        import pandas as pd
+
+        frames = list(self.stream_frames(sql, params, types=types, chunk_rows=1 << 62))
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    def stream_frames(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        types: Mapping[str, str] | None,
+        chunk_rows: int,
+    ) -> Iterator[pd.DataFrame]:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        arrow = {
-            "text": pa.string(),
-            "double": pa.float64(),
-            "date": pa.date32(),
-            "timestamp": pa.timestamp("us"),
-            "boolean": pa.bool_(),
-            "bigint": pa.int64(),
-        }
+        if types is None:
+            raise WarehouseError("stream_frames: PostgreSQL results need their column types")
+        arrow = _arrow_kinds()
         unknown = {k: v for k, v in types.items() if v not in arrow}
         if unknown:
             raise WarehouseError(f"select_frame: unknown type(s) {unknown} (use {FRAME_TYPES})")
-        buffer = io.BytesIO()
         with self._con.cursor() as cur:
             # COPY has no server-side parameters; psycopg binds them client-side, quoted.
             statement = f"COPY ({sql}) TO STDOUT (FORMAT csv, HEADER, NULL '\\N')"
             with cur.copy(self._sql(statement) if params else statement, params or None) as copy:
-                for block in copy:
-                    buffer.write(block)
-        buffer.seek(0)
-        # HEADER names the columns even for an empty result; names are plain identifiers.
-        names = [n.strip('"') for n in buffer.readline().decode().strip().split(",")]
-        buffer.seek(0)
-        table = pacsv.read_csv(
-            buffer,
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: arrow[types[n]] for n in names if n in types},
-                null_values=["\\N"],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        return _typed(arrow_to_pandas(table), types)
+                stream = _CopyStream(copy)
+                # HEADER names the columns even for an empty result; names are plain
+                # identifiers.
+                names = [n.strip('"') for n in stream.readline().decode().strip().split(",")]
+                kinds = {n: arrow[types[n]] for n in names if n in types}
+                options = pacsv.ConvertOptions(
+                    column_types=kinds,
+                    null_values=["\\N"],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                )
+                # Arrow parses the CSV as it arrives, block by block: a slice in memory.
+                block = min(max(chunk_rows, 1) * 64 * max(len(names), 1), 1 << 26)
+                reader = pacsv.open_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(column_names=names, block_size=block),
+                    convert_options=options,
+                )
+                pending: list[Any] = []
+                rows = 0
+                yielded = False
+                for batch in reader:
+                    pending.append(batch)
+                    rows += batch.num_rows
+                    if rows >= chunk_rows:
+                        yield _typed(arrow_to_pandas(pa.Table.from_batches(pending)), types)
+                        yielded, pending, rows = True, [], 0
+                if pending or not yielded:
+                    table = pa.Table.from_batches(pending, schema=reader.schema)
+                    yield _typed(arrow_to_pandas(table), types)
 
-    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
+    def upsert_frame(
+        self, table: str, frame: pd.DataFrame, *, key: str, compare: Sequence[str]
+    ) -> None:
+        import psycopg
+
         if frame.empty:
-            return 0
-        quoted = _quote_column(key)
-        # Keys go through a temporary table filled by COPY: one round trip at any size.
-        self.execute("CREATE TEMP TABLE _incoming_keys (k TEXT) ON COMMIT DROP")
-        self.insert_frame("pg_temp._incoming_keys", frame[[key]].rename(columns={key: "k"}))
+            return
+        if table not in self._conflicting:
+            # A first delivery (the common case) is a plain COPY into the table. A key stored
+            # already fails it; the savepoint undoes that slice alone, and this table's
+            # slices go through a staging table from then on.
+            try:
+                with self._con.transaction():
+                    self.insert_frame(table, frame)
+                return
+            except psycopg.errors.UniqueViolation:
+                self._conflicting.add(table)
+        staging = self._staging(table, list(frame.columns))
+        self.insert_frame(f"pg_temp.{staging}", frame)
+        self.execute(_upsert_sql(table, f"pg_temp.{staging}", list(frame.columns), key, compare))
+        self.execute(f"TRUNCATE pg_temp.{staging}")
+
+    def _staging(self, table: str, columns: list[str]) -> str:
+        """A temporary table of `table`'s `columns` (no constraint, no index, no WAL),
+        dropped at commit."""
+        listed = ", ".join(_quote_column(c) for c in columns)
+        digest = hashlib.sha1(f"{_check_table(table)}({listed})".encode()).hexdigest()[:12]
+        name = f"_staging_{digest}"
         self.execute(
-            f"DELETE FROM {_check_table(table)} t USING pg_temp._incoming_keys i "  # noqa: S608
-            f"WHERE t.{quoted} = i.k"
+            f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DROP AS "  # noqa: S608
+            f"SELECT {listed} FROM {table} WITH NO DATA"
         )
-        self.execute("DROP TABLE pg_temp._incoming_keys")
-        return self.insert_frame(table, frame)
+        return name
+
+    def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        staging = self._staging(table, list(frame.columns))
+        self.insert_frame(f"pg_temp.{staging}", frame)
+        self.execute(_delete_matching_sql(table, f"pg_temp.{staging}", list(frame.columns)))
+        self.execute(f"TRUNCATE pg_temp.{staging}")
+
+
+class _CopyStream(io.RawIOBase):
+    """The blocks of a `COPY ... TO STDOUT` as a readable file, for Arrow's CSV reader."""
+
+    def __init__(self, copy: Any):
+        self._blocks = iter(copy)
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        # PostgreSQL sends one message per row: fill the whole buffer, not a row per call.
+        filled, size = 0, len(buffer)
+        while filled < size:
+            if not self._rest:
+                try:
+                    self._rest = memoryview(bytes(next(self._blocks)))
+                except StopIteration:
+                    break
+            n = min(size - filled, len(self._rest))
+            buffer[filled : filled + n] = self._rest[:n]
+            self._rest = self._rest[n:]
+            filled += n
+        return filled
 
 
 def _frame_to_csv(frame: pd.DataFrame) -> bytes | None:
