@@ -401,7 +401,8 @@ def validate_rows(
     Missing feature values are kept: they are a data-quality signal for drift."""
     plan = layout(contract, features)
     _check_columns(frame, plan, kind, _source_name(contract, kind))
-    frame = frame.reset_index(drop=True)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)
     reasons = _Reasons(frame.index)
     out: dict[str, pd.Series] = {}
 
@@ -436,17 +437,25 @@ def validate_rows(
     # Duplicates among otherwise good rows: the last delivery of an id wins.
     kept = ids.where(~bad)
     duplicated = kept.notna() & kept.duplicated(keep="last")
-    # A re-delivered copy identical to a later row is not bad data: dropped, not quarantined
-    # (re-reading a day that holds a re-delivered file would quarantine it on every run).
-    content = good_frame.drop(columns=["batch_id"], errors="ignore")[~bad]
-    repeated = content.duplicated(keep="last").reindex(frame.index, fill_value=False)
-    identical = duplicated & repeated
-    reasons.add(duplicated & ~identical, "duplicate id within the batch (its last row was kept)")
-    bad = reasons.any()
+    identical = pd.Series(False, index=frame.index)
+    if duplicated.any():
+        # A re-delivered copy identical to a later row is not bad data: dropped, not
+        # quarantined (re-reading a day that holds a re-delivered file would quarantine it on
+        # every run). Only rows whose id repeats can be such copies.
+        repeats = kept.notna() & kept.duplicated(keep=False)
+        content = good_frame.drop(columns=["batch_id"], errors="ignore")[repeats]
+        repeated = content.duplicated(keep="last").reindex(frame.index, fill_value=False)
+        identical = duplicated & repeated
+        reasons.add(
+            duplicated & ~identical, "duplicate id within the batch (its last row was kept)"
+        )
+        bad = reasons.any()
     rejected = frame[bad].copy()
     rejected["reason"] = reasons.text(bad)
-    good = good_frame[~bad & ~identical]
-    return good.reset_index(drop=True), rejected.reset_index(drop=True)
+    drop = bad | identical
+    # A clean slice (the usual one) is returned as built: no copy of every column.
+    good = good_frame[~drop].reset_index(drop=True) if drop.any() else good_frame
+    return good, rejected.reset_index(drop=True)
 
 
 def _predictions(frame: pd.DataFrame, plan: Layout, reasons: _Reasons) -> dict[str, pd.Series]:
@@ -649,17 +658,18 @@ class _Store:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        hashes = pd.util.hash_pandas_object(ids, index=False).to_numpy()
+        text = _arrow_text(ids)
+        hashes = _hashes(text)
         hit = np.zeros(len(ids), dtype=bool)
         if len(self._hashes):
             where = np.searchsorted(self._hashes, hashes).clip(max=len(self._hashes) - 1)
             hit = self._hashes[where] == hashes
         if hit.any():  # a 64-bit hash can collide: confirm on the text itself
-            candidates = pa.array(ids[hit].to_numpy(dtype=object), type=pa.string())
-            seen = pa.chunked_array(self._ids, type=pa.string()).combine_chunks()
-            hit[hit] = pc.is_in(candidates, value_set=seen).to_numpy(zero_copy_only=False)
+            seen = pa.chunked_array(self._ids, type=pa.string())
+            confirmed = pc.is_in(text.filter(pa.array(hit)), value_set=seen.combine_chunks())
+            hit[hit] = confirmed.to_numpy(zero_copy_only=False)
         self._hashes = np.sort(np.concatenate([self._hashes, hashes]))
-        self._ids.append(pa.array(ids.to_numpy(dtype=object), type=pa.string()))
+        self._ids.append(text)
         return pd.Series(hit, index=ids.index)
 
     def stored(self, ids: pd.Series) -> pd.DataFrame:
@@ -672,6 +682,32 @@ class _Store:
 
     def write(self, rows: pd.DataFrame) -> None:
         self.tx.upsert_frame(self.table, rows, key="prediction_id", compare=self.compare)
+
+
+def _arrow_text(values: pd.Series) -> Any:
+    """The Arrow array under a pandas string Series (no copy when it is Arrow-backed)."""
+    import pyarrow as pa
+
+    array = pa.array(values.astype(TEXT).array)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array.cast(pa.string())
+
+
+def _hashes(text: Any) -> np.ndarray:
+    """64-bit hashes of Arrow strings, computed by DuckDB over the Arrow buffers (pandas would
+    first make a Python object per value)."""
+    import duckdb
+    import pyarrow as pa
+
+    con = duckdb.connect()
+    try:
+        con.register("ids", pa.table({"i": text}))
+        # One thread: the hashes must come back in the rows' order.
+        con.execute("SET threads = 1")
+        return con.execute("SELECT hash(i) AS h FROM ids").fetchnumpy()["h"].astype(np.uint64)
+    finally:
+        con.close()
 
 
 def _same(left: pd.DataFrame, right: pd.DataFrame, columns: list[str]) -> pd.Series:
