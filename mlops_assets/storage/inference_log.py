@@ -29,7 +29,7 @@ import pandas as pd
 
 from mlops_assets.lib.contract import ModelContract
 from mlops_assets.storage.sources import BATCH_COLUMN, SourceSchemaError, quote_identifier
-from mlops_assets.storage.warehouse import Transaction, Warehouse, sql_file
+from mlops_assets.storage.warehouse import Transaction, Warehouse, arrow_to_pandas, sql_file
 
 Kind = Literal["prediction", "label"]
 SCHEMA = "inference"
@@ -130,6 +130,8 @@ def canonical_categories(values: pd.Series) -> pd.Series:
 
 def _timestamps(values: pd.Series) -> pd.Series:
     """Naive UTC timestamps; aware values are converted, unparseable ones become NaT."""
+    if values.dtype.kind == "M":  # naive datetime64: UTC already, only the unit to fix
+        return values.astype("datetime64[ns]")
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = pd.to_datetime(values, utc=True)
     else:
@@ -137,8 +139,12 @@ def _timestamps(values: pd.Series) -> pd.Series:
     return parsed.dt.tz_localize(None).astype("datetime64[ns]")
 
 
-def _numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(float64 values, mask of values that were present but are not numbers)."""
+def _numbers(values: pd.Series) -> tuple[pd.Series, pd.Series | None]:
+    """(float64 values, mask of values that were present but are not numbers; None when the
+    column's type rules that out)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "fiu":
+        # numpy numbers: nothing to parse, nothing can be wrong
+        return values.astype("float64", copy=False), None
     if pd.api.types.is_bool_dtype(values):
         values = values.astype("float64")
     number = pd.to_numeric(values, errors="coerce")
@@ -345,7 +351,9 @@ class _Reasons:
         self.index = index
         self.checks: list[tuple[pd.Series, str]] = []
 
-    def add(self, mask: pd.Series, message: str) -> None:
+    def add(self, mask: pd.Series | None, message: str) -> None:
+        if mask is None:
+            return
         mask = mask.fillna(False).astype(bool)
         if mask.any():
             self.checks.append((mask, message))
@@ -399,6 +407,21 @@ def validate_rows(
     bad: the original rows with `reason` (every problem of the row, "; "-separated).
     A missing column raises SourceSchemaError (the whole batch is wrong, not its rows).
     Missing feature values are kept: they are a data-quality signal for drift."""
+    columns, drop, rejected = _validate(frame, contract, kind, features=features)
+    good = pd.DataFrame(columns)
+    return (good[~drop].reset_index(drop=True) if drop is not None else good), rejected
+
+
+def _validate(
+    frame: pd.DataFrame,
+    contract: ModelContract,
+    kind: Kind,
+    *,
+    features: Mapping[str, str] | None = None,
+) -> tuple[dict[str, pd.Series], np.ndarray | None, pd.DataFrame]:
+    """`validate_rows` without building the good frame: (typed columns of every row, rows to
+    leave out of them or None when none, rejected rows). The ingestion turns the columns into
+    Arrow directly; a pandas frame would copy every column once more."""
     plan = layout(contract, features)
     _check_columns(frame, plan, kind, _source_name(contract, kind))
     if not frame.index.equals(pd.RangeIndex(len(frame))):
@@ -430,9 +453,8 @@ def validate_rows(
     else:
         out["y_true"] = _target(frame[plan.target_column], plan, reasons)
 
-    good_frame = pd.DataFrame(out, index=frame.index)
     if BATCH_COLUMN in frame.columns:
-        good_frame["batch_id"] = frame[BATCH_COLUMN].astype(TEXT)
+        out["batch_id"] = frame[BATCH_COLUMN].astype(TEXT)
     bad = reasons.any()
     # Duplicates among otherwise good rows: the last delivery of an id wins.
     kept = ids.where(~bad)
@@ -443,7 +465,7 @@ def validate_rows(
         # quarantined (re-reading a day that holds a re-delivered file would quarantine it on
         # every run). Only rows whose id repeats can be such copies.
         repeats = kept.notna() & kept.duplicated(keep=False)
-        content = good_frame.drop(columns=["batch_id"], errors="ignore")[repeats]
+        content = pd.DataFrame({c: v for c, v in out.items() if c != "batch_id"})[repeats]
         repeated = content.duplicated(keep="last").reindex(frame.index, fill_value=False)
         identical = duplicated & repeated
         reasons.add(
@@ -452,10 +474,8 @@ def validate_rows(
         bad = reasons.any()
     rejected = frame[bad].copy()
     rejected["reason"] = reasons.text(bad)
-    drop = bad | identical
-    # A clean slice (the usual one) is returned as built: no copy of every column.
-    good = good_frame[~drop].reset_index(drop=True) if drop.any() else good_frame
-    return good, rejected.reset_index(drop=True)
+    drop = (bad | identical).to_numpy()
+    return out, (drop if drop.any() else None), rejected.reset_index(drop=True)
 
 
 def _predictions(frame: pd.DataFrame, plan: Layout, reasons: _Reasons) -> dict[str, pd.Series]:
@@ -653,14 +673,14 @@ class _Store:
         self._hashes = np.empty(0, dtype=np.uint64)  # sorted
         self._ids: list[Any] = []  # Arrow arrays, to confirm a hash hit exactly
 
-    def earlier(self, ids: pd.Series) -> pd.Series:
-        """Which of these ids an earlier slice of this batch wrote."""
+    def earlier(self, ids: Any) -> np.ndarray:
+        """Which of these ids (Arrow text) an earlier slice of this batch wrote."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         text = _arrow_text(ids)
         hashes = _hashes(text)
-        hit = np.zeros(len(ids), dtype=bool)
+        hit = np.zeros(len(text), dtype=bool)
         if len(self._hashes):
             where = np.searchsorted(self._hashes, hashes).clip(max=len(self._hashes) - 1)
             hit = self._hashes[where] == hashes
@@ -670,7 +690,7 @@ class _Store:
             hit[hit] = confirmed.to_numpy(zero_copy_only=False)
         self._hashes = np.sort(np.concatenate([self._hashes, hashes]))
         self._ids.append(text)
-        return pd.Series(hit, index=ids.index)
+        return hit
 
     def stored(self, ids: pd.Series) -> pd.DataFrame:
         """The stored rows of these ids (typed as the table)."""
@@ -684,11 +704,12 @@ class _Store:
         self.tx.upsert_frame(self.table, rows, key="prediction_id", compare=self.compare)
 
 
-def _arrow_text(values: pd.Series) -> Any:
-    """The Arrow array under a pandas string Series (no copy when it is Arrow-backed)."""
+def _arrow_text(values: Any) -> Any:
+    """Arrow text from an Arrow array or a pandas string Series (no copy when it is
+    Arrow-backed)."""
     import pyarrow as pa
 
-    array = pa.array(values.astype(TEXT).array)
+    array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values.array)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     return array.cast(pa.string())
@@ -746,20 +767,23 @@ def _user_json(stored: pd.DataFrame, plan: Layout) -> pd.Series:
 
 def _replaced_within_batch(
     store: _Store,
-    rows: pd.DataFrame,
+    rows: Any,
     contract: ModelContract,
     plan: Layout,
     kind: Kind,
     batch_id: str,
     now: dt.datetime,
 ) -> tuple[int, pd.DataFrame]:
-    """Rows of this slice whose id an earlier slice of the batch wrote: the later row wins,
-    as within a slice. Returns (earlier rows that were identical re-deliveries, quarantine
-    records of the earlier rows that differed)."""
-    again = store.earlier(rows["prediction_id"])
+    """Rows of this slice (an Arrow table) whose id an earlier slice of the batch wrote: the
+    later row wins, as within a slice. Returns (earlier rows that were identical
+    re-deliveries, quarantine records of the earlier rows that differed)."""
+    import pyarrow as pa
+
+    again = store.earlier(rows.column("prediction_id"))
     if not again.any():
         return 0, pd.DataFrame()
-    later = rows[again].set_index("prediction_id", drop=False)
+    later = arrow_to_pandas(rows.filter(pa.array(again)))
+    later = later.set_index("prediction_id", drop=False)
     earlier = store.stored(later["prediction_id"]).set_index("prediction_id", drop=False)
     earlier = earlier.reindex(later.index)
     later = later[earlier["prediction_id"].notna().to_numpy()]
@@ -781,6 +805,35 @@ def _replaced_within_batch(
         }
     )
     return int(same.sum()), quarantined
+
+
+def _arrow_rows(
+    columns: dict[str, pd.Series],
+    drop: np.ndarray | None,
+    names: list[str],
+    constants: Mapping[str, Any],
+) -> Any:
+    """The rows to store as an Arrow table in the table's column order: validated columns
+    converted one by one (NaN and NaT become NULL, as pandas' own conversion does), the
+    constants of the batch (`constants[c]` for a column the rows lack or leave NULL)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(columns["prediction_id"])
+    arrays = []
+    for name in names:
+        value = constants.get(name)
+        if name in columns:
+            array = pa.array(columns[name], from_pandas=True)
+            if value is not None:
+                array = pc.fill_null(array, value)
+        elif isinstance(value, dt.datetime):
+            array = pa.array(np.full(n, np.datetime64(value, "us")))
+        else:
+            array = pa.array([value] * n, type=pa.string())
+        arrays.append(array)
+    table = pa.Table.from_arrays(arrays, names=names)
+    return table.filter(pa.array(~drop)) if drop is not None else table
 
 
 def _concat(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
@@ -825,22 +878,23 @@ def ingest_predictions(
                 n_rows += len(chunk)
                 if chunk.empty:
                     continue
-                good, bad = validate_rows(chunk, contract, "prediction", features=features)
-                good["model_version"] = model_version
-                if "batch_id" not in good.columns:
-                    good["batch_id"] = batch_id
-                good["batch_id"] = good["batch_id"].fillna(batch_id)
-                good["ingested_at"] = now
-                rows = good[predictions.columns]
+                columns, drop, bad = _validate(chunk, contract, "prediction", features=features)
+                constants = {
+                    "model_version": model_version,
+                    "batch_id": batch_id,
+                    "ingested_at": now,
+                }
+                rows = _arrow_rows(columns, drop, predictions.columns, constants)
                 identical, replaced = _replaced_within_batch(
                     predictions, rows, contract, plan, "prediction", batch_id, now
                 )
                 predictions.write(rows)
                 quarantined = _quarantine_rows(contract, "prediction", bad, batch_id, now)
                 _quarantine(tx, _concat(quarantined, replaced))
-                n_good += len(rows) - identical - len(replaced)
+                n_good += rows.num_rows - identical - len(replaced)
                 n_bad += len(bad) + len(replaced)
-                days |= _days(rows["prediction_date"])
+                day = columns["prediction_date"]
+                days |= _days(day[~drop] if drop is not None else day)
                 if plan.labels_in_log:
                     _store_labels_in_log(tx, contract, plan, labels, chunk, batch_id, now)
             result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
@@ -863,19 +917,12 @@ def _store_labels_in_log(
     labelled = chunk[chunk[plan.target_column].notna()]
     names = [plan.id_column, plan.target_column]
     labelled = labelled[[*names, BATCH_COLUMN] if BATCH_COLUMN in labelled.columns else names]
-    good, bad = validate_rows(labelled, contract, "label", features=dict(plan.features))
+    columns, drop, bad = _validate(labelled, contract, "label", features=dict(plan.features))
     # A label that comes again in a later slice wins, as its prediction does (whose
     # duplicate is counted and quarantined there).
-    _store_labels(store, good, batch_id, now)
+    constants = {"batch_id": batch_id, "labelled_at": now}
+    store.write(_arrow_rows(columns, drop, store.columns, constants))
     _quarantine(tx, _quarantine_rows(contract, "label", bad, batch_id, now))
-
-
-def _store_labels(store: _Store, good: pd.DataFrame, batch_id: str, now: dt.datetime) -> None:
-    if "batch_id" not in good.columns:
-        good["batch_id"] = batch_id
-    good["batch_id"] = good["batch_id"].fillna(batch_id)
-    good["labelled_at"] = now
-    store.write(good[store.columns])
 
 
 def ingest_labels(
@@ -901,15 +948,17 @@ def ingest_labels(
                 n_rows += len(chunk)
                 if chunk.empty:
                     continue
-                good, bad = validate_rows(chunk, contract, "label", features=features)
+                columns, drop, bad = _validate(chunk, contract, "label", features=features)
+                constants = {"batch_id": batch_id, "labelled_at": now}
+                rows = _arrow_rows(columns, drop, store.columns, constants)
                 identical, replaced = _replaced_within_batch(
-                    store, good, contract, plan, "label", batch_id, now
+                    store, rows, contract, plan, "label", batch_id, now
                 )
-                _store_labels(store, good, batch_id, now)
-                batches |= set(good["batch_id"].astype(str))
+                store.write(rows)
+                batches |= set(rows.column("batch_id").unique().to_pylist())
                 quarantined = _quarantine_rows(contract, "label", bad, batch_id, now)
                 _quarantine(tx, _concat(quarantined, replaced))
-                n_good += len(good) - identical - len(replaced)
+                n_good += rows.num_rows - identical - len(replaced)
                 n_bad += len(bad) + len(replaced)
             days = _label_days(tx, plan, now, batches)
             result = IngestResult(n_rows, n_good, n_bad, days)

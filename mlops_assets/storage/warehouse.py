@@ -376,10 +376,23 @@ def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in params.items() if k in names}
 
 
-def _as_arrow(frame: pd.DataFrame) -> Any:
+def _names(rows: Any) -> list[str]:
+    """Column names of a pandas frame or an Arrow table."""
+    return list(rows.column_names) if hasattr(rows, "column_names") else list(rows.columns)
+
+
+def _empty(rows: Any) -> bool:
+    return rows.num_rows == 0 if hasattr(rows, "num_rows") else rows.empty
+
+
+def _as_arrow(frame: Any) -> Any:
     """An Arrow table when the frame converts (DuckDB scans it without a Python object per
-    value, which pandas object columns cost); the frame itself when it does not."""
+    value, which pandas object columns cost); the frame itself when it does not. An Arrow
+    table is returned as it is."""
     import pyarrow as pa
+
+    if isinstance(frame, pa.Table):
+        return frame
 
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
@@ -508,15 +521,13 @@ class _DuckTransaction(Transaction):
     def upsert_frame(
         self, table: str, frame: pd.DataFrame, *, key: str, compare: Sequence[str]
     ) -> None:
-        if frame.empty:
+        if _empty(frame):
             return
         self.written.add(_check_table(table))
         self._con.register("_incoming_frame", _as_arrow(frame))
         try:
             # DuckDB checks each key against the table's ART index: no scan of the table.
-            self._con.execute(
-                _upsert_sql(table, "_incoming_frame", list(frame.columns), key, compare)
-            )
+            self._con.execute(_upsert_sql(table, "_incoming_frame", _names(frame), key, compare))
         finally:
             self._con.unregister("_incoming_frame")
 
@@ -726,9 +737,10 @@ class _PgTransaction(Transaction):
             return list(cur.fetchall()) if cur.description else []
 
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int:
-        if frame.empty:
+        """A pandas frame or an Arrow table, by COPY."""
+        if _empty(frame):
             return 0
-        columns = ", ".join(_quote_column(c) for c in frame.columns)
+        columns = ", ".join(_quote_column(c) for c in _names(frame))
         with self._con.cursor() as cur:
             csv = _frame_to_csv(frame)
             if csv is not None:
@@ -810,7 +822,7 @@ class _PgTransaction(Transaction):
     ) -> None:
         import psycopg
 
-        if frame.empty:
+        if _empty(frame):
             return
         if table not in self._conflicting:
             # A first delivery (the common case) is a plain COPY into the table. A key stored
@@ -822,9 +834,9 @@ class _PgTransaction(Transaction):
                 return
             except psycopg.errors.UniqueViolation:
                 self._conflicting.add(table)
-        staging = self._staging(table, list(frame.columns))
+        staging = self._staging(table, _names(frame))
         self.insert_frame(f"pg_temp.{staging}", frame)
-        self.execute(_upsert_sql(table, f"pg_temp.{staging}", list(frame.columns), key, compare))
+        self.execute(_upsert_sql(table, f"pg_temp.{staging}", _names(frame), key, compare))
         self.execute(f"TRUNCATE pg_temp.{staging}")
 
     def _staging(self, table: str, columns: list[str]) -> str:
@@ -874,15 +886,15 @@ class _CopyStream(io.RawIOBase):
         return filled
 
 
-def _frame_to_csv(frame: pd.DataFrame) -> bytes | None:
-    """CSV for COPY, or None when a column is of a kind Arrow's CSV writer cannot express
-    the way PostgreSQL reads it (bytes, Python objects): those go row by row."""
+def _frame_to_csv(frame: Any) -> bytes | None:
+    """CSV for COPY (of a pandas frame or an Arrow table), or None when a column is of a kind
+    Arrow's CSV writer cannot express the way PostgreSQL reads it (bytes, Python objects):
+    those go row by row."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    table = _as_arrow(frame)
+    if not isinstance(table, pa.Table):
         return None
     simple = (
         pa.types.is_integer,
