@@ -670,6 +670,7 @@ class _Store:
             for c, t in types.items()
         }
         self.compare = [c for c in self.columns if c not in _PROVENANCE]
+        self.upserter = tx.upserter(table, key="prediction_id", compare=self.compare)
         self._hashes = np.empty(0, dtype=np.uint64)  # sorted
         self._ids: list[Any] = []  # Arrow arrays, to confirm a hash hit exactly
 
@@ -693,15 +694,14 @@ class _Store:
         return hit
 
     def stored(self, ids: pd.Series) -> pd.DataFrame:
-        """The stored rows of these ids (typed as the table)."""
-        select = ", ".join(quote_identifier(c) for c in self.columns)
-        sql = (  # noqa: S608 - the layout's validated names; the ids are bound
-            f"SELECT {select} FROM {self.table} WHERE prediction_id = ANY(:ids)"
-        )
-        return self.tx.select_frame(sql, {"ids": list(ids.astype(str))}, types=self.kinds)
+        """The rows of these ids as earlier slices of this batch wrote them."""
+        return self.upserter.earlier(list(ids.astype(str)), self.columns, self.kinds)
 
-    def write(self, rows: pd.DataFrame) -> None:
-        self.tx.upsert_frame(self.table, rows, key="prediction_id", compare=self.compare)
+    def write(self, rows: Any, *, replacing: bool = False) -> None:
+        self.upserter.write(rows, replacing=replacing)
+
+    def finish(self) -> None:
+        self.upserter.finish()
 
 
 def _arrow_text(values: Any) -> Any:
@@ -765,7 +765,7 @@ def _user_json(stored: pd.DataFrame, plan: Layout) -> pd.Series:
     return pd.Series(lines.splitlines() if len(frame) else [], index=stored.index)
 
 
-def _replaced_within_batch(
+def _write_slice(
     store: _Store,
     rows: Any,
     contract: ModelContract,
@@ -774,13 +774,14 @@ def _replaced_within_batch(
     batch_id: str,
     now: dt.datetime,
 ) -> tuple[int, pd.DataFrame]:
-    """Rows of this slice (an Arrow table) whose id an earlier slice of the batch wrote: the
-    later row wins, as within a slice. Returns (earlier rows that were identical
-    re-deliveries, quarantine records of the earlier rows that differed)."""
+    """Writes a slice (an Arrow table). Rows whose id an earlier slice of the batch wrote
+    replace those: the later row wins, as within a slice. Returns (earlier rows that were
+    identical re-deliveries, quarantine records of the earlier rows that differed)."""
     import pyarrow as pa
 
     again = store.earlier(rows.column("prediction_id"))
     if not again.any():
+        store.write(rows)
         return 0, pd.DataFrame()
     later = arrow_to_pandas(rows.filter(pa.array(again)))
     later = later.set_index("prediction_id", drop=False)
@@ -790,6 +791,7 @@ def _replaced_within_batch(
     earlier = earlier.loc[later.index]
     same = _same(later, earlier, store.compare)
     differ = earlier[~same.to_numpy()]
+    store.write(rows, replacing=True)
     if differ.empty:
         return int(same.sum()), pd.DataFrame()
     quarantined = pd.DataFrame(
@@ -885,10 +887,9 @@ def ingest_predictions(
                     "ingested_at": now,
                 }
                 rows = _arrow_rows(columns, drop, predictions.columns, constants)
-                identical, replaced = _replaced_within_batch(
+                identical, replaced = _write_slice(
                     predictions, rows, contract, plan, "prediction", batch_id, now
                 )
-                predictions.write(rows)
                 quarantined = _quarantine_rows(contract, "prediction", bad, batch_id, now)
                 _quarantine(tx, _concat(quarantined, replaced))
                 n_good += rows.num_rows - identical - len(replaced)
@@ -897,6 +898,8 @@ def ingest_predictions(
                 days |= _days(day[~drop] if drop is not None else day)
                 if plan.labels_in_log:
                     _store_labels_in_log(tx, contract, plan, labels, chunk, batch_id, now)
+            predictions.finish()
+            labels.finish()
             result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
             _record(tx, contract, "prediction", batch_id, result, now)
     except SourceSchemaError as error:
@@ -914,14 +917,17 @@ def _store_labels_in_log(
     batch_id: str,
     now: dt.datetime,
 ) -> None:
-    labelled = chunk[chunk[plan.target_column].notna()]
     names = [plan.id_column, plan.target_column]
-    labelled = labelled[[*names, BATCH_COLUMN] if BATCH_COLUMN in labelled.columns else names]
+    labelled = chunk[[*names, BATCH_COLUMN] if BATCH_COLUMN in chunk.columns else names]
+    present = labelled[plan.target_column].notna()
+    if not present.all():
+        labelled = labelled[present]
     columns, drop, bad = _validate(labelled, contract, "label", features=dict(plan.features))
     # A label that comes again in a later slice wins, as its prediction does (whose
     # duplicate is counted and quarantined there).
     constants = {"batch_id": batch_id, "labelled_at": now}
-    store.write(_arrow_rows(columns, drop, store.columns, constants))
+    rows = _arrow_rows(columns, drop, store.columns, constants)
+    store.write(rows, replacing=bool(store.earlier(rows.column("prediction_id")).any()))
     _quarantine(tx, _quarantine_rows(contract, "label", bad, batch_id, now))
 
 
@@ -951,15 +957,15 @@ def ingest_labels(
                 columns, drop, bad = _validate(chunk, contract, "label", features=features)
                 constants = {"batch_id": batch_id, "labelled_at": now}
                 rows = _arrow_rows(columns, drop, store.columns, constants)
-                identical, replaced = _replaced_within_batch(
+                identical, replaced = _write_slice(
                     store, rows, contract, plan, "label", batch_id, now
                 )
-                store.write(rows)
                 batches |= set(rows.column("batch_id").unique().to_pylist())
                 quarantined = _quarantine_rows(contract, "label", bad, batch_id, now)
                 _quarantine(tx, _concat(quarantined, replaced))
                 n_good += rows.num_rows - identical - len(replaced)
                 n_bad += len(bad) + len(replaced)
+            store.finish()
             days = _label_days(tx, plan, now, batches)
             result = IngestResult(n_rows, n_good, n_bad, days)
             _record(tx, contract, "label", batch_id, result, now)

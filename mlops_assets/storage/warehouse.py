@@ -149,6 +149,22 @@ def migrations() -> list[Migration]:
     ]
 
 
+class Upserter(ABC):
+    @abstractmethod
+    def write(self, rows: Any, *, replacing: bool) -> None:
+        """One slice (pandas or Arrow, keys unique within it); `replacing`: some of its keys
+        were in an earlier slice."""
+
+    @abstractmethod
+    def earlier(
+        self, keys: Sequence[str], columns: Sequence[str], types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        """The rows with these keys as the earlier slices (or the table) have them."""
+
+    @abstractmethod
+    def finish(self) -> None: ...
+
+
 class Transaction(ABC):
     @abstractmethod
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
@@ -189,13 +205,11 @@ class Transaction(ABC):
         own types (DuckDB only). At least one frame, empty when the result is."""
 
     @abstractmethod
-    def upsert_frame(
-        self, table: str, frame: pd.DataFrame, *, key: str, compare: Sequence[str]
-    ) -> None:
-        """Insert the frame's rows; a row whose `key` is stored already replaces the stored
-        row's frame columns, but only when one of `compare` differs (an identical
-        re-delivery writes nothing). Set-wise, inside this transaction; keys must be unique
-        within the frame."""
+    def upserter(self, table: str, *, key: str, compare: Sequence[str]) -> Upserter:
+        """Upserts into `table` by `key`, slice by slice: `write` each slice, `finish` once.
+        A stored key's row is rewritten only when a `compare` column differs (an identical
+        re-delivery writes nothing); a key written by an earlier slice is replaced by the
+        later one."""
 
     @abstractmethod
     def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
@@ -518,18 +532,8 @@ class _DuckTransaction(Transaction):
             frame = arrow_to_pandas(reader.schema.empty_table())
             yield _typed(frame, types) if types is not None else frame
 
-    def upsert_frame(
-        self, table: str, frame: pd.DataFrame, *, key: str, compare: Sequence[str]
-    ) -> None:
-        if _empty(frame):
-            return
-        self.written.add(_check_table(table))
-        self._con.register("_incoming_frame", _as_arrow(frame))
-        try:
-            # DuckDB checks each key against the table's ART index: no scan of the table.
-            self._con.execute(_upsert_sql(table, "_incoming_frame", _names(frame), key, compare))
-        finally:
-            self._con.unregister("_incoming_frame")
+    def upserter(self, table: str, *, key: str, compare: Sequence[str]) -> Upserter:
+        return _DuckUpserter(self, table, key, compare)
 
     def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
         if frame.empty:
@@ -540,6 +544,88 @@ class _DuckTransaction(Transaction):
             self._con.execute(_delete_matching_sql(table, "_incoming_keys", list(frame.columns)))
         finally:
             self._con.unregister("_incoming_keys")
+
+
+class _DuckUpserter(Upserter):
+    """Slices are appended to a temporary table (no index, so appends stay cheap) and merged
+    once at the end: the new keys by one plain INSERT (parallel, written straight to the
+    file), the stored keys whose row changed by one UPDATE. An INSERT ... ON CONFLICT per
+    slice costs DuckDB much more at COMMIT."""
+
+    def __init__(self, tx: _DuckTransaction, table: str, key: str, compare: Sequence[str]):
+        self.tx, self.table, self.key, self.compare = tx, _check_table(table), key, compare
+        digest = hashlib.sha1(table.encode()).hexdigest()[:12]
+        self.staging = f"_staging_{digest}"
+        self.columns: list[str] | None = None
+
+    def write(self, rows: Any, *, replacing: bool) -> None:
+        if _empty(rows):
+            return
+        con = self.tx._con
+        names = _names(rows)
+        listed = ", ".join(_quote_column(c) for c in names)
+        if self.columns is None:
+            self.columns = names
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {self.staging} AS "  # noqa: S608
+                f"SELECT {listed} FROM {self.table} LIMIT 0"
+            )
+        con.register("_incoming_slice", _as_arrow(rows))
+        try:
+            if replacing:
+                k = _quote_column(self.key)
+                con.execute(
+                    f"DELETE FROM {self.staging} WHERE {k} IN "  # noqa: S608
+                    f"(SELECT {k} FROM _incoming_slice)"
+                )
+            con.execute(
+                f"INSERT INTO {self.staging} ({listed}) "  # noqa: S608
+                f"SELECT {listed} FROM _incoming_slice"
+            )
+        finally:
+            con.unregister("_incoming_slice")
+
+    def earlier(
+        self, keys: Sequence[str], columns: Sequence[str], types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        select = ", ".join(_quote_column(c) for c in columns)
+        k = _quote_column(self.key)
+        source = self.staging if self.columns is not None else self.table
+        return self.tx.select_frame(
+            f"SELECT {select} FROM {source} WHERE {k} = ANY(:keys)",  # noqa: S608
+            {"keys": list(keys)},
+            types=types,
+        )
+
+    def finish(self) -> None:
+        if self.columns is None:
+            return
+        con = self.tx._con
+        self.tx.written.add(self.table)
+        k = _quote_column(self.key)
+        names = [_quote_column(c) for c in self.columns]
+        listed = ", ".join(names)
+        stored = con.execute(
+            f"SELECT count(*) FROM {self.staging} "  # noqa: S608
+            f"WHERE {k} IN (SELECT {k} FROM {self.table})"
+        ).fetchone()[0]
+        if stored:
+            update = ", ".join(f"{c} = s.{c}" for c in names if c != k)
+            changed = " OR ".join(
+                f"{self.table}.{c} IS DISTINCT FROM s.{c}" for c in map(_quote_column, self.compare)
+            )
+            con.execute(
+                f"UPDATE {self.table} SET {update} FROM {self.staging} s "  # noqa: S608
+                f"WHERE {self.table}.{k} = s.{k} AND ({changed})"
+            )
+            new = f"WHERE {k} NOT IN (SELECT {k} FROM {self.table})"
+        else:
+            new = ""
+        con.execute(
+            f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
+            f"SELECT {listed} FROM {self.staging} {new}"
+        )
+        con.execute(f"DROP TABLE {self.staging}")
 
 
 class DuckDBWarehouse(Warehouse):
@@ -817,9 +903,9 @@ class _PgTransaction(Transaction):
                     table = pa.Table.from_batches(pending, schema=reader.schema)
                     yield _typed(arrow_to_pandas(table), types)
 
-    def upsert_frame(
-        self, table: str, frame: pd.DataFrame, *, key: str, compare: Sequence[str]
-    ) -> None:
+    def upsert_frame(self, table: str, frame: Any, *, key: str, compare: Sequence[str]) -> None:
+        """Insert the rows; a stored key's row is rewritten only when a compared column
+        differs (an identical re-delivery writes nothing). Keys unique within the rows."""
         import psycopg
 
         if _empty(frame):
@@ -851,6 +937,9 @@ class _PgTransaction(Transaction):
         )
         return name
 
+    def upserter(self, table: str, *, key: str, compare: Sequence[str]) -> Upserter:
+        return _PgUpserter(self, table, key, compare)
+
     def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
@@ -858,6 +947,31 @@ class _PgTransaction(Transaction):
         self.insert_frame(f"pg_temp.{staging}", frame)
         self.execute(_delete_matching_sql(table, f"pg_temp.{staging}", list(frame.columns)))
         self.execute(f"TRUNCATE pg_temp.{staging}")
+
+
+class _PgUpserter(Upserter):
+    """Each slice is upserted as it comes (`upsert_frame`: a COPY straight into the table
+    while no key is stored yet); PostgreSQL works on one slice while the next is prepared."""
+
+    def __init__(self, tx: _PgTransaction, table: str, key: str, compare: Sequence[str]):
+        self.tx, self.table, self.key, self.compare = tx, _check_table(table), key, compare
+
+    def write(self, rows: Any, *, replacing: bool) -> None:
+        self.tx.upsert_frame(self.table, rows, key=self.key, compare=self.compare)
+
+    def earlier(
+        self, keys: Sequence[str], columns: Sequence[str], types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        select = ", ".join(_quote_column(c) for c in columns)
+        return self.tx.select_frame(
+            f"SELECT {select} FROM {self.table} "  # noqa: S608
+            f"WHERE {_quote_column(self.key)} = ANY(:keys)",
+            {"keys": list(keys)},
+            types=types,
+        )
+
+    def finish(self) -> None:
+        """Every slice is in the table already."""
 
 
 class _CopyStream(io.RawIOBase):
