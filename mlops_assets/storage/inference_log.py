@@ -673,6 +673,7 @@ class _Store:
         self.upserter = tx.upserter(table, key="prediction_id", compare=self.compare)
         self._hashes = np.empty(0, dtype=np.uint64)  # sorted
         self._ids: list[Any] = []  # Arrow arrays, to confirm a hash hit exactly
+        self._hasher: Any = None
 
     def earlier(self, ids: Any) -> np.ndarray:
         """Which of these ids (Arrow text) an earlier slice of this batch wrote."""
@@ -680,7 +681,7 @@ class _Store:
         import pyarrow.compute as pc
 
         text = _arrow_text(ids)
-        hashes = _hashes(text)
+        hashes = self._hash(text)
         hit = np.zeros(len(text), dtype=bool)
         if len(self._hashes):
             where = np.searchsorted(self._hashes, hashes).clip(max=len(self._hashes) - 1)
@@ -693,6 +694,23 @@ class _Store:
         self._ids.append(text)
         return hit
 
+    def _hash(self, text: Any) -> np.ndarray:
+        """64-bit hashes of Arrow strings, computed by DuckDB over the Arrow buffers (pandas
+        would first make a Python object per value)."""
+        import duckdb
+        import pyarrow as pa
+
+        if self._hasher is None:
+            self._hasher = duckdb.connect()
+            # One thread: the hashes must come back in the rows' order.
+            self._hasher.execute("SET threads = 1")
+        self._hasher.register("ids", pa.table({"i": text}))
+        try:
+            result = self._hasher.execute("SELECT hash(i) AS h FROM ids").fetchnumpy()["h"]
+        finally:
+            self._hasher.unregister("ids")
+        return np.asarray(result, dtype=np.uint64)
+
     def stored(self, ids: pd.Series) -> pd.DataFrame:
         """The rows of these ids as earlier slices of this batch wrote them."""
         return self.upserter.earlier(list(ids.astype(str)), self.columns, self.kinds)
@@ -702,6 +720,9 @@ class _Store:
 
     def finish(self) -> None:
         self.upserter.finish()
+        if self._hasher is not None:
+            self._hasher.close()
+            self._hasher = None
 
 
 def _arrow_text(values: Any) -> Any:
@@ -713,22 +734,6 @@ def _arrow_text(values: Any) -> Any:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     return array.cast(pa.string())
-
-
-def _hashes(text: Any) -> np.ndarray:
-    """64-bit hashes of Arrow strings, computed by DuckDB over the Arrow buffers (pandas would
-    first make a Python object per value)."""
-    import duckdb
-    import pyarrow as pa
-
-    con = duckdb.connect()
-    try:
-        con.register("ids", pa.table({"i": text}))
-        # One thread: the hashes must come back in the rows' order.
-        con.execute("SET threads = 1")
-        return con.execute("SELECT hash(i) AS h FROM ids").fetchnumpy()["h"].astype(np.uint64)
-    finally:
-        con.close()
 
 
 def _same(left: pd.DataFrame, right: pd.DataFrame, columns: list[str]) -> pd.Series:
