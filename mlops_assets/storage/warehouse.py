@@ -547,16 +547,17 @@ class _DuckTransaction(Transaction):
 
 
 class _DuckUpserter(Upserter):
-    """Slices are appended to a temporary table (no index, so appends stay cheap) and merged
-    once at the end: the new keys by one plain INSERT (parallel, written straight to the
-    file), the stored keys whose row changed by one UPDATE. An INSERT ... ON CONFLICT per
-    slice costs DuckDB much more at COMMIT."""
+    """A slice none of whose keys is stored (the usual case: new predictions) is a plain
+    INSERT into the table, which DuckDB writes straight to the file in whole row groups.
+    Any other slice is appended to a temporary table (no index) and merged once at the end:
+    the new keys by one INSERT, the stored keys whose row changed by one UPDATE. (An INSERT
+    ... ON CONFLICT per slice costs DuckDB several times more at COMMIT.)"""
 
     def __init__(self, tx: _DuckTransaction, table: str, key: str, compare: Sequence[str]):
         self.tx, self.table, self.key, self.compare = tx, _check_table(table), key, compare
         digest = hashlib.sha1(table.encode()).hexdigest()[:12]
         self.staging = f"_staging_{digest}"
-        self.columns: list[str] | None = None
+        self.columns: list[str] | None = None  # set once something is staged
 
     def write(self, rows: Any, *, replacing: bool) -> None:
         if _empty(rows):
@@ -564,16 +565,31 @@ class _DuckUpserter(Upserter):
         con = self.tx._con
         names = _names(rows)
         listed = ", ".join(_quote_column(c) for c in names)
-        if self.columns is None:
-            self.columns = names
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {self.staging} AS "  # noqa: S608
-                f"SELECT {listed} FROM {self.table} LIMIT 0"
-            )
+        k = _quote_column(self.key)
+        self.tx.written.add(self.table)
         con.register("_incoming_slice", _as_arrow(rows))
         try:
-            if replacing:
-                k = _quote_column(self.key)
+            if not replacing:
+                # Stored keys are found through the slice's keys (a hash of 120k keys probed
+                # by the table's key column, whose blocks outside the slice's min..max are
+                # skipped).
+                stored = con.execute(
+                    f"SELECT count(*) FROM {self.table} "  # noqa: S608
+                    f"WHERE {k} IN (SELECT {k} FROM _incoming_slice)"
+                ).fetchone()[0]
+                if not stored:
+                    con.execute(
+                        f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
+                        f"SELECT {listed} FROM _incoming_slice"
+                    )
+                    return
+            if self.columns is None:
+                self.columns = names
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {self.staging} AS "  # noqa: S608
+                    f"SELECT {listed} FROM {self.table} LIMIT 0"
+                )
+            elif replacing:
                 con.execute(
                     f"DELETE FROM {self.staging} WHERE {k} IN "  # noqa: S608
                     f"(SELECT {k} FROM _incoming_slice)"
@@ -590,42 +606,37 @@ class _DuckUpserter(Upserter):
     ) -> pd.DataFrame:
         select = ", ".join(_quote_column(c) for c in columns)
         k = _quote_column(self.key)
-        source = self.staging if self.columns is not None else self.table
-        return self.tx.select_frame(
-            f"SELECT {select} FROM {source} WHERE {k} = ANY(:keys)",  # noqa: S608
-            {"keys": list(keys)},
-            types=types,
-        )
+        # The latest version of a key is staged if it was staged at all, else in the table.
+        sql = f"SELECT {select} FROM {self.table} WHERE {k} = ANY(:keys)"  # noqa: S608
+        if self.columns is not None:
+            sql = (
+                f"SELECT {select} FROM {self.staging} WHERE {k} = ANY(:keys) "  # noqa: S608
+                f"UNION ALL {sql} AND {k} NOT IN (SELECT {k} FROM {self.staging})"
+            )
+        return self.tx.select_frame(sql, {"keys": list(keys)}, types=types)
 
     def finish(self) -> None:
         if self.columns is None:
             return
         con = self.tx._con
-        self.tx.written.add(self.table)
         k = _quote_column(self.key)
         names = [_quote_column(c) for c in self.columns]
         listed = ", ".join(names)
-        stored = con.execute(
-            f"SELECT count(*) FROM {self.staging} "  # noqa: S608
-            f"WHERE {k} IN (SELECT {k} FROM {self.table})"
-        ).fetchone()[0]
-        if stored:
-            update = ", ".join(f"{c} = s.{c}" for c in names if c != k)
-            changed = " OR ".join(
-                f"{self.table}.{c} IS DISTINCT FROM s.{c}" for c in map(_quote_column, self.compare)
-            )
-            con.execute(
-                f"UPDATE {self.table} SET {update} FROM {self.staging} s "  # noqa: S608
-                f"WHERE {self.table}.{k} = s.{k} AND ({changed})"
-            )
-            new = f"WHERE {k} NOT IN (SELECT {k} FROM {self.table})"
-        else:
-            new = ""
+        update = ", ".join(f"{c} = s.{c}" for c in names if c != k)
+        changed = " OR ".join(
+            f"{self.table}.{c} IS DISTINCT FROM s.{c}" for c in map(_quote_column, self.compare)
+        )
+        con.execute(
+            f"UPDATE {self.table} SET {update} FROM {self.staging} s "  # noqa: S608
+            f"WHERE {self.table}.{k} = s.{k} AND ({changed})"
+        )
         con.execute(
             f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
-            f"SELECT {listed} FROM {self.staging} {new}"
+            f"SELECT {listed} FROM {self.staging} "
+            f"WHERE {k} NOT IN (SELECT {k} FROM {self.table})"
         )
         con.execute(f"DROP TABLE {self.staging}")
+        self.columns = None
 
 
 class DuckDBWarehouse(Warehouse):

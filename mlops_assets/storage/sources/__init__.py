@@ -27,9 +27,10 @@ from mlops_assets.lib.contract import Source
 from mlops_assets.storage.warehouse import Warehouse, arrow_to_pandas
 
 BATCH_COLUMN = "_batch"
-# Rows per slice of a streamed read: ~50 MB of pandas at 40 features, and big enough that the
-# per-slice statements cost little next to the rows.
-CHUNK_ROWS = 131_072
+# Rows per slice of a streamed read: ~50 MB of pandas at 40 features, big enough that the
+# per-slice statements cost little next to the rows, and DuckDB's row group size, so each
+# slice the embedded engine inserts is written as one whole row group.
+CHUNK_ROWS = 122_880
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
