@@ -19,8 +19,11 @@ production compare like with like: a categorical is always text in one canonical
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -639,13 +642,6 @@ def _reject_batch(
         _record(tx, contract, kind, batch_id, rejected, now)
 
 
-def _slices(frame: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    if isinstance(frame, pd.DataFrame):
-        yield frame
-    else:
-        yield from frame
-
-
 # Columns an identical re-delivery may differ in: where and when it came, not what it says.
 _PROVENANCE = ("prediction_id", "batch_id", "ingested_at", "labelled_at")
 
@@ -852,6 +848,118 @@ def _days(column: pd.Series) -> frozenset[dt.date]:
     return frozenset(pd.Timestamp(v).date() for v in values)
 
 
+@dataclass
+class _Slice:
+    """One slice, validated and ready to write (built ahead of the writes, see `_ahead`)."""
+
+    n_rows: int
+    rows: Any = None  # Arrow table in the table's column order
+    quarantined: pd.DataFrame | None = None
+    n_bad: int = 0
+    days: frozenset[dt.date] = frozenset()
+    labels: Any = None  # labels in the log: Arrow table of the labels table
+    labels_quarantined: pd.DataFrame | None = None
+
+
+class _SliceError(Exception):  # noqa: N818 - carries a preparation error across the thread
+    def __init__(self, error: BaseException, n_rows: int):
+        super().__init__(str(error))
+        self.error, self.n_rows = error, n_rows
+
+
+def _ahead(
+    frame: pd.DataFrame | Iterable[pd.DataFrame], prepare: Callable[[pd.DataFrame], _Slice]
+) -> Iterator[_Slice]:
+    """The prepared slices. A single frame is prepared here; slices from a source are read
+    and validated one slice ahead in a thread while this one writes the previous slice (the
+    engines release the GIL while they work, so reading, validating and writing overlap).
+    An error while preparing a slice comes out as _SliceError (with the slice's rows)."""
+    if isinstance(frame, pd.DataFrame):
+        try:
+            yield prepare(frame)
+        except SourceSchemaError as error:
+            raise _SliceError(error, len(frame)) from error
+        return
+    done = object()
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        slices = iter(frame)
+        try:
+            for chunk in slices:
+                try:
+                    item: Any = prepare(chunk)
+                except BaseException as error:  # noqa: BLE001 - re-raised by the writer
+                    put(_SliceError(error, len(chunk)))
+                    return
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as error:  # noqa: BLE001 - the source failed: re-raised there
+            put(_SliceError(error, 0))
+        finally:
+            close = getattr(slices, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="ingest-slices", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, _SliceError):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _prediction_slice(
+    chunk: pd.DataFrame,
+    contract: ModelContract,
+    plan: Layout,
+    features: Mapping[str, str] | None,
+    constants: Mapping[str, Any],
+) -> _Slice:
+    if chunk.empty:
+        return _Slice(0)
+    batch_id, now = constants["batch_id"], constants["ingested_at"]
+    columns, drop, bad = _validate(chunk, contract, "prediction", features=features)
+    rows = _arrow_rows(columns, drop, list(plan.prediction_types()), constants)
+    day = columns["prediction_date"]
+    item = _Slice(
+        len(chunk),
+        rows=rows,
+        quarantined=_quarantine_rows(contract, "prediction", bad, batch_id, now),
+        n_bad=len(bad),
+        days=_days(day[~drop] if drop is not None else day),
+    )
+    if plan.labels_in_log:
+        names = [plan.id_column, plan.target_column]
+        labelled = chunk[[*names, BATCH_COLUMN] if BATCH_COLUMN in chunk.columns else names]
+        present = labelled[plan.target_column].notna()
+        if not present.all():
+            labelled = labelled[present]
+        columns, drop, bad = _validate(labelled, contract, "label", features=features)
+        label_constants = {"batch_id": batch_id, "labelled_at": now}
+        item.labels = _arrow_rows(columns, drop, list(plan.label_types()), label_constants)
+        item.labels_quarantined = _quarantine_rows(contract, "label", bad, batch_id, now)
+    return item
+
+
 def ingest_predictions(
     wh: Warehouse,
     contract: ModelContract,
@@ -865,75 +973,76 @@ def ingest_predictions(
     (a re-delivered row replaces the old one; an identical one writes nothing), bad rows
     quarantined with their reasons, the batch recorded in mlops.ingest_batches, all in one
     transaction. The batch is a frame or its slices (a source's `iter_day` / `iter_new`):
-    each slice is validated and written in turn, so memory holds one slice; an id that comes
-    again in a later slice is a duplicate within the batch like one within a slice (the last
-    row wins). Days are those of the rows' timestamps. Each row's batch_id is its `_batch`
-    (file) when the frame has one, else `batch_id`. When the contract has no label source,
-    targets in the log are stored as labels too (rows without one are simply not labelled
-    yet).
+    each slice is validated and written in turn, so memory holds a slice or two; an id that
+    comes again in a later slice is a duplicate within the batch like one within a slice
+    (the last row wins). Days are those of the rows' timestamps. Each row's batch_id is its
+    `_batch` (file) when the frame has one, else `batch_id`. When the contract has no label
+    source, targets in the log are stored as labels too (rows without one are simply not
+    labelled yet).
 
     A missing column records the rejected batch and raises SourceSchemaError."""
     plan = layout(contract, features)
     now = _now()
+    constants = {"model_version": model_version, "batch_id": batch_id, "ingested_at": now}
     n_rows = n_good = n_bad = 0
     days: set[dt.date] = set()
     try:
         with wh.transaction() as tx:
             predictions = _Store(tx, plan.predictions_table, plan.prediction_types())
             labels = _Store(tx, plan.labels_table, plan.label_types())
-            for chunk in _slices(frame):
-                n_rows += len(chunk)
-                if chunk.empty:
+            prepare = functools.partial(
+                _prediction_slice,
+                contract=contract,
+                plan=plan,
+                features=features,
+                constants=constants,
+            )
+            for item in _ahead(frame, prepare):
+                n_rows += item.n_rows
+                if item.rows is None:
                     continue
-                columns, drop, bad = _validate(chunk, contract, "prediction", features=features)
-                constants = {
-                    "model_version": model_version,
-                    "batch_id": batch_id,
-                    "ingested_at": now,
-                }
-                rows = _arrow_rows(columns, drop, predictions.columns, constants)
                 identical, replaced = _write_slice(
-                    predictions, rows, contract, plan, "prediction", batch_id, now
+                    predictions, item.rows, contract, plan, "prediction", batch_id, now
                 )
-                quarantined = _quarantine_rows(contract, "prediction", bad, batch_id, now)
-                _quarantine(tx, _concat(quarantined, replaced))
-                n_good += rows.num_rows - identical - len(replaced)
-                n_bad += len(bad) + len(replaced)
-                day = columns["prediction_date"]
-                days |= _days(day[~drop] if drop is not None else day)
-                if plan.labels_in_log:
-                    _store_labels_in_log(tx, contract, plan, labels, chunk, batch_id, now)
+                _quarantine(tx, _concat(item.quarantined, replaced))
+                n_good += item.rows.num_rows - identical - len(replaced)
+                n_bad += item.n_bad + len(replaced)
+                days |= item.days
+                if item.labels is not None:
+                    # A label that comes again in a later slice wins, as its prediction does
+                    # (whose duplicate is counted and quarantined above).
+                    again = labels.earlier(item.labels.column("prediction_id"))
+                    labels.write(item.labels, replacing=bool(again.any()))
+                    _quarantine(tx, item.labels_quarantined)
             predictions.finish()
             labels.finish()
             result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
             _record(tx, contract, "prediction", batch_id, result, now)
-    except SourceSchemaError as error:
-        _reject_batch(wh, contract, "prediction", n_rows, batch_id, error)
-        raise
+    except _SliceError as failed:
+        if not isinstance(failed.error, SourceSchemaError):
+            raise failed.error from None
+        _reject_batch(wh, contract, "prediction", n_rows + failed.n_rows, batch_id, failed.error)
+        raise failed.error from None
     return result
 
 
-def _store_labels_in_log(
-    tx: Transaction,
-    contract: ModelContract,
-    plan: Layout,
-    store: _Store,
+def _label_slice(
     chunk: pd.DataFrame,
-    batch_id: str,
-    now: dt.datetime,
-) -> None:
-    names = [plan.id_column, plan.target_column]
-    labelled = chunk[[*names, BATCH_COLUMN] if BATCH_COLUMN in chunk.columns else names]
-    present = labelled[plan.target_column].notna()
-    if not present.all():
-        labelled = labelled[present]
-    columns, drop, bad = _validate(labelled, contract, "label", features=dict(plan.features))
-    # A label that comes again in a later slice wins, as its prediction does (whose
-    # duplicate is counted and quarantined there).
-    constants = {"batch_id": batch_id, "labelled_at": now}
-    rows = _arrow_rows(columns, drop, store.columns, constants)
-    store.write(rows, replacing=bool(store.earlier(rows.column("prediction_id")).any()))
-    _quarantine(tx, _quarantine_rows(contract, "label", bad, batch_id, now))
+    contract: ModelContract,
+    features: Mapping[str, str] | None,
+    constants: Mapping[str, Any],
+    columns_order: list[str],
+) -> _Slice:
+    if chunk.empty:
+        return _Slice(0)
+    columns, drop, bad = _validate(chunk, contract, "label", features=features)
+    batch_id, now = constants["batch_id"], constants["labelled_at"]
+    return _Slice(
+        len(chunk),
+        rows=_arrow_rows(columns, drop, columns_order, constants),
+        quarantined=_quarantine_rows(contract, "label", bad, batch_id, now),
+        n_bad=len(bad),
+    )
 
 
 def ingest_labels(
@@ -955,28 +1064,33 @@ def ingest_labels(
     try:
         with wh.transaction() as tx:
             store = _Store(tx, plan.labels_table, plan.label_types())
-            for chunk in _slices(frame):
-                n_rows += len(chunk)
-                if chunk.empty:
+            prepare = functools.partial(
+                _label_slice,
+                contract=contract,
+                features=features,
+                constants={"batch_id": batch_id, "labelled_at": now},
+                columns_order=store.columns,
+            )
+            for item in _ahead(frame, prepare):
+                n_rows += item.n_rows
+                if item.rows is None:
                     continue
-                columns, drop, bad = _validate(chunk, contract, "label", features=features)
-                constants = {"batch_id": batch_id, "labelled_at": now}
-                rows = _arrow_rows(columns, drop, store.columns, constants)
                 identical, replaced = _write_slice(
-                    store, rows, contract, plan, "label", batch_id, now
+                    store, item.rows, contract, plan, "label", batch_id, now
                 )
-                batches |= set(rows.column("batch_id").unique().to_pylist())
-                quarantined = _quarantine_rows(contract, "label", bad, batch_id, now)
-                _quarantine(tx, _concat(quarantined, replaced))
-                n_good += rows.num_rows - identical - len(replaced)
-                n_bad += len(bad) + len(replaced)
+                batches |= set(item.rows.column("batch_id").unique().to_pylist())
+                _quarantine(tx, _concat(item.quarantined, replaced))
+                n_good += item.rows.num_rows - identical - len(replaced)
+                n_bad += item.n_bad + len(replaced)
             store.finish()
             days = _label_days(tx, plan, now, batches)
             result = IngestResult(n_rows, n_good, n_bad, days)
             _record(tx, contract, "label", batch_id, result, now)
-    except SourceSchemaError as error:
-        _reject_batch(wh, contract, "label", n_rows, batch_id, error)
-        raise
+    except _SliceError as failed:
+        if not isinstance(failed.error, SourceSchemaError):
+            raise failed.error from None
+        _reject_batch(wh, contract, "label", n_rows + failed.n_rows, batch_id, failed.error)
+        raise failed.error from None
     return result
 
 
