@@ -888,6 +888,10 @@ class _PgTransaction(Transaction):
                 # identifiers.
                 names = [n.strip('"') for n in stream.readline().decode().strip().split(",")]
                 kinds = {n: arrow[types[n]] for n in names if n in types}
+                if stream.at_end():  # no rows: Arrow refuses a CSV without a line
+                    empty = pa.schema([(n, kinds.get(n, pa.string())) for n in names])
+                    yield _typed(arrow_to_pandas(empty.empty_table()), types)
+                    return
                 options = pacsv.ConvertOptions(
                     column_types=kinds,
                     null_values=["\\N"],
@@ -901,18 +905,15 @@ class _PgTransaction(Transaction):
                     read_options=pacsv.ReadOptions(column_names=names, block_size=block),
                     convert_options=options,
                 )
-                pending: list[Any] = []
-                rows = 0
+                pending = reader.schema.empty_table()
                 yielded = False
                 for batch in reader:
-                    pending.append(batch)
-                    rows += batch.num_rows
-                    if rows >= chunk_rows:
-                        yield _typed(arrow_to_pandas(pa.Table.from_batches(pending)), types)
-                        yielded, pending, rows = True, [], 0
-                if pending or not yielded:
-                    table = pa.Table.from_batches(pending, schema=reader.schema)
-                    yield _typed(arrow_to_pandas(table), types)
+                    pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+                    while pending.num_rows >= chunk_rows:
+                        yield _typed(arrow_to_pandas(pending.slice(0, chunk_rows)), types)
+                        yielded, pending = True, pending.slice(chunk_rows)
+                if pending.num_rows or not yielded:
+                    yield _typed(arrow_to_pandas(pending), types)
 
     def upsert_frame(self, table: str, frame: Any, *, key: str, compare: Sequence[str]) -> None:
         """Insert the rows; a stored key's row is rewritten only when a compared column
@@ -994,6 +995,14 @@ class _CopyStream(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def at_end(self) -> bool:
+        while not self._rest:
+            try:
+                self._rest = memoryview(bytes(next(self._blocks)))
+            except StopIteration:
+                return True
+        return False
 
     def readinto(self, buffer: Any) -> int:
         # PostgreSQL sends one message per row: fill the whole buffer, not a row per call.
