@@ -216,9 +216,10 @@ class Transaction(ABC):
         """Delete the rows of `table` equal to a row of the frame on all the frame's columns."""
 
 
-def arrow_to_pandas(table: Any) -> pd.DataFrame:
+def arrow_to_pandas(table: Any, *, split_blocks: bool = False) -> pd.DataFrame:
     """pandas from Arrow with text as Arrow-backed strings (dtype "string"): no Python object
-    per value, which is most of the cost of a million-row result otherwise."""
+    per value, which is most of the cost of a million-row result otherwise. `split_blocks`:
+    one block per column, no copy into one 2-D block (for a slice read only column-wise)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -233,7 +234,7 @@ def arrow_to_pandas(table: Any) -> pd.DataFrame:
             return text
         return None
 
-    return table.to_pandas(types_mapper=mapper)
+    return table.to_pandas(types_mapper=mapper, split_blocks=split_blocks)
 
 
 def _typed(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
@@ -526,7 +527,7 @@ class _DuckTransaction(Transaction):
         for batch in reader:
             if batch.num_rows:
                 yielded = True
-                frame = arrow_to_pandas(batch)
+                frame = arrow_to_pandas(batch, split_blocks=True)
                 yield _typed(frame, types) if types is not None else frame
         if not yielded:
             frame = arrow_to_pandas(reader.schema.empty_table())
@@ -558,6 +559,7 @@ class _DuckUpserter(Upserter):
         digest = hashlib.sha1(table.encode()).hexdigest()[:12]
         self.staging = f"_staging_{digest}"
         self.columns: list[str] | None = None  # set once something is staged
+        self.empty_at_start: bool | None = None
 
     def write(self, rows: Any, *, replacing: bool) -> None:
         if _empty(rows):
@@ -567,8 +569,19 @@ class _DuckUpserter(Upserter):
         listed = ", ".join(_quote_column(c) for c in names)
         k = _quote_column(self.key)
         self.tx.written.add(self.table)
+        if self.empty_at_start is None:
+            # An empty table (a model's first day, a backfill into a new table) cannot hold a
+            # key: then only the earlier slices can, and `replacing` says so exactly.
+            probe = f"SELECT count(*) FROM (SELECT 1 FROM {self.table} LIMIT 1) t"  # noqa: S608
+            self.empty_at_start = con.execute(probe).fetchone()[0] == 0
         con.register("_incoming_slice", _as_arrow(rows))
         try:
+            if not replacing and self.empty_at_start:
+                con.execute(
+                    f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
+                    f"SELECT {listed} FROM _incoming_slice"
+                )
+                return
             if not replacing:
                 # Stored keys are found through the slice's keys (a hash of 120k keys probed
                 # by the table's key column, whose blocks outside the slice's min..max are

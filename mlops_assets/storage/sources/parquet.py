@@ -107,7 +107,7 @@ class ParquetSource(SourceReader):
             batches = con.execute(sql, params).to_arrow_reader(chunk_rows)
             for batch in batches:
                 if batch.num_rows:
-                    yield arrow_to_pandas(batch)
+                    yield arrow_to_pandas(batch, split_blocks=True)
         finally:
             con.close()
 
