@@ -2,15 +2,22 @@
 
 Usage: python bench/ingest_scale.py [--rows 1000000] [--numeric 30] [--categorical 10]
        [--engine embedded|postgres|both] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
-       [--history 20000]
+       [--history 20000] [--repeats 3] [--ingest-only]
 
 The serving system's batch is one Parquet file of `--rows` predictions (with their outcome)
 x (numeric + categorical) features. Per engine, in one run:
 
-- ingest_over_bulk: our rows/s over the engine's own bulk path's rows/s, same file (target
-  >= 0.8). Ours: the Parquet source reads it, the inference log types and validates every row,
-  upserts them by prediction id and records the batch. Bulk: DuckDB `read_parquet` straight
-  into a table (embedded), or PostgreSQL `COPY` of the same rows (postgres).
+- ingest_over_bulk: the engine's own bulk path's time over ours for the same file into
+  tables of the same DDL (the model's predictions and labels tables, primary keys and
+  index included, created afresh before every run), both sides producing the same stored
+  rows (checked column by column, times of ingestion aside), `--repeats` runs each,
+  interleaved with the order alternating, median (target >= 0.8). Ours: the Parquet
+  source streams the file in slices, the inference log types and validates every row,
+  upserts by prediction id and records the batch. Bulk: DuckDB `read_parquet` inserted
+  straight into the tables (embedded), or Arrow computing the stored columns from the
+  Parquet record batches and one `COPY` per table (postgres). On the embedded engine the
+  ratio of CPU seconds (all in this process) is printed too: load on the machine disturbs
+  it less than wall time.
 - drift_asset_over_compute: the whole `feature_drift_report` partition (read from the
   warehouse, tests, rows written, HTML report rendered and logged) over `compute_drift` alone
   on the same frames in memory (target <= 1.3).
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -79,10 +87,10 @@ def make_batch(rows: int, n_num: int, n_cat: int, seed: int = 0) -> tuple[pd.Dat
 MODEL = "scale"
 
 
-def contract_for(folder: Path, features: dict):
+def contract_for(folder: Path, features: dict, name: str = MODEL):
     return parse_contract(
         {
-            "name": MODEL,
+            "name": name,
             "task": "binary",
             "model": {
                 "train": {
@@ -98,69 +106,164 @@ def contract_for(folder: Path, features: dict):
     )
 
 
-def ours(wh: Warehouse, contract, folder: Path) -> dict:
+def cpu_s() -> float:
+    """CPU seconds of this process, all threads (DuckDB's included; PostgreSQL's are not)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _seconds(runs: list[dict]) -> str:
+    return ", ".join(f"{r['seconds']:.2f}" for r in runs)
+
+
+def fresh_tables(wh: Warehouse, contract) -> None:
+    """The model's two log tables, dropped and created again from the contract (same DDL,
+    primary keys and index for ours and the bulk reference)."""
+    plan = layout(contract)
+    with wh.transaction() as tx:
+        for table in (plan.predictions_table, plan.labels_table):
+            tx.execute(f"DROP TABLE IF EXISTS {table}")
     ensure_tables(wh, contract)
-    started = time.perf_counter()
+
+
+def ours(wh: Warehouse, contract, folder: Path) -> dict:
+    fresh_tables(wh, contract)
+    started, cpu = time.perf_counter(), cpu_s()
     reader = open_source(Source(parquet=str(folder)), wh, model=contract.name)
     poll = reader.poll(None, cursor_column="", timestamp_column="predicted_at")
-    polled = time.perf_counter()
-    frame = reader.read_new(poll, layout(contract).source_columns("prediction"), cursor_column="")
-    read = time.perf_counter()
-    result = ingest_predictions(wh, contract, frame, batch_id="b", model_version="1")
+    slices = reader.iter_new(poll, layout(contract).source_columns("prediction"), cursor_column="")
+    result = ingest_predictions(wh, contract, slices, batch_id="b", model_version="1")
     done = time.perf_counter()
-    assert result.n_good == len(frame), result
-    return {
-        "seconds": done - started,
-        "poll_s": polled - started,
-        "read_s": read - polled,
-        "ingest_s": done - read,
-    }
+    assert result.n_good == poll.n_rows, result
+    return {"seconds": done - started, "cpu_s": cpu_s() - cpu}
 
 
-def bulk_embedded(path: Path, file: Path) -> float:
-    import duckdb
+# The stored result both sides must produce, as the engine's SQL writes it from the batch's
+# columns: ids and categoricals as text, the day, the label at the 0.5 threshold, the outcome
+# as the label row. Only the times of ingestion differ.
+def _bulk_columns(features: dict, batch: str) -> tuple[str, str]:
+    predictions = [
+        "CAST(prediction_id AS VARCHAR)",
+        "CAST(CAST(predicted_at AS TIMESTAMP) AS DATE)",
+        "CAST(predicted_at AS TIMESTAMP)",
+        "'1'",
+    ]
+    for name, kind in features.items():
+        quoted = f'"{name}"'
+        predictions.append(
+            f"CAST({quoted} AS DOUBLE)" if kind == "numeric" else f"CAST({quoted} AS VARCHAR)"
+        )
+    predictions += [
+        "CASE WHEN probability >= 0.5 THEN '1' ELSE '0' END",
+        "probability",
+        f"'{batch}'",
+        "now()",
+    ]
+    labels = ["CAST(prediction_id AS VARCHAR)", "CAST(outcome AS VARCHAR)", "now()", f"'{batch}'"]
+    return ", ".join(predictions), ", ".join(labels)
 
-    con = duckdb.connect(str(path))
-    try:
-        started = time.perf_counter()
-        con.execute("CREATE TABLE bulk AS SELECT * FROM read_parquet($f)", {"f": str(file)})
-        return time.perf_counter() - started
-    finally:
-        con.close()
+
+def bulk_embedded(wh: DuckDBWarehouse, contract, file: Path) -> dict:
+    """DuckDB's own bulk path: `read_parquet` inserted straight into the typed tables."""
+    fresh_tables(wh, contract)
+    plan = layout(contract)
+    predictions, labels = _bulk_columns(plan.features, file.name)
+    started, cpu = time.perf_counter(), cpu_s()
+    with wh.transaction() as tx:
+        for table, select in ((plan.predictions_table, predictions), (plan.labels_table, labels)):
+            tx.execute(
+                f"INSERT INTO {table} SELECT {select} FROM read_parquet(:f)",  # noqa: S608
+                {"f": str(file)},
+            )
+    return {"seconds": time.perf_counter() - started, "cpu_s": cpu_s() - cpu}
 
 
-def _pg_type(kind) -> str:
-    import pyarrow as pa
-
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return "TEXT"
-    if pa.types.is_timestamp(kind):
-        return "TIMESTAMP"
-    if pa.types.is_floating(kind):
-        return "DOUBLE PRECISION"
-    return "BIGINT"
-
-
-def bulk_postgres(dsn: str, file: Path) -> float:
-    """COPY of the same rows the way a tuned loader would: Arrow writes CSV, COPY reads it."""
+def bulk_postgres(wh: PostgresWarehouse, contract, file: Path) -> dict:
+    """PostgreSQL's own bulk path, the way a tuned loader feeds it: Arrow reads the Parquet in
+    record batches, computes the stored columns and writes CSV, and one `COPY` per table
+    reads it into the typed tables."""
     import io
 
     import psycopg
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    started = time.perf_counter()
-    table = pq.read_table(file)
-    buffer = io.BytesIO()
-    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
-    columns = ", ".join(f'"{f.name}" {_pg_type(f.type)}' for f in table.schema)
-    with psycopg.connect(dsn) as con, con.cursor() as cur:
-        cur.execute(f"CREATE TABLE bulk ({columns})")
-        with cur.copy("COPY bulk FROM STDIN (FORMAT csv)") as copy:
-            data = buffer.getvalue()
-            for i in range(0, len(data), 1 << 22):
-                copy.write(data[i : i + (1 << 22)])
-    return time.perf_counter() - started
+    fresh_tables(wh, contract)
+    plan = layout(contract)
+    names = list(plan.prediction_types())
+    started, cpu = time.perf_counter(), cpu_s()
+    now = pa.scalar(dt.datetime.now(dt.UTC).replace(tzinfo=None), pa.timestamp("us"))
+
+    def csv(table: pa.Table) -> bytes:
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+        return buffer.getvalue()
+
+    with psycopg.connect(wh.dsn) as con, con.cursor() as cur:
+        predictions = cur.copy(
+            f"COPY {plan.predictions_table} ({', '.join(chr(34) + n + chr(34) for n in names)}) "
+            "FROM STDIN (FORMAT csv)"
+        )
+        label_rows: list[bytes] = []
+        with predictions as copy:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=131_072):
+                n = batch.num_rows
+                at = pc.cast(batch["predicted_at"], pa.timestamp("us"))
+                columns = {
+                    "prediction_id": pc.cast(batch["prediction_id"], pa.string()),
+                    "prediction_date": pc.cast(at, pa.date32()),
+                    "predicted_at": at,
+                    "model_version": pa.array(["1"] * n, pa.string()),
+                }
+                for name, kind in plan.features.items():
+                    kind_type = pa.float64() if kind == "numeric" else pa.string()
+                    columns[name] = pc.cast(batch[name], kind_type)
+                p = batch["probability"]
+                columns["y_pred"] = pc.if_else(pc.greater_equal(p, 0.5), "1", "0")
+                columns["proba"] = p
+                columns["batch_id"] = pa.array([file.name] * n, pa.string())
+                columns["ingested_at"] = pa.array([now.as_py()] * n, pa.timestamp("us"))
+                copy.write(csv(pa.table(columns)))
+                label_rows.append(
+                    csv(
+                        pa.table(
+                            {
+                                "prediction_id": columns["prediction_id"],
+                                "y_true": pc.cast(batch["outcome"], pa.string()),
+                                "labelled_at": columns["ingested_at"],
+                                "batch_id": columns["batch_id"],
+                            }
+                        )
+                    )
+                )
+        with cur.copy(f"COPY {plan.labels_table} FROM STDIN (FORMAT csv)") as copy:
+            for block in label_rows:
+                copy.write(block)
+    return {"seconds": time.perf_counter() - started, "cpu_s": cpu_s() - cpu}
+
+
+def same_stored_result(wh: Warehouse, ours_contract, bulk_contract) -> None:
+    """Both sides stored the same rows, column for column (times of ingestion aside)."""
+    mine, theirs = layout(ours_contract), layout(bulk_contract)
+    for kind, ignore in (("predictions", {"ingested_at"}), ("labels", {"labelled_at"})):
+        types = mine.prediction_types() if kind == "predictions" else mine.label_types()
+        cols = ", ".join(f'"{c}"' for c in types if c not in ignore)
+        a = getattr(mine, f"{kind}_table")
+        b = getattr(theirs, f"{kind}_table")
+        for left, right in ((a, b), (b, a)):
+            [row] = wh.query(
+                f"SELECT count(*) AS n FROM (SELECT {cols} FROM {left} "  # noqa: S608
+                f"EXCEPT SELECT {cols} FROM {right}) d"
+            )
+            assert row["n"] == 0, f"{left} has {row['n']} row(s) that {right} has not"
+        [count] = wh.query(
+            f"SELECT (SELECT count(*) FROM {a}) AS a, (SELECT count(*) FROM {b}) AS b"
+        )  # noqa: S608
+        assert count["a"] == count["b"], count
 
 
 # --------------------------------------------------------------------------- asset runs
@@ -309,6 +412,10 @@ def main() -> None:
     parser.add_argument("--engine", choices=["embedded", "postgres", "both"], default="both")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--history", type=int, default=20_000, help="training rows")
+    parser.add_argument("--repeats", type=int, default=3, help="ingest runs per side")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="skip the asset runs (ingestion ratio only)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -331,8 +438,7 @@ def main() -> None:
         for engine in engines:
             dsn = name = None
             if engine == "embedded":
-                bulk = bulk_embedded(root / "bulk.duckdb", file)
-                wh = DuckDBWarehouse(root / "home-embedded" / "warehouse.duckdb")
+                wh: Warehouse = DuckDBWarehouse(root / "home-embedded" / "warehouse.duckdb")
             else:
                 import psycopg
                 from psycopg import sql
@@ -344,30 +450,53 @@ def main() -> None:
                 wh = PostgresWarehouse(dsn)
             try:
                 wh.migrate()
-                if engine == "postgres":
-                    bulk = bulk_postgres(dsn, file)
+                # The reference loads the same file into tables of the same DDL (a twin model).
+                twin = contract_for(folder, features, name=f"{MODEL}_bulk")
+                load = bulk_embedded if engine == "embedded" else bulk_postgres
+                bulks, mine_runs = [], []
+                for repeat in range(args.repeats):
+                    # Interleaved, the order alternating: both sides see the same machine.
+                    for side in ("bulk", "ours") if repeat % 2 == 0 else ("ours", "bulk"):
+                        if side == "bulk":
+                            bulks.append(load(wh, twin, file))
+                        else:
+                            mine_runs.append(ours(wh, contract, folder))
+                same_stored_result(wh, contract, twin)
+                bulk = statistics.median(b["seconds"] for b in bulks)
+                mine = {"seconds": statistics.median(r["seconds"] for r in mine_runs)}
                 write_table(wh, "serving.history", history.drop(columns=["probability"]))
-                mine = ours(wh, contract, folder)
                 # The asset runs below see the batch as serving delivers it: for the first
                 # time (a re-delivered batch is an upsert of every row, a different cost).
-                plan = layout(contract)
-                with wh.transaction() as tx:
-                    for table in (plan.predictions_table, plan.labels_table):
-                        tx.execute(f"DELETE FROM {table}")  # noqa: S608 - the plan's names
+                fresh_tables(wh, contract)
+                fresh_tables(wh, twin)
                 ratio = bulk / mine["seconds"]
                 print(
                     f"{engine}: bulk {args.rows / bulk:,.0f} rows/s ({bulk:.2f} s); ours "
-                    f"{args.rows / mine['seconds']:,.0f} rows/s ({mine['seconds']:.2f} s: poll "
-                    f"{mine['poll_s']:.2f}, read {mine['read_s']:.2f}, validate+write "
-                    f"{mine['ingest_s']:.2f}); ours/bulk {ratio:.2f}"
+                    f"{args.rows / mine['seconds']:,.0f} rows/s ({mine['seconds']:.2f} s); "
+                    f"ours/bulk {ratio:.2f} (median of {args.repeats}, interleaved; bulk "
+                    f"{_seconds(bulks)}; ours {_seconds(mine_runs)})"
                 )
-                scale = assets_vs_memory(root, contract, engine, dsn)
+                if engine == "embedded":
+                    # All the work is in this process: CPU seconds are the figure that a
+                    # busy machine disturbs least.
+                    cpu_ratio = statistics.median(b["cpu_s"] for b in bulks) / statistics.median(
+                        r["cpu_s"] for r in mine_runs
+                    )
+                    figures["embedded_ingest_cpu_over_bulk"] = round(cpu_ratio, 3)
+                    print(f"{engine}: CPU seconds, bulk/ours {cpu_ratio:.2f}")
+                scale = (
+                    assets_vs_memory(root, contract, engine, dsn) if not args.ingest_only else None
+                )
             finally:
                 if name is not None:
                     with psycopg.connect(args.dsn, autocommit=True) as con:
                         con.execute(
                             sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
                         )
+            figures[f"{engine}_ingest_over_bulk"] = round(ratio, 3)
+            figures[f"{engine}_ingest_rows_per_s"] = round(args.rows / mine["seconds"])
+            if scale is None:
+                continue
             runs = scale["runs"]
             drift_ratio = runs["feature_drift_report"]["step_s"] / scale["drift_compute_s"]
             metrics_ratio = runs["production_metrics"]["step_s"] / scale["metrics_memory_s"]
@@ -387,8 +516,6 @@ def main() -> None:
                     f"{r['peak_rss_mb']:,.0f} MB (after imports "
                     f"{r['rss_after_imports_mb']:,.0f} MB)"
                 )
-            figures[f"{engine}_ingest_over_bulk"] = round(ratio, 3)
-            figures[f"{engine}_ingest_rows_per_s"] = round(args.rows / mine["seconds"])
             figures[f"{engine}_drift_asset_over_compute"] = round(drift_ratio, 3)
             figures[f"{engine}_metrics_asset_over_memory"] = round(metrics_ratio, 3)
             figures[f"{engine}_peak_rss_mb"] = round(peak, 1)

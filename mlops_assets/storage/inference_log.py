@@ -19,8 +19,11 @@ production compare like with like: a categorical is always text in one canonical
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,7 +32,7 @@ import pandas as pd
 
 from mlops_assets.lib.contract import ModelContract
 from mlops_assets.storage.sources import BATCH_COLUMN, SourceSchemaError, quote_identifier
-from mlops_assets.storage.warehouse import Transaction, Warehouse, sql_file
+from mlops_assets.storage.warehouse import Transaction, Warehouse, arrow_to_pandas, sql_file
 
 Kind = Literal["prediction", "label"]
 SCHEMA = "inference"
@@ -130,6 +133,8 @@ def canonical_categories(values: pd.Series) -> pd.Series:
 
 def _timestamps(values: pd.Series) -> pd.Series:
     """Naive UTC timestamps; aware values are converted, unparseable ones become NaT."""
+    if values.dtype.kind == "M":  # naive datetime64: UTC already, only the unit to fix
+        return values.astype("datetime64[ns]")
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = pd.to_datetime(values, utc=True)
     else:
@@ -137,8 +142,12 @@ def _timestamps(values: pd.Series) -> pd.Series:
     return parsed.dt.tz_localize(None).astype("datetime64[ns]")
 
 
-def _numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(float64 values, mask of values that were present but are not numbers)."""
+def _numbers(values: pd.Series) -> tuple[pd.Series, pd.Series | None]:
+    """(float64 values, mask of values that were present but are not numbers; None when the
+    column's type rules that out)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "fiu":
+        # numpy numbers: nothing to parse, nothing can be wrong
+        return values.astype("float64", copy=False), None
     if pd.api.types.is_bool_dtype(values):
         values = values.astype("float64")
     number = pd.to_numeric(values, errors="coerce")
@@ -345,7 +354,9 @@ class _Reasons:
         self.index = index
         self.checks: list[tuple[pd.Series, str]] = []
 
-    def add(self, mask: pd.Series, message: str) -> None:
+    def add(self, mask: pd.Series | None, message: str) -> None:
+        if mask is None:
+            return
         mask = mask.fillna(False).astype(bool)
         if mask.any():
             self.checks.append((mask, message))
@@ -399,9 +410,25 @@ def validate_rows(
     bad: the original rows with `reason` (every problem of the row, "; "-separated).
     A missing column raises SourceSchemaError (the whole batch is wrong, not its rows).
     Missing feature values are kept: they are a data-quality signal for drift."""
+    columns, drop, rejected = _validate(frame, contract, kind, features=features)
+    good = pd.DataFrame(columns)
+    return (good[~drop].reset_index(drop=True) if drop is not None else good), rejected
+
+
+def _validate(
+    frame: pd.DataFrame,
+    contract: ModelContract,
+    kind: Kind,
+    *,
+    features: Mapping[str, str] | None = None,
+) -> tuple[dict[str, pd.Series], np.ndarray | None, pd.DataFrame]:
+    """`validate_rows` without building the good frame: (typed columns of every row, rows to
+    leave out of them or None when none, rejected rows). The ingestion turns the columns into
+    Arrow directly; a pandas frame would copy every column once more."""
     plan = layout(contract, features)
     _check_columns(frame, plan, kind, _source_name(contract, kind))
-    frame = frame.reset_index(drop=True)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)
     reasons = _Reasons(frame.index)
     out: dict[str, pd.Series] = {}
 
@@ -429,24 +456,29 @@ def validate_rows(
     else:
         out["y_true"] = _target(frame[plan.target_column], plan, reasons)
 
-    good_frame = pd.DataFrame(out, index=frame.index)
     if BATCH_COLUMN in frame.columns:
-        good_frame["batch_id"] = frame[BATCH_COLUMN].astype(TEXT)
+        out["batch_id"] = frame[BATCH_COLUMN].astype(TEXT)
     bad = reasons.any()
     # Duplicates among otherwise good rows: the last delivery of an id wins.
     kept = ids.where(~bad)
     duplicated = kept.notna() & kept.duplicated(keep="last")
-    # A re-delivered copy identical to a later row is not bad data: dropped, not quarantined
-    # (re-reading a day that holds a re-delivered file would quarantine it on every run).
-    content = good_frame.drop(columns=["batch_id"], errors="ignore")[~bad]
-    repeated = content.duplicated(keep="last").reindex(frame.index, fill_value=False)
-    identical = duplicated & repeated
-    reasons.add(duplicated & ~identical, "duplicate id within the batch (its last row was kept)")
-    bad = reasons.any()
+    identical = pd.Series(False, index=frame.index)
+    if duplicated.any():
+        # A re-delivered copy identical to a later row is not bad data: dropped, not
+        # quarantined (re-reading a day that holds a re-delivered file would quarantine it on
+        # every run). Only rows whose id repeats can be such copies.
+        repeats = kept.notna() & kept.duplicated(keep=False)
+        content = pd.DataFrame({c: v for c, v in out.items() if c != "batch_id"})[repeats]
+        repeated = content.duplicated(keep="last").reindex(frame.index, fill_value=False)
+        identical = duplicated & repeated
+        reasons.add(
+            duplicated & ~identical, "duplicate id within the batch (its last row was kept)"
+        )
+        bad = reasons.any()
     rejected = frame[bad].copy()
     rejected["reason"] = reasons.text(bad)
-    good = good_frame[~bad & ~identical]
-    return good.reset_index(drop=True), rejected.reset_index(drop=True)
+    drop = (bad | identical).to_numpy()
+    return out, (drop if drop.any() else None), rejected.reset_index(drop=True)
 
 
 def _predictions(frame: pd.DataFrame, plan: Layout, reasons: _Reasons) -> dict[str, pd.Series]:
@@ -522,11 +554,11 @@ def _now() -> dt.datetime:
 
 def _quarantine(tx: Transaction, rows: pd.DataFrame) -> None:
     """Insert quarantine rows; a row quarantined again (a rerun re-reads the same bad row from
-    the same batch) replaces its earlier record instead of piling up."""
+    the same batch) replaces its earlier record instead of piling up (set-wise)."""
     if rows.empty:
         return
-    keys = rows[["model_name", "kind", "batch_id", "row_id"]].dropna()
-    tx.executemany(sql_file("queries/delete_requarantined"), keys.to_dict("records"))
+    keys = rows[["model_name", "kind", "batch_id", "row_id"]].dropna().drop_duplicates()
+    tx.delete_matching("mlops.quarantine", keys.reset_index(drop=True))
     tx.insert_frame("mlops.quarantine", rows)
 
 
@@ -586,7 +618,7 @@ def _reject_batch(
     wh: Warehouse,
     contract: ModelContract,
     kind: Kind,
-    frame: pd.DataFrame,
+    n_rows: int,
     batch_id: str,
     error: SourceSchemaError,
 ) -> None:
@@ -599,15 +631,216 @@ def _reject_batch(
             "source": [_source_name(contract, kind)],
             "kind": [kind],
             "row_id": pd.Series([pd.NA], dtype=TEXT),
-            "reason": [f"{error} ({len(frame)} rows rejected)"],
+            "reason": [f"{error} ({n_rows} rows rejected)"],
             "row_json": pd.Series([pd.NA], dtype=TEXT),
             "quarantined_at": [now],
         }
     )
     with wh.transaction() as tx:
         tx.insert_frame("mlops.quarantine", record)
-        rejected = IngestResult(len(frame), 0, len(frame), frozenset())
+        rejected = IngestResult(n_rows, 0, n_rows, frozenset())
         _record(tx, contract, kind, batch_id, rejected, now)
+
+
+# Columns an identical re-delivery may differ in: where and when it came, not what it says.
+_PROVENANCE = ("prediction_id", "batch_id", "ingested_at", "labelled_at")
+
+
+class _Store:
+    """Writes one table of the log slice by slice inside one transaction: upserts by
+    prediction id that skip identical rows (in SQL), and finds ids an earlier slice of the
+    same batch wrote (in memory: 8 bytes per id plus the ids' Arrow text)."""
+
+    def __init__(self, tx: Transaction, table: str, types: dict[str, str]):
+        self.tx = tx
+        self.table = table
+        self.columns = list(types)
+        self.kinds = {
+            c: "text"
+            if t.startswith("TEXT")
+            else "timestamp"
+            if t.startswith("TIMESTAMP")
+            else "date"
+            if t.startswith("DATE")
+            else "double"
+            for c, t in types.items()
+        }
+        self.compare = [c for c in self.columns if c not in _PROVENANCE]
+        self.upserter = tx.upserter(table, key="prediction_id", compare=self.compare)
+        self._hashes = np.empty(0, dtype=np.uint64)  # sorted
+        self._ids: list[Any] = []  # Arrow arrays, to confirm a hash hit exactly
+        self._hasher: Any = None
+
+    def earlier(self, ids: Any) -> np.ndarray:
+        """Which of these ids (Arrow text) an earlier slice of this batch wrote."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        text = _arrow_text(ids)
+        hashes = self._hash(text)
+        hit = np.zeros(len(text), dtype=bool)
+        if len(self._hashes):
+            where = np.searchsorted(self._hashes, hashes).clip(max=len(self._hashes) - 1)
+            hit = self._hashes[where] == hashes
+        if hit.any():  # a 64-bit hash can collide: confirm on the text itself
+            seen = pa.chunked_array(self._ids, type=pa.string())
+            confirmed = pc.is_in(text.filter(pa.array(hit)), value_set=seen.combine_chunks())
+            hit[hit] = confirmed.to_numpy(zero_copy_only=False)
+        self._hashes = np.sort(np.concatenate([self._hashes, hashes]))
+        self._ids.append(text)
+        return hit
+
+    def _hash(self, text: Any) -> np.ndarray:
+        """64-bit hashes of Arrow strings, computed by DuckDB over the Arrow buffers (pandas
+        would first make a Python object per value)."""
+        import duckdb
+        import pyarrow as pa
+
+        if self._hasher is None:
+            self._hasher = duckdb.connect()
+            # One thread: the hashes must come back in the rows' order.
+            self._hasher.execute("SET threads = 1")
+        self._hasher.register("ids", pa.table({"i": text}))
+        try:
+            result = self._hasher.execute("SELECT hash(i) AS h FROM ids").fetchnumpy()["h"]
+        finally:
+            self._hasher.unregister("ids")
+        return np.asarray(result, dtype=np.uint64)
+
+    def stored(self, ids: pd.Series) -> pd.DataFrame:
+        """The rows of these ids as earlier slices of this batch wrote them."""
+        return self.upserter.earlier(list(ids.astype(str)), self.columns, self.kinds)
+
+    def write(self, rows: Any, *, replacing: bool = False) -> None:
+        self.upserter.write(rows, replacing=replacing)
+
+    def finish(self) -> None:
+        self.upserter.finish()
+        if self._hasher is not None:
+            self._hasher.close()
+            self._hasher = None
+
+
+def _arrow_text(values: Any) -> Any:
+    """Arrow text from an Arrow array or a pandas string Series (no copy when it is
+    Arrow-backed)."""
+    import pyarrow as pa
+
+    array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values.array)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array.cast(pa.string())
+
+
+def _same(left: pd.DataFrame, right: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Row-wise equality of two aligned frames on `columns`, missing equal to missing."""
+    same = pd.Series(True, index=left.index)
+    for column in columns:
+        a, b = left[column], right[column]
+        if pd.api.types.is_datetime64_any_dtype(a):
+            a, b = a.astype("datetime64[us]"), pd.to_datetime(b).astype("datetime64[us]")
+        equal = (a == b).fillna(False).astype(bool) | (a.isna() & b.isna())
+        same &= equal.to_numpy()
+    return same
+
+
+def _user_json(stored: pd.DataFrame, plan: Layout) -> pd.Series:
+    """A stored row in the users' column names, for the quarantine record of a row that a
+    later slice of its batch replaced (the original is no longer in memory; these are its
+    validated values)."""
+    names = {
+        "prediction_id": plan.id_column,
+        "predicted_at": plan.timestamp_column,
+        "y_true": plan.target_column,
+    }
+    if plan.prediction_column:
+        names["y_pred"] = plan.prediction_column
+    if plan.probability_column:
+        names["proba"] = plan.probability_column
+    names.update(plan.class_probability_columns)
+    if plan.odds_column:
+        names["odds"] = plan.odds_column
+    keep = [c for c in stored.columns if c in names or c in plan.features]
+    frame = stored[keep].rename(columns=names)
+    lines = frame.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+    return pd.Series(lines.splitlines() if len(frame) else [], index=stored.index)
+
+
+def _write_slice(
+    store: _Store,
+    rows: Any,
+    contract: ModelContract,
+    plan: Layout,
+    kind: Kind,
+    batch_id: str,
+    now: dt.datetime,
+) -> tuple[int, pd.DataFrame]:
+    """Writes a slice (an Arrow table). Rows whose id an earlier slice of the batch wrote
+    replace those: the later row wins, as within a slice. Returns (earlier rows that were
+    identical re-deliveries, quarantine records of the earlier rows that differed)."""
+    import pyarrow as pa
+
+    again = store.earlier(rows.column("prediction_id"))
+    if not again.any():
+        store.write(rows)
+        return 0, pd.DataFrame()
+    later = arrow_to_pandas(rows.filter(pa.array(again)))
+    later = later.set_index("prediction_id", drop=False)
+    earlier = store.stored(later["prediction_id"]).set_index("prediction_id", drop=False)
+    earlier = earlier.reindex(later.index)
+    later = later[earlier["prediction_id"].notna().to_numpy()]
+    earlier = earlier.loc[later.index]
+    same = _same(later, earlier, store.compare)
+    differ = earlier[~same.to_numpy()]
+    store.write(rows, replacing=True)
+    if differ.empty:
+        return int(same.sum()), pd.DataFrame()
+    quarantined = pd.DataFrame(
+        {
+            "model_name": contract.name,
+            "batch_id": differ["batch_id"].astype(TEXT).fillna(batch_id).to_numpy(),
+            "source": _source_name(contract, kind),
+            "kind": kind,
+            "row_id": differ["prediction_id"].astype(TEXT).to_numpy(),
+            "reason": "duplicate id within the batch (its last row was kept)",
+            "row_json": _user_json(differ, plan).to_numpy(),
+            "quarantined_at": now,
+        }
+    )
+    return int(same.sum()), quarantined
+
+
+def _arrow_rows(
+    columns: dict[str, pd.Series],
+    drop: np.ndarray | None,
+    names: list[str],
+    constants: Mapping[str, Any],
+) -> Any:
+    """The rows to store as an Arrow table in the table's column order: validated columns
+    converted one by one (NaN and NaT become NULL, as pandas' own conversion does), the
+    constants of the batch (`constants[c]` for a column the rows lack or leave NULL)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(columns["prediction_id"])
+    arrays = []
+    for name in names:
+        value = constants.get(name)
+        if name in columns:
+            array = pa.array(columns[name], from_pandas=True)
+            if value is not None:
+                array = pc.fill_null(array, value)
+        elif isinstance(value, dt.datetime):
+            array = pa.array(np.full(n, np.datetime64(value, "us")))
+        else:
+            array = pa.array([value] * n, type=pa.string())
+        arrays.append(array)
+    table = pa.Table.from_arrays(arrays, names=names)
+    return table.filter(pa.array(~drop)) if drop is not None else table
+
+
+def _concat(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    return first if second.empty else pd.concat([first, second], ignore_index=True)
 
 
 def _days(column: pd.Series) -> frozenset[dt.date]:
@@ -615,107 +848,264 @@ def _days(column: pd.Series) -> frozenset[dt.date]:
     return frozenset(pd.Timestamp(v).date() for v in values)
 
 
+@dataclass
+class _Slice:
+    """One slice, validated and ready to write (built ahead of the writes, see `_ahead`)."""
+
+    n_rows: int
+    rows: Any = None  # Arrow table in the table's column order
+    quarantined: pd.DataFrame | None = None
+    n_bad: int = 0
+    days: frozenset[dt.date] = frozenset()
+    labels: Any = None  # labels in the log: Arrow table of the labels table
+    labels_quarantined: pd.DataFrame | None = None
+
+
+class _SliceError(Exception):  # noqa: N818 - carries a preparation error across the thread
+    def __init__(self, error: BaseException, n_rows: int):
+        super().__init__(str(error))
+        self.error, self.n_rows = error, n_rows
+
+
+def _ahead(
+    frame: pd.DataFrame | Iterable[pd.DataFrame], prepare: Callable[[pd.DataFrame], _Slice]
+) -> Iterator[_Slice]:
+    """The prepared slices. A single frame is prepared here; slices from a source are read
+    and validated one slice ahead in a thread while this one writes the previous slice (the
+    engines release the GIL while they work, so reading, validating and writing overlap).
+    An error while preparing a slice comes out as _SliceError (with the slice's rows)."""
+    if isinstance(frame, pd.DataFrame):
+        try:
+            yield prepare(frame)
+        except SourceSchemaError as error:
+            raise _SliceError(error, len(frame)) from error
+        return
+    done = object()
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        slices = iter(frame)
+        try:
+            for chunk in slices:
+                try:
+                    item: Any = prepare(chunk)
+                except BaseException as error:  # noqa: BLE001 - re-raised by the writer
+                    put(_SliceError(error, len(chunk)))
+                    return
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as error:  # noqa: BLE001 - the source failed: re-raised there
+            put(_SliceError(error, 0))
+        finally:
+            close = getattr(slices, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="ingest-slices", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, _SliceError):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _prediction_slice(
+    chunk: pd.DataFrame,
+    contract: ModelContract,
+    plan: Layout,
+    features: Mapping[str, str] | None,
+    constants: Mapping[str, Any],
+) -> _Slice:
+    if chunk.empty:
+        return _Slice(0)
+    batch_id, now = constants["batch_id"], constants["ingested_at"]
+    columns, drop, bad = _validate(chunk, contract, "prediction", features=features)
+    rows = _arrow_rows(columns, drop, list(plan.prediction_types()), constants)
+    day = columns["prediction_date"]
+    item = _Slice(
+        len(chunk),
+        rows=rows,
+        quarantined=_quarantine_rows(contract, "prediction", bad, batch_id, now),
+        n_bad=len(bad),
+        days=_days(day[~drop] if drop is not None else day),
+    )
+    if plan.labels_in_log:
+        names = [plan.id_column, plan.target_column]
+        labelled = chunk[[*names, BATCH_COLUMN] if BATCH_COLUMN in chunk.columns else names]
+        present = labelled[plan.target_column].notna()
+        if not present.all():
+            labelled = labelled[present]
+        columns, drop, bad = _validate(labelled, contract, "label", features=features)
+        label_constants = {"batch_id": batch_id, "labelled_at": now}
+        item.labels = _arrow_rows(columns, drop, list(plan.label_types()), label_constants)
+        item.labels_quarantined = _quarantine_rows(contract, "label", bad, batch_id, now)
+    return item
+
+
 def ingest_predictions(
     wh: Warehouse,
     contract: ModelContract,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
     *,
     batch_id: str,
     model_version: str | None,
     features: Mapping[str, str] | None = None,
 ) -> IngestResult:
     """Validate a batch of predictions and store it: good rows upserted by prediction id
-    (a re-delivered row replaces the old one), bad rows quarantined with their reasons, the
-    batch recorded in mlops.ingest_batches, all in one transaction. Days are those of the
-    rows' timestamps. Each row's batch_id is its `_batch` (file) when the frame has one, else
-    `batch_id`. When the contract has no label source, targets in the log are stored as
-    labels too (rows without one are simply not labelled yet).
+    (a re-delivered row replaces the old one; an identical one writes nothing), bad rows
+    quarantined with their reasons, the batch recorded in mlops.ingest_batches, all in one
+    transaction. The batch is a frame or its slices (a source's `iter_day` / `iter_new`):
+    each slice is validated and written in turn, so memory holds a slice or two; an id that
+    comes again in a later slice is a duplicate within the batch like one within a slice
+    (the last row wins). Days are those of the rows' timestamps. Each row's batch_id is its
+    `_batch` (file) when the frame has one, else `batch_id`. When the contract has no label
+    source, targets in the log are stored as labels too (rows without one are simply not
+    labelled yet).
 
     A missing column records the rejected batch and raises SourceSchemaError."""
     plan = layout(contract, features)
-    try:
-        good, bad = validate_rows(frame, contract, "prediction", features=features)
-    except SourceSchemaError as error:
-        _reject_batch(wh, contract, "prediction", frame, batch_id, error)
-        raise
     now = _now()
-    good["model_version"] = model_version
-    if "batch_id" not in good.columns:
-        good["batch_id"] = batch_id
-    good["batch_id"] = good["batch_id"].fillna(batch_id)
-    good["ingested_at"] = now
-    rows = good[list(plan.prediction_types())]
-    label_good = label_bad = None
-    if plan.labels_in_log:
-        labelled = frame[frame[plan.target_column].notna()]
-        if BATCH_COLUMN in labelled.columns:
-            labelled = labelled[[plan.id_column, plan.target_column, BATCH_COLUMN]]
-        else:
-            labelled = labelled[[plan.id_column, plan.target_column]]
-        label_good, label_bad = validate_rows(labelled, contract, "label", features=features)
-    quarantined = _quarantine_rows(contract, "prediction", bad, batch_id, now)
-    result = IngestResult(len(frame), len(rows), len(bad), _days(rows["prediction_date"]))
-    with wh.transaction() as tx:
-        tx.replace_rows(plan.predictions_table, rows, key="prediction_id")
-        _quarantine(tx, quarantined)
-        if label_good is not None:
-            _store_labels(tx, plan, label_good, batch_id, now)
-            _quarantine(tx, _quarantine_rows(contract, "label", label_bad, batch_id, now))
-        _record(tx, contract, "prediction", batch_id, result, now)
+    constants = {"model_version": model_version, "batch_id": batch_id, "ingested_at": now}
+    n_rows = n_good = n_bad = 0
+    days: set[dt.date] = set()
+    try:
+        with wh.transaction() as tx:
+            predictions = _Store(tx, plan.predictions_table, plan.prediction_types())
+            labels = _Store(tx, plan.labels_table, plan.label_types())
+            prepare = functools.partial(
+                _prediction_slice,
+                contract=contract,
+                plan=plan,
+                features=features,
+                constants=constants,
+            )
+            for item in _ahead(frame, prepare):
+                n_rows += item.n_rows
+                if item.rows is None:
+                    continue
+                identical, replaced = _write_slice(
+                    predictions, item.rows, contract, plan, "prediction", batch_id, now
+                )
+                _quarantine(tx, _concat(item.quarantined, replaced))
+                n_good += item.rows.num_rows - identical - len(replaced)
+                n_bad += item.n_bad + len(replaced)
+                days |= item.days
+                if item.labels is not None:
+                    # A label that comes again in a later slice wins, as its prediction does
+                    # (whose duplicate is counted and quarantined above).
+                    again = labels.earlier(item.labels.column("prediction_id"))
+                    labels.write(item.labels, replacing=bool(again.any()))
+                    _quarantine(tx, item.labels_quarantined)
+            predictions.finish()
+            labels.finish()
+            result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
+            _record(tx, contract, "prediction", batch_id, result, now)
+    except _SliceError as failed:
+        if not isinstance(failed.error, SourceSchemaError):
+            raise failed.error from None
+        _reject_batch(wh, contract, "prediction", n_rows + failed.n_rows, batch_id, failed.error)
+        raise failed.error from None
     return result
 
 
-def _store_labels(
-    tx: Transaction, plan: Layout, good: pd.DataFrame, batch_id: str, now: dt.datetime
-) -> pd.DataFrame:
-    if "batch_id" not in good.columns:
-        good["batch_id"] = batch_id
-    good["batch_id"] = good["batch_id"].fillna(batch_id)
-    good["labelled_at"] = now
-    rows = good[list(plan.label_types())]
-    tx.replace_rows(plan.labels_table, rows, key="prediction_id")
-    return rows
+def _label_slice(
+    chunk: pd.DataFrame,
+    contract: ModelContract,
+    features: Mapping[str, str] | None,
+    constants: Mapping[str, Any],
+    columns_order: list[str],
+) -> _Slice:
+    if chunk.empty:
+        return _Slice(0)
+    columns, drop, bad = _validate(chunk, contract, "label", features=features)
+    batch_id, now = constants["batch_id"], constants["labelled_at"]
+    return _Slice(
+        len(chunk),
+        rows=_arrow_rows(columns, drop, columns_order, constants),
+        quarantined=_quarantine_rows(contract, "label", bad, batch_id, now),
+        n_bad=len(bad),
+    )
 
 
 def ingest_labels(
     wh: Warehouse,
     contract: ModelContract,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
     *,
     batch_id: str,
     features: Mapping[str, str] | None = None,
 ) -> IngestResult:
-    """Validate and upsert late labels (id and target columns). Days are those of the
-    predictions the labels belong to; labels whose prediction is not stored yet are kept (they
-    may come first) and count in no day until it arrives (its ingestion reports the day)."""
+    """Validate and upsert late labels (id and target columns), a frame or its slices. Days
+    are those of the predictions whose label is new or changed; labels whose prediction is
+    not stored yet are kept (they may come first) and count in no day until it arrives (its
+    ingestion reports the day)."""
     plan = layout(contract, features)
-    try:
-        good, bad = validate_rows(frame, contract, "label", features=features)
-    except SourceSchemaError as error:
-        _reject_batch(wh, contract, "label", frame, batch_id, error)
-        raise
     now = _now()
-    with wh.transaction() as tx:
-        rows = _store_labels(tx, plan, good, batch_id, now)
-        _quarantine(tx, _quarantine_rows(contract, "label", bad, batch_id, now))
-        days = _label_days(tx, plan, rows)
-        result = IngestResult(len(frame), len(rows), len(bad), days)
-        _record(tx, contract, "label", batch_id, result, now)
+    n_rows = n_good = n_bad = 0
+    batches: set[str] = set()
+    try:
+        with wh.transaction() as tx:
+            store = _Store(tx, plan.labels_table, plan.label_types())
+            prepare = functools.partial(
+                _label_slice,
+                contract=contract,
+                features=features,
+                constants={"batch_id": batch_id, "labelled_at": now},
+                columns_order=store.columns,
+            )
+            for item in _ahead(frame, prepare):
+                n_rows += item.n_rows
+                if item.rows is None:
+                    continue
+                identical, replaced = _write_slice(
+                    store, item.rows, contract, plan, "label", batch_id, now
+                )
+                batches |= set(item.rows.column("batch_id").unique().to_pylist())
+                _quarantine(tx, _concat(item.quarantined, replaced))
+                n_good += item.rows.num_rows - identical - len(replaced)
+                n_bad += item.n_bad + len(replaced)
+            store.finish()
+            days = _label_days(tx, plan, now, batches)
+            result = IngestResult(n_rows, n_good, n_bad, days)
+            _record(tx, contract, "label", batch_id, result, now)
+    except _SliceError as failed:
+        if not isinstance(failed.error, SourceSchemaError):
+            raise failed.error from None
+        _reject_batch(wh, contract, "label", n_rows + failed.n_rows, batch_id, failed.error)
+        raise failed.error from None
     return result
 
 
-def _label_days(tx: Transaction, plan: Layout, rows: pd.DataFrame) -> frozenset[dt.date]:
-    if rows.empty:
+def _label_days(
+    tx: Transaction, plan: Layout, labelled_at: dt.datetime, batches: set[str]
+) -> frozenset[dt.date]:
+    if not batches:
         return frozenset()
-    # Table names from the validated layout; the batch ids and the time are bound.
+    # Table names from the validated layout; the batch ids and the time are bound. Labels
+    # written now are the new or changed ones (an identical label keeps its first time).
     found = tx.query(
         f"SELECT DISTINCT p.prediction_date AS day FROM {plan.labels_table} l "  # noqa: S608
         f"JOIN {plan.predictions_table} p ON p.prediction_id = l.prediction_id "
         "WHERE l.labelled_at = :labelled_at AND l.batch_id = ANY(:batches)",
-        {
-            "labelled_at": rows["labelled_at"].iloc[0],
-            "batches": sorted(set(rows["batch_id"].astype(str))),
-        },
+        {"labelled_at": labelled_at, "batches": sorted(batches)},
     )
     return frozenset(
         r["day"].date() if isinstance(r["day"], dt.datetime) else r["day"] for r in found

@@ -57,6 +57,19 @@ _COPY_CHUNK = 1 << 22  # bytes per write to COPY: bounded memory on the wire sid
 FRAME_TYPES = ("text", "double", "date", "timestamp", "boolean", "bigint")
 
 
+def _arrow_kinds() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {
+        "text": pa.string(),
+        "double": pa.float64(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us"),
+        "boolean": pa.bool_(),
+        "bigint": pa.int64(),
+    }
+
+
 class WarehouseError(RuntimeError):
     """The warehouse could not be reached or a statement failed; the message says which."""
 
@@ -136,6 +149,22 @@ def migrations() -> list[Migration]:
     ]
 
 
+class Upserter(ABC):
+    @abstractmethod
+    def write(self, rows: Any, *, replacing: bool) -> None:
+        """One slice (pandas or Arrow, keys unique within it); `replacing`: some of its keys
+        were in an earlier slice."""
+
+    @abstractmethod
+    def earlier(
+        self, keys: Sequence[str], columns: Sequence[str], types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        """The rows with these keys as the earlier slices (or the table) have them."""
+
+    @abstractmethod
+    def finish(self) -> None: ...
+
+
 class Transaction(ABC):
     @abstractmethod
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
@@ -163,14 +192,34 @@ class Transaction(ABC):
         datetime64, boolean -> boolean, bigint -> Int64. Every result column must be typed."""
 
     @abstractmethod
-    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
-        """Upsert by `key`: delete the rows whose key is in the frame, then insert the frame,
-        inside this transaction (a re-delivered row replaces the old one, never duplicates)."""
+    def stream_frames(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        types: Mapping[str, str] | None,
+        chunk_rows: int,
+    ) -> Iterator[pd.DataFrame]:
+        """A large result as frames of at most `chunk_rows` rows, read as the engine produces
+        them (memory holds one slice). `types` as in `select_frame`; None keeps the engine's
+        own types (DuckDB only). At least one frame, empty when the result is."""
+
+    @abstractmethod
+    def upserter(self, table: str, *, key: str, compare: Sequence[str]) -> Upserter:
+        """Upserts into `table` by `key`, slice by slice: `write` each slice, `finish` once.
+        A stored key's row is rewritten only when a `compare` column differs (an identical
+        re-delivery writes nothing); a key written by an earlier slice is replaced by the
+        later one."""
+
+    @abstractmethod
+    def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
+        """Delete the rows of `table` equal to a row of the frame on all the frame's columns."""
 
 
-def arrow_to_pandas(table: Any) -> pd.DataFrame:
+def arrow_to_pandas(table: Any, *, split_blocks: bool = False) -> pd.DataFrame:
     """pandas from Arrow with text as Arrow-backed strings (dtype "string"): no Python object
-    per value, which is most of the cost of a million-row result otherwise."""
+    per value, which is most of the cost of a million-row result otherwise. `split_blocks`:
+    one block per column, no copy into one 2-D block (for a slice read only column-wise)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -185,7 +234,7 @@ def arrow_to_pandas(table: Any) -> pd.DataFrame:
             return text
         return None
 
-    return table.to_pandas(types_mapper=mapper)
+    return table.to_pandas(types_mapper=mapper, split_blocks=split_blocks)
 
 
 def _typed(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
@@ -348,15 +397,52 @@ def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in params.items() if k in names}
 
 
-def _as_arrow(frame: pd.DataFrame) -> Any:
+def _names(rows: Any) -> list[str]:
+    """Column names of a pandas frame or an Arrow table."""
+    return list(rows.column_names) if hasattr(rows, "column_names") else list(rows.columns)
+
+
+def _empty(rows: Any) -> bool:
+    return rows.num_rows == 0 if hasattr(rows, "num_rows") else rows.empty
+
+
+def _as_arrow(frame: Any) -> Any:
     """An Arrow table when the frame converts (DuckDB scans it without a Python object per
-    value, which pandas object columns cost); the frame itself when it does not."""
+    value, which pandas object columns cost); the frame itself when it does not. An Arrow
+    table is returned as it is."""
     import pyarrow as pa
+
+    if isinstance(frame, pa.Table):
+        return frame
 
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return frame
+
+
+def _upsert_sql(
+    table: str, source: str, columns: list[str], key: str, compare: Sequence[str]
+) -> str:
+    """INSERT ... ON CONFLICT DO UPDATE, both engines' dialect: a stored row is rewritten only
+    when a compared column differs."""
+    names = [_quote_column(c) for c in columns]
+    k = _quote_column(key)
+    update = ", ".join(f"{c} = excluded.{c}" for c in names if c != k)
+    changed = " OR ".join(
+        f"t.{c} IS DISTINCT FROM excluded.{c}" for c in map(_quote_column, compare)
+    )
+    listed = ", ".join(names)
+    return (  # checked identifiers only
+        f"INSERT INTO {_check_table(table)} AS t ({listed}) "  # noqa: S608
+        f"SELECT {listed} FROM {source} "
+        f"ON CONFLICT ({k}) DO UPDATE SET {update} WHERE {changed}"
+    )
+
+
+def _delete_matching_sql(table: str, source: str, columns: list[str]) -> str:
+    match = " AND ".join(f"t.{c} = s.{c}" for c in map(_quote_column, columns))
+    return f"DELETE FROM {_check_table(table)} t USING {source} s WHERE {match}"  # noqa: S608
 
 
 def _quote_column(name: str) -> str:
@@ -433,19 +519,143 @@ class _DuckTransaction(Transaction):
         result = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
         return _typed(arrow_to_pandas(result.arrow()), types)
 
-    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
+    def stream_frames(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        types: Mapping[str, str] | None,
+        chunk_rows: int,
+    ) -> Iterator[pd.DataFrame]:
+        result = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        reader = result.to_arrow_reader(chunk_rows)
+        yielded = False
+        for batch in reader:
+            if batch.num_rows:
+                yielded = True
+                frame = arrow_to_pandas(batch, split_blocks=True)
+                yield _typed(frame, types) if types is not None else frame
+        if not yielded:
+            frame = arrow_to_pandas(reader.schema.empty_table())
+            yield _typed(frame, types) if types is not None else frame
+
+    def upserter(self, table: str, *, key: str, compare: Sequence[str]) -> Upserter:
+        return _DuckUpserter(self, table, key, compare)
+
+    def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
         if frame.empty:
-            return 0
-        quoted = _quote_column(key)
-        self._con.register("_incoming_keys", _as_arrow(frame[[key]]))
+            return
+        self.written.add(_check_table(table))
+        self._con.register("_incoming_keys", _as_arrow(frame))
         try:
-            self._con.execute(
-                f"DELETE FROM {_check_table(table)} WHERE {quoted} IN "  # noqa: S608 - checked
-                f"(SELECT {quoted} FROM _incoming_keys)"
-            )
+            self._con.execute(_delete_matching_sql(table, "_incoming_keys", list(frame.columns)))
         finally:
             self._con.unregister("_incoming_keys")
-        return self.insert_frame(table, frame)
+
+
+class _DuckUpserter(Upserter):
+    """A slice none of whose keys is stored (the usual case: new predictions) is a plain
+    INSERT into the table, which DuckDB writes straight to the file in whole row groups.
+    Any other slice is appended to a temporary table (no index) and merged once at the end:
+    the new keys by one INSERT, the stored keys whose row changed by one UPDATE. (An INSERT
+    ... ON CONFLICT per slice costs DuckDB several times more at COMMIT.)"""
+
+    def __init__(self, tx: _DuckTransaction, table: str, key: str, compare: Sequence[str]):
+        self.tx, self.table, self.key, self.compare = tx, _check_table(table), key, compare
+        digest = hashlib.sha1(table.encode()).hexdigest()[:12]
+        self.staging = f"_staging_{digest}"
+        self.columns: list[str] | None = None  # set once something is staged
+        self.empty_at_start: bool | None = None
+
+    def write(self, rows: Any, *, replacing: bool) -> None:
+        if _empty(rows):
+            return
+        con = self.tx._con
+        names = _names(rows)
+        listed = ", ".join(_quote_column(c) for c in names)
+        k = _quote_column(self.key)
+        self.tx.written.add(self.table)
+        if self.empty_at_start is None:
+            # An empty table (a model's first day, a backfill into a new table) cannot hold a
+            # key: then only the earlier slices can, and `replacing` says so exactly.
+            probe = f"SELECT count(*) FROM (SELECT 1 FROM {self.table} LIMIT 1) t"  # noqa: S608
+            self.empty_at_start = con.execute(probe).fetchone()[0] == 0
+        con.register("_incoming_slice", _as_arrow(rows))
+        try:
+            if not replacing and self.empty_at_start:
+                con.execute(
+                    f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
+                    f"SELECT {listed} FROM _incoming_slice"
+                )
+                return
+            if not replacing:
+                # Stored keys are found through the slice's keys (a hash of 120k keys probed
+                # by the table's key column, whose blocks outside the slice's min..max are
+                # skipped).
+                stored = con.execute(
+                    f"SELECT count(*) FROM {self.table} "  # noqa: S608
+                    f"WHERE {k} IN (SELECT {k} FROM _incoming_slice)"
+                ).fetchone()[0]
+                if not stored:
+                    con.execute(
+                        f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
+                        f"SELECT {listed} FROM _incoming_slice"
+                    )
+                    return
+            if self.columns is None:
+                self.columns = names
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {self.staging} AS "  # noqa: S608
+                    f"SELECT {listed} FROM {self.table} LIMIT 0"
+                )
+            elif replacing:
+                con.execute(
+                    f"DELETE FROM {self.staging} WHERE {k} IN "  # noqa: S608
+                    f"(SELECT {k} FROM _incoming_slice)"
+                )
+            con.execute(
+                f"INSERT INTO {self.staging} ({listed}) "  # noqa: S608
+                f"SELECT {listed} FROM _incoming_slice"
+            )
+        finally:
+            con.unregister("_incoming_slice")
+
+    def earlier(
+        self, keys: Sequence[str], columns: Sequence[str], types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        select = ", ".join(_quote_column(c) for c in columns)
+        k = _quote_column(self.key)
+        # The latest version of a key is staged if it was staged at all, else in the table.
+        sql = f"SELECT {select} FROM {self.table} WHERE {k} = ANY(:keys)"  # noqa: S608
+        if self.columns is not None:
+            sql = (
+                f"SELECT {select} FROM {self.staging} WHERE {k} = ANY(:keys) "  # noqa: S608
+                f"UNION ALL {sql} AND {k} NOT IN (SELECT {k} FROM {self.staging})"
+            )
+        return self.tx.select_frame(sql, {"keys": list(keys)}, types=types)
+
+    def finish(self) -> None:
+        if self.columns is None:
+            return
+        con = self.tx._con
+        k = _quote_column(self.key)
+        names = [_quote_column(c) for c in self.columns]
+        listed = ", ".join(names)
+        update = ", ".join(f"{c} = s.{c}" for c in names if c != k)
+        changed = " OR ".join(
+            f"{self.table}.{c} IS DISTINCT FROM s.{c}" for c in map(_quote_column, self.compare)
+        )
+        con.execute(
+            f"UPDATE {self.table} SET {update} FROM {self.staging} s "  # noqa: S608
+            f"WHERE {self.table}.{k} = s.{k} AND ({changed})"
+        )
+        con.execute(
+            f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
+            f"SELECT {listed} FROM {self.staging} "
+            f"WHERE {k} NOT IN (SELECT {k} FROM {self.table})"
+        )
+        con.execute(f"DROP TABLE {self.staging}")
+        self.columns = None
 
 
 class DuckDBWarehouse(Warehouse):
@@ -632,6 +842,8 @@ class DuckDBWarehouse(Warehouse):
 class _PgTransaction(Transaction):
     def __init__(self, con: Any):
         self._con = con
+        # Tables a COPY found a stored key in: their next slices are staged and merged.
+        self._conflicting: set[str] = set()
 
     @staticmethod
     def _sql(sql: str) -> str:
@@ -653,9 +865,10 @@ class _PgTransaction(Transaction):
             return list(cur.fetchall()) if cur.description else []
 
     def insert_frame(self, table: str, frame: pd.DataFrame) -> int:
-        if frame.empty:
+        """A pandas frame or an Arrow table, by COPY."""
+        if _empty(frame):
             return 0
-        columns = ", ".join(_quote_column(c) for c in frame.columns)
+        columns = ", ".join(_quote_column(c) for c in _names(frame))
         with self._con.cursor() as cur:
             csv = _frame_to_csv(frame)
             if csv is not None:
@@ -675,66 +888,178 @@ class _PgTransaction(Transaction):
     def select_frame(
         self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
     ) -> pd.DataFrame:
+        import pandas as pd
+
+        frames = list(self.stream_frames(sql, params, types=types, chunk_rows=1 << 62))
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    def stream_frames(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        types: Mapping[str, str] | None,
+        chunk_rows: int,
+    ) -> Iterator[pd.DataFrame]:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        arrow = {
-            "text": pa.string(),
-            "double": pa.float64(),
-            "date": pa.date32(),
-            "timestamp": pa.timestamp("us"),
-            "boolean": pa.bool_(),
-            "bigint": pa.int64(),
-        }
+        if types is None:
+            raise WarehouseError("stream_frames: PostgreSQL results need their column types")
+        arrow = _arrow_kinds()
         unknown = {k: v for k, v in types.items() if v not in arrow}
         if unknown:
             raise WarehouseError(f"select_frame: unknown type(s) {unknown} (use {FRAME_TYPES})")
-        buffer = io.BytesIO()
         with self._con.cursor() as cur:
             # COPY has no server-side parameters; psycopg binds them client-side, quoted.
             statement = f"COPY ({sql}) TO STDOUT (FORMAT csv, HEADER, NULL '\\N')"
             with cur.copy(self._sql(statement) if params else statement, params or None) as copy:
-                for block in copy:
-                    buffer.write(block)
-        buffer.seek(0)
-        # HEADER names the columns even for an empty result; names are plain identifiers.
-        names = [n.strip('"') for n in buffer.readline().decode().strip().split(",")]
-        buffer.seek(0)
-        table = pacsv.read_csv(
-            buffer,
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: arrow[types[n]] for n in names if n in types},
-                null_values=["\\N"],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        return _typed(arrow_to_pandas(table), types)
+                stream = _CopyStream(copy)
+                # HEADER names the columns even for an empty result; names are plain
+                # identifiers.
+                names = [n.strip('"') for n in stream.readline().decode().strip().split(",")]
+                kinds = {n: arrow[types[n]] for n in names if n in types}
+                if stream.at_end():  # no rows: Arrow refuses a CSV without a line
+                    empty = pa.schema([(n, kinds.get(n, pa.string())) for n in names])
+                    yield _typed(arrow_to_pandas(empty.empty_table()), types)
+                    return
+                options = pacsv.ConvertOptions(
+                    column_types=kinds,
+                    null_values=["\\N"],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                )
+                # Arrow parses the CSV as it arrives, block by block: a slice in memory.
+                block = min(max(chunk_rows, 1) * 64 * max(len(names), 1), 1 << 26)
+                reader = pacsv.open_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(column_names=names, block_size=block),
+                    convert_options=options,
+                )
+                pending = reader.schema.empty_table()
+                yielded = False
+                for batch in reader:
+                    pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+                    while pending.num_rows >= chunk_rows:
+                        yield _typed(arrow_to_pandas(pending.slice(0, chunk_rows)), types)
+                        yielded, pending = True, pending.slice(chunk_rows)
+                if pending.num_rows or not yielded:
+                    yield _typed(arrow_to_pandas(pending), types)
 
-    def replace_rows(self, table: str, frame: pd.DataFrame, *, key: str) -> int:
-        if frame.empty:
-            return 0
-        quoted = _quote_column(key)
-        # Keys go through a temporary table filled by COPY: one round trip at any size.
-        self.execute("CREATE TEMP TABLE _incoming_keys (k TEXT) ON COMMIT DROP")
-        self.insert_frame("pg_temp._incoming_keys", frame[[key]].rename(columns={key: "k"}))
+    def upsert_frame(self, table: str, frame: Any, *, key: str, compare: Sequence[str]) -> None:
+        """Insert the rows; a stored key's row is rewritten only when a compared column
+        differs (an identical re-delivery writes nothing). Keys unique within the rows."""
+        import psycopg
+
+        if _empty(frame):
+            return
+        if table not in self._conflicting:
+            # A first delivery (the common case) is a plain COPY into the table. A key stored
+            # already fails it; the savepoint undoes that slice alone, and this table's
+            # slices go through a staging table from then on.
+            try:
+                with self._con.transaction():
+                    self.insert_frame(table, frame)
+                return
+            except psycopg.errors.UniqueViolation:
+                self._conflicting.add(table)
+        staging = self._staging(table, _names(frame))
+        self.insert_frame(f"pg_temp.{staging}", frame)
+        self.execute(_upsert_sql(table, f"pg_temp.{staging}", _names(frame), key, compare))
+        self.execute(f"TRUNCATE pg_temp.{staging}")
+
+    def _staging(self, table: str, columns: list[str]) -> str:
+        """A temporary table of `table`'s `columns` (no constraint, no index, no WAL),
+        dropped at commit."""
+        listed = ", ".join(_quote_column(c) for c in columns)
+        digest = hashlib.sha1(f"{_check_table(table)}({listed})".encode()).hexdigest()[:12]
+        name = f"_staging_{digest}"
         self.execute(
-            f"DELETE FROM {_check_table(table)} t USING pg_temp._incoming_keys i "  # noqa: S608
-            f"WHERE t.{quoted} = i.k"
+            f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DROP AS "  # noqa: S608
+            f"SELECT {listed} FROM {table} WITH NO DATA"
         )
-        self.execute("DROP TABLE pg_temp._incoming_keys")
-        return self.insert_frame(table, frame)
+        return name
+
+    def upserter(self, table: str, *, key: str, compare: Sequence[str]) -> Upserter:
+        return _PgUpserter(self, table, key, compare)
+
+    def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        staging = self._staging(table, list(frame.columns))
+        self.insert_frame(f"pg_temp.{staging}", frame)
+        self.execute(_delete_matching_sql(table, f"pg_temp.{staging}", list(frame.columns)))
+        self.execute(f"TRUNCATE pg_temp.{staging}")
 
 
-def _frame_to_csv(frame: pd.DataFrame) -> bytes | None:
-    """CSV for COPY, or None when a column is of a kind Arrow's CSV writer cannot express
-    the way PostgreSQL reads it (bytes, Python objects): those go row by row."""
+class _PgUpserter(Upserter):
+    """Each slice is upserted as it comes (`upsert_frame`: a COPY straight into the table
+    while no key is stored yet); PostgreSQL works on one slice while the next is prepared."""
+
+    def __init__(self, tx: _PgTransaction, table: str, key: str, compare: Sequence[str]):
+        self.tx, self.table, self.key, self.compare = tx, _check_table(table), key, compare
+
+    def write(self, rows: Any, *, replacing: bool) -> None:
+        self.tx.upsert_frame(self.table, rows, key=self.key, compare=self.compare)
+
+    def earlier(
+        self, keys: Sequence[str], columns: Sequence[str], types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        select = ", ".join(_quote_column(c) for c in columns)
+        return self.tx.select_frame(
+            f"SELECT {select} FROM {self.table} "  # noqa: S608
+            f"WHERE {_quote_column(self.key)} = ANY(:keys)",
+            {"keys": list(keys)},
+            types=types,
+        )
+
+    def finish(self) -> None:
+        """Every slice is in the table already."""
+
+
+class _CopyStream(io.RawIOBase):
+    """The blocks of a `COPY ... TO STDOUT` as a readable file, for Arrow's CSV reader."""
+
+    def __init__(self, copy: Any):
+        self._blocks = iter(copy)
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def at_end(self) -> bool:
+        while not self._rest:
+            try:
+                self._rest = memoryview(bytes(next(self._blocks)))
+            except StopIteration:
+                return True
+        return False
+
+    def readinto(self, buffer: Any) -> int:
+        # PostgreSQL sends one message per row: fill the whole buffer, not a row per call.
+        filled, size = 0, len(buffer)
+        while filled < size:
+            if not self._rest:
+                try:
+                    self._rest = memoryview(bytes(next(self._blocks)))
+                except StopIteration:
+                    break
+            n = min(size - filled, len(self._rest))
+            buffer[filled : filled + n] = self._rest[:n]
+            self._rest = self._rest[n:]
+            filled += n
+        return filled
+
+
+def _frame_to_csv(frame: Any) -> bytes | None:
+    """CSV for COPY (of a pandas frame or an Arrow table), or None when a column is of a kind
+    Arrow's CSV writer cannot express the way PostgreSQL reads it (bytes, Python objects):
+    those go row by row."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    table = _as_arrow(frame)
+    if not isinstance(table, pa.Table):
         return None
     simple = (
         pa.types.is_integer,

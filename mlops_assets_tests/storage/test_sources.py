@@ -258,3 +258,96 @@ def test_an_int_coded_categorical_reads_the_same_from_table_and_parquet(
         observed = values.dropna().value_counts().sort_index()
         assert observed.to_dict() == reference.value_counts().sort_index().to_dict()
         assert set(values.dropna()) == {"1", "2", "3"}
+
+
+# --------------------------------------------------------------------------- slices
+
+
+@pytest.mark.parametrize("kind", ["table", "parquet"])
+def test_a_day_is_read_and_stored_in_slices_and_a_rerun_writes_nothing(
+    kind: str, tmp_path: Path, warehouse: Warehouse
+):
+    """A day streamed in slices of 8 rows: a file re-delivered in part (another slice) is
+    stored once, nothing is quarantined, and reading the day again leaves the rows as they
+    were (identical rows are not rewritten: their ingestion time stays the first one)."""
+    folder = tmp_path / "inbox"
+    source = {"table": "serving.preds"} if kind == "table" else {"parquet": str(folder)}
+    contract = binary_contract(predictions=source)
+    ensure_tables(warehouse, contract)
+    first = prediction_frame(30, loaded_at=T1)
+    second = pd.concat([first.iloc[5:15], prediction_frame(5, start=100, loaded_at=T1)])
+    if kind == "table":
+        warehouse.execute(PREDS_DDL)
+        _write(warehouse, "serving.preds", first)
+        _write(warehouse, "serving.preds", second)
+    else:
+        _parquet(folder, "a.parquet", first)
+        _parquet(folder, "b.parquet", second)
+    reader = open_source(contract.production.predictions, warehouse, model=contract.name)
+    columns = layout(contract).source_columns("prediction")
+    slices = list(reader.iter_day(DAY, columns, timestamp_column="ts", chunk_rows=8))
+    assert len(slices) >= 5 and sum(len(s) for s in slices) == 45
+    assert all(set(s.columns) == {*columns, "_batch"} for s in slices)
+
+    result = ingest_predictions(
+        warehouse,
+        contract,
+        reader.iter_day(DAY, columns, timestamp_column="ts", chunk_rows=8),
+        batch_id="day",
+        model_version="1",
+    )
+    assert (result.n_rows, result.n_good, result.n_quarantined) == (45, 35, 0)
+    stored = 'SELECT prediction_id, proba, ingested_at FROM inference."credit__predictions"'
+    before = sorted(warehouse.query(stored), key=lambda r: r["prediction_id"])
+    assert len(before) == 35
+    assert not warehouse.query("SELECT * FROM mlops.quarantine")
+
+    again = ingest_predictions(
+        warehouse,
+        contract,
+        reader.iter_day(DAY, columns, timestamp_column="ts", chunk_rows=8),
+        batch_id="day-rerun",
+        model_version="1",
+    )
+    assert (again.n_good, again.n_quarantined) == (35, 0)
+    assert sorted(warehouse.query(stored), key=lambda r: r["prediction_id"]) == before
+
+
+def test_an_id_changed_in_a_later_slice_keeps_the_last_and_quarantines_the_first(
+    warehouse: Warehouse,
+):
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    first = prediction_frame(10)
+    later = pd.concat(
+        [
+            first.iloc[5:8],  # identical copies: dropped, not quarantined
+            first.iloc[8:10].assign(p=0.99, label=1),  # changed: the later row wins
+            prediction_frame(5, start=100),
+        ]
+    )
+    result = ingest_predictions(
+        warehouse, contract, iter([first, later]), batch_id="b", model_version="1"
+    )
+    assert (result.n_rows, result.n_good, result.n_quarantined) == (20, 15, 2)
+    stored = read_for_metrics(warehouse, contract, DAY)
+    assert len(stored) == 15 and (stored["proba"] == 0.99).sum() == 2
+    rows = warehouse.query("SELECT row_id, reason, row_json FROM mlops.quarantine ORDER BY row_id")
+    assert [r["row_id"] for r in rows] == ["id-8", "id-9"]
+    assert {r["reason"] for r in rows} == {"duplicate id within the batch (its last row was kept)"}
+    kept = json.loads(rows[0]["row_json"])
+    assert kept["pid"] == "id-8" and kept["p"] == pytest.approx(first.loc[8, "p"])
+
+
+def test_a_bad_slice_late_in_the_batch_leaves_nothing_half_written(warehouse: Warehouse):
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    good = prediction_frame(10)
+    broken = prediction_frame(4, start=50).drop(columns=["region"])
+    with pytest.raises(SourceSchemaError, match="'region'"):
+        ingest_predictions(
+            warehouse, contract, iter([good, broken]), batch_id="b", model_version="1"
+        )
+    assert len(read_for_metrics(warehouse, contract, DAY)) == 0
+    [reject] = warehouse.query("SELECT row_id, reason FROM mlops.quarantine")
+    assert reject["row_id"] is None and "14 rows rejected" in reject["reason"]

@@ -89,13 +89,14 @@ def _predictions(context, warehouse, models, day_key: str, model_name: str):
         reader = open_source(
             resolved_source(contract.production.predictions, home), wh, model=contract.name
         )
-        frame = reader.read_day(
+        # Slice by slice: the day is read, validated and stored without being one frame.
+        slices = reader.iter_day(
             day, plan.source_columns("prediction"), timestamp_column=cols.timestamp
         )
         ingested = inference_log.ingest_predictions(
             wh,
             contract,
-            frame,
+            slices,
             batch_id=batch,
             model_version=model.model_version,
             features=model.features,

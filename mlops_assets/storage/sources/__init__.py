@@ -8,7 +8,9 @@ validates and stores them.
 Pick-up is incremental: `poll(cursor)` says what is new since an opaque cursor (a JSON string a
 sensor can keep), on which days the new rows fall and how many there are, cheaply (an aggregate
 over the timestamp column only). `read_new(poll, columns)` then reads exactly those rows;
-`read_day` re-reads one whole day (a backfill or a re-materialized partition).
+`read_day` re-reads one whole day (a backfill or a re-materialized partition). Their `iter_`
+twins yield the same rows in slices of `chunk_rows`, so a million-row day is never one frame
+in memory (the inference log stores it slice by slice).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -24,6 +27,10 @@ from mlops_assets.lib.contract import Source
 from mlops_assets.storage.warehouse import Warehouse, arrow_to_pandas
 
 BATCH_COLUMN = "_batch"
+# Rows per slice of a streamed read: ~50 MB of pandas at 40 features, big enough that the
+# per-slice statements cost little next to the rows, and DuckDB's row group size, so each
+# slice the embedded engine inserts is written as one whole row group.
+CHUNK_ROWS = 122_880
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -84,12 +91,39 @@ class SourceReader(ABC):
         (labels need not carry the prediction's timestamp)."""
 
     @abstractmethod
-    def read_new(self, poll: Poll, columns: list[str], *, cursor_column: str) -> pd.DataFrame:
-        """The rows `poll` counted: `columns` plus `_batch` (file name, or the source name)."""
+    def iter_new(
+        self, poll: Poll, columns: list[str], *, cursor_column: str, chunk_rows: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """The rows `poll` counted, in slices: `columns` plus `_batch` (file name, or the
+        source name)."""
 
     @abstractmethod
+    def iter_day(
+        self,
+        day: dt.date,
+        columns: list[str],
+        *,
+        timestamp_column: str,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> Iterator[pd.DataFrame]:
+        """Rows whose timestamp falls on `day` (UTC), in slices: `columns` plus `_batch`."""
+
+    def read_new(self, poll: Poll, columns: list[str], *, cursor_column: str) -> pd.DataFrame:
+        """`iter_new` as one frame."""
+        return self.frame_of(self.iter_new(poll, columns, cursor_column=cursor_column), columns)
+
     def read_day(self, day: dt.date, columns: list[str], *, timestamp_column: str) -> pd.DataFrame:
-        """Rows whose timestamp falls on `day` (UTC): `columns` plus `_batch`."""
+        """`iter_day` as one frame."""
+        return self.frame_of(
+            self.iter_day(day, columns, timestamp_column=timestamp_column), columns
+        )
+
+    @staticmethod
+    def frame_of(chunks: Iterable[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+        frames = list(chunks)
+        if not frames:
+            return pd.DataFrame({c: [] for c in [*columns, BATCH_COLUMN]})
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
     @abstractmethod
     def read_ids(self, ids: list[str], columns: list[str], *, id_column: str) -> pd.DataFrame:
@@ -133,6 +167,7 @@ def open_labels(source: Source, warehouse: Warehouse, *, model: str) -> SourceRe
 
 __all__ = [
     "BATCH_COLUMN",
+    "CHUNK_ROWS",
     "Poll",
     "SourceError",
     "SourceReader",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pandas as pd
 from mlops_assets.lib.contract import Source
 from mlops_assets.storage.sources import (
     BATCH_COLUMN,
+    CHUNK_ROWS,
     Poll,
     SourceError,
     SourceReader,
@@ -78,9 +80,18 @@ class ParquetSource(SourceReader):
         finally:
             con.close()
 
-    def _read(self, names: list[str], columns: list[str], where: str, params: dict[str, Any]):
+    def _stream(
+        self,
+        names: list[str],
+        columns: list[str],
+        where: str,
+        params: dict[str, Any],
+        chunk_rows: int,
+    ) -> Iterator[pd.DataFrame]:
         if not names:
-            return pd.DataFrame({c: [] for c in [*columns, BATCH_COLUMN]})
+            return
+        import duckdb
+
         self._check(names, columns)
         select = ", ".join(quote_identifier(c) for c in columns)
         # Identifiers validated and quoted; the file list and values are bound.
@@ -89,7 +100,16 @@ class ParquetSource(SourceReader):
             "FROM read_parquet($files, union_by_name = true, filename = true) "
             f"WHERE {where}"
         )
-        return self._query(names, sql, params)
+        con = duckdb.connect()
+        try:
+            params = {**params, "files": [str(self.folder / n) for n in names]}
+            # Record batches as DuckDB scans them: memory holds a slice, never the whole day.
+            batches = con.execute(sql, params).to_arrow_reader(chunk_rows)
+            for batch in batches:
+                if batch.num_rows:
+                    yield arrow_to_pandas(batch, split_blocks=True)
+        finally:
+            con.close()
 
     def poll(self, cursor: str | None, *, cursor_column: str, timestamp_column: str | None) -> Poll:
         """`cursor_column` is not used: files are the unit of pick-up."""
@@ -140,25 +160,39 @@ class ParquetSource(SourceReader):
             unreadable=tuple(unreadable),
         )
 
-    def read_new(self, poll: Poll, columns: list[str], *, cursor_column: str) -> pd.DataFrame:
+    def iter_new(
+        self, poll: Poll, columns: list[str], *, cursor_column: str, chunk_rows: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
         names = json.loads(poll.span) if poll.span else []
-        return self._read(names, columns, "1 = 1", {})
+        return self._stream(names, columns, "1 = 1", {}, chunk_rows)
 
-    def read_day(self, day: dt.date, columns: list[str], *, timestamp_column: str) -> pd.DataFrame:
+    def iter_day(
+        self,
+        day: dt.date,
+        columns: list[str],
+        *,
+        timestamp_column: str,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> Iterator[pd.DataFrame]:
         ts = quote_identifier(timestamp_column)
         start = dt.datetime.combine(day, dt.time())
-        return self._read(
+        return self._stream(
             list(self._files()),
             columns,
             f"CAST({ts} AS TIMESTAMP) >= $start AND CAST({ts} AS TIMESTAMP) < $end",
             {"start": start, "end": start + dt.timedelta(days=1)},
+            chunk_rows,
         )
 
     def read_ids(self, ids: list[str], columns: list[str], *, id_column: str) -> pd.DataFrame:
         key = quote_identifier(id_column)
-        return self._read(
-            list(self._files()),
+        return self.frame_of(
+            self._stream(
+                list(self._files()),
+                columns,
+                f"CAST({key} AS VARCHAR) = ANY($ids)",
+                {"ids": [str(i) for i in ids]},
+                CHUNK_ROWS,
+            ),
             columns,
-            f"CAST({key} AS VARCHAR) = ANY($ids)",
-            {"ids": [str(i) for i in ids]},
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,7 @@ import pandas as pd
 from mlops_assets.lib.contract import Source
 from mlops_assets.storage.sources import (
     BATCH_COLUMN,
+    CHUNK_ROWS,
     Poll,
     SourceError,
     SourceReader,
@@ -151,16 +153,22 @@ class TableSource(SourceReader):
             types[name] = kind or "text"
         return ", ".join(parts), types
 
-    def _frame(self, select: str, where: str, params: dict[str, Any], types: dict[str, str]):
+    def _stream(
+        self,
+        select: str,
+        where: str,
+        params: dict[str, Any],
+        types: dict[str, str],
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> Iterator[pd.DataFrame]:
         # Dynamic identifiers only (validated and quoted above); values are bound.
         sql = f"SELECT {select} FROM {self._relation} WHERE {where}"  # noqa: S608
+        # Engine types on DuckDB (it keeps the source's own); the frame kinds on PostgreSQL.
+        typed = types if self.warehouse.engine == "postgres" else None
         with self.warehouse.transaction() as tx:
-            if self.warehouse.engine == "postgres":
-                frame = tx.select_frame(sql, params, types=types)
-            else:
-                frame = tx.query_df(sql, params)
-        frame[BATCH_COLUMN] = self.source.table
-        return frame
+            for frame in tx.stream_frames(sql, params, types=typed, chunk_rows=chunk_rows):
+                frame[BATCH_COLUMN] = self.source.table
+                yield frame
 
     # -- poll ---------------------------------------------------------------------------
 
@@ -216,10 +224,12 @@ class TableSource(SourceReader):
         )
         return Poll(days, n_new, new_cursor, (str(self.source.table),), span=span)
 
-    def read_new(self, poll: Poll, columns: list[str], *, cursor_column: str) -> pd.DataFrame:
+    def iter_new(
+        self, poll: Poll, columns: list[str], *, cursor_column: str, chunk_rows: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
         select, types = self._select_list(columns)
         if poll.span is None:
-            return self._frame(select, "1 = 0", {}, types)
+            return self._stream(select, "1 = 0", {}, types, chunk_rows)
         span = json.loads(poll.span)
         c = quote_identifier(self._column(cursor_column)[0])
         params: dict[str, Any] = {"hi": _decode(span["hi"])}
@@ -227,19 +237,25 @@ class TableSource(SourceReader):
         if span["lo"] is not None:
             params["lo"] = _decode(span["lo"])
             where += f" AND {c} {'>=' if span['lo_inclusive'] else '>'} :lo"
-        return self._frame(select, where, params, types)
+        return self._stream(select, where, params, types, chunk_rows)
 
-    def read_day(self, day: dt.date, columns: list[str], *, timestamp_column: str) -> pd.DataFrame:
+    def iter_day(
+        self,
+        day: dt.date,
+        columns: list[str],
+        *,
+        timestamp_column: str,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> Iterator[pd.DataFrame]:
         select, types = self._select_list(columns)
         ts = quote_identifier(self._column(timestamp_column)[0])
         # A range, not CAST(ts AS DATE) = day, so an index on the timestamp is used.
         start = dt.datetime.combine(day, dt.time())
         params = {"start": start, "end": start + dt.timedelta(days=1)}
-        return self._frame(select, f"{ts} >= :start AND {ts} < :end", params, types)
+        return self._stream(select, f"{ts} >= :start AND {ts} < :end", params, types, chunk_rows)
 
     def read_ids(self, ids: list[str], columns: list[str], *, id_column: str) -> pd.DataFrame:
         select, types = self._select_list(columns)
         key = quote_identifier(self._column(id_column)[0])
-        return self._frame(
-            select, f"CAST({key} AS TEXT) = ANY(:ids)", {"ids": [str(i) for i in ids]}, types
-        )
+        where, params = f"CAST({key} AS TEXT) = ANY(:ids)", {"ids": [str(i) for i in ids]}
+        return self.frame_of(self._stream(select, where, params, types), columns)
