@@ -37,10 +37,15 @@ def platform_definitions(*models: dg.Definitions | ModelContract) -> dg.Definiti
         contracts.extend(contracts_in(item) if isinstance(item, dg.Definitions) else [item])
     catalog = ModelCatalog(contracts)
     warehouse = WarehouseResource()
+    # The metrics asset's checks depend on what the declared models monitor.
+    metrics = production_assets.metrics_asset(production_assets.checked_metrics(catalog))
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(
-            [training_assets, production_assets, drift_assets, lifecycle_assets]
-        ),
+        assets=[
+            *dg.load_assets_from_modules(
+                [training_assets, production_assets, drift_assets, lifecycle_assets]
+            ),
+            metrics,
+        ],
         asset_checks=production_checks,
         jobs=schedules.jobs,
         schedules=schedules.schedules,

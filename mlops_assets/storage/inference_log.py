@@ -732,14 +732,14 @@ def read_for_metrics(
     *,
     features: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One day's predictions with what metrics need: model_version, y_true (NULL until
+    """One day's predictions with what metrics need and nothing else: y_true (NULL until
     labelled), y_pred, proba (binary) or proba__<i> (multiclass, i = index in class_labels),
     odds (roi). Classification labels are pandas strings, numbers float64."""
     plan = layout(contract, features)
     # A model nothing was logged for yet (or one that gained a feature) reads as empty rows.
     ensure_tables(wh, contract, features=features)
     label_kind = "text" if plan.classification else "double"
-    types = {"model_version": "text", "y_true": label_kind, "y_pred": label_kind}
+    types = {"y_true": label_kind, "y_pred": label_kind}
     # A model that serves labels only has an all-NULL proba column: not reading it leaves the
     # probability metrics NULL instead of failing them on NaN.
     if plan.task == "binary" and plan.probability_column:

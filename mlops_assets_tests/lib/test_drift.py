@@ -546,7 +546,7 @@ def test_render_html_is_self_contained_and_escaped() -> None:
     current["<b>colour</b>"] = current["<b>colour</b>"].replace("pink", "<script>alert(1)</script>")
     features = {("<b>colour</b>" if k == "colour" else k): v for k, v in features.items()}
     report = compute_drift(reference, current, features)
-    page = render_html(report, reference, current, title="Drift <model & co>")
+    page = render_html(report, title="Drift <model & co>")
 
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page.lower()
@@ -564,6 +564,6 @@ def test_render_html_is_self_contained_and_escaped() -> None:
 def test_render_html_without_verdict() -> None:
     reference, current, features = fixed_frames()
     report = compute_drift(reference, current.iloc[0:0], features)
-    page = render_html(report, reference, current.iloc[0:0], title="empty day")
+    page = render_html(report, title="empty day")
     assert "no verdict" in page
     assert "current batch is empty" in page

@@ -1,6 +1,7 @@
 """Feature drift: the day's production inputs against the training baseline's reference sample."""
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -15,6 +16,9 @@ from mlops_assets.storage.monitoring import (
     evaluate_alerts,
     replace_partition,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GROUP = "drift"
 
@@ -52,11 +56,12 @@ def feature_drift_report(
         contract = models.get(day_and_model(context)[1])
     except UnknownModelError as error:
         raise dg.Failure(str(error)) from error
-    target = partition_target(context, warehouse)
-    day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+    with warehouse.get().session():  # the reads share one connection
+        target = partition_target(context, warehouse)
+        day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+        current = inference_log.read_features(wh, contract, day, features=model.features)
     model_name = model.model_name
     config = contract.drift
-    current = inference_log.read_features(wh, contract, day, features=model.features)
     reference = model.reference()
     drift_config = DriftConfig(
         engine=config.engine,  # type: ignore[arg-type]
@@ -69,66 +74,51 @@ def feature_drift_report(
     except DriftInputError as error:
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
 
-    tracker = mlflow.tracker()
+    impacts, impact_note = _impact_ranking(contract, model, report, reference, current, mlflow)
+    del current  # the day's rows are not needed any more: the report has what it draws
     report_dir = mlflow.runtime().settings.home / "reports" / model_name
     report_dir.mkdir(parents=True, exist_ok=True)
     html_path = report_dir / f"drift_{day_key}.html"
-    html_path.write_text(
-        render_html(report, reference, current, title=f"Feature drift: {model_name}, {day_key}")
-    )
-    # Its own MLflow run per model version and day (through the buffer, replayed later if
-    # MLflow is down); the training run stays finished.
-    logged = tracker.log_monitoring_artifact(
-        model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
-    )
+    html_path.write_text(render_html(report, title=f"Feature drift: {model_name}, {day_key}"))
 
-    impacts, impact_note = _impact_ranking(contract, model, report, reference, current, mlflow)
-    frame = report.to_frame()
-    frame["impact"] = frame["feature"].map(impacts)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    frame = frame.assign(
-        model_name=model_name,
-        model_version=model.model_version,
-        partition_date=day,
-        dataset_verdict=report.verdict,
-        dataset_share_drifted=report.share_drifted,
-        baseline_local_run_id=model.local_run_id,
-        baseline_mlflow_run_id=model.mlflow_run_id,
-        mlflow_experiment_id=model.mlflow_experiment_id,
-        report_path=str(html_path),
-        computed_at=now,
-    ).rename(columns={"kind": "feature_kind"})
-    columns = [c for c in _TABLE_COLUMNS if c in frame.columns]
-    replace_partition(
-        wh,
-        "mlops.ml_feature_drift_detection",
-        model=model_name,
-        day=day,
-        day_column="partition_date",
-        rows=frame[columns],
-    )
-    changes = []
+    rows = _drift_rows(report, impacts, model, day, html_path)
     level = _alert_level(report.verdict, report.share_drifted)
-    if level is not None:
-        changes = evaluate_alerts(
-            wh,
-            kind="drift",
-            model=model,
-            evaluations={
-                "dataset_drift": DayEvaluation(
-                    day=day,
-                    level=level,  # type: ignore[arg-type]
-                    observed=float(report.share_drifted or 0.0),
-                    baseline=0.0,
-                    threshold=config.drift_share,
-                    degradation=report.share_drifted,
-                )
-            },
-            policy=AlertPolicy(
-                contract.monitoring.escalate_after_days, contract.monitoring.resolve_after_days
-            ),
-            detail=_costliest(impacts),
+    with wh.session():  # the report's run, the rows and the alert share one connection
+        # Its own MLflow run per model version and day (through the buffer, replayed later if
+        # MLflow is down); the training run stays finished.
+        logged = mlflow.tracker().log_monitoring_artifact(
+            model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
         )
+        replace_partition(
+            wh,
+            "mlops.ml_feature_drift_detection",
+            model=model_name,
+            day=day,
+            day_column="partition_date",
+            rows=rows,
+        )
+        changes = []
+        if level is not None:
+            changes = evaluate_alerts(
+                wh,
+                kind="drift",
+                model=model,
+                evaluations={
+                    "dataset_drift": DayEvaluation(
+                        day=day,
+                        level=level,  # type: ignore[arg-type]
+                        observed=float(report.share_drifted or 0.0),
+                        baseline=0.0,
+                        threshold=config.drift_share,
+                        degradation=report.share_drifted,
+                    )
+                },
+                policy=AlertPolicy(
+                    contract.monitoring.escalate_after_days,
+                    contract.monitoring.resolve_after_days,
+                ),
+                detail=_costliest(impacts),
+            )
     top = [
         {
             "feature": f.feature,
@@ -174,6 +164,25 @@ def feature_drift_report(
             "top_drifting": dg.MetadataValue.json(top),
         },
     )
+
+
+def _drift_rows(report, impacts: dict[str, float], model, day: dt.date, html_path) -> pd.DataFrame:
+    """The report as rows of mlops.ml_feature_drift_detection."""
+    frame = report.to_frame()
+    frame["impact"] = frame["feature"].map(impacts)
+    frame = frame.assign(
+        model_name=model.model_name,
+        model_version=model.model_version,
+        partition_date=day,
+        dataset_verdict=report.verdict,
+        dataset_share_drifted=report.share_drifted,
+        baseline_local_run_id=model.local_run_id,
+        baseline_mlflow_run_id=model.mlflow_run_id,
+        mlflow_experiment_id=model.mlflow_experiment_id,
+        report_path=str(html_path),
+        computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    ).rename(columns={"kind": "feature_kind"})
+    return frame[[c for c in _TABLE_COLUMNS if c in frame.columns]]
 
 
 def _costliest(impacts: dict[str, float], k: int = 3) -> str:

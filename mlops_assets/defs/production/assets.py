@@ -4,6 +4,7 @@ the model contract names."""
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 
 import dagster as dg
 import pandas as pd
@@ -16,9 +17,11 @@ from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import evaluate_alerts, replace_partition
 
 GROUP = "production"
-# Every metric any task can monitor gets a check; a metric the model's task does not have
-# reports "not monitored for this model" and passes.
+# Every metric any task can monitor. The metrics asset has a `<metric>_within_baseline` check
+# for those some declared model monitors (`metric_asset`); a model that does not monitor one
+# of them reports "not monitored for this model" there and passes.
 MONITORABLE = tuple(DEFAULT_LEVELS)
+CHECK_SUFFIX = "_within_baseline"
 
 
 def _contract(models: ModelCatalog, name: str) -> ModelContract:
@@ -143,24 +146,36 @@ def production_predictions(
     )
 
 
-def _metric_checks() -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(
-            name=f"{metric}_within_baseline",
-            asset="production_metrics",
-            description=f"{metric} on settled rows within the noise-aware threshold of baseline",
-        )
-        for metric in MONITORABLE
-    ]
+def checked_metrics(models: Iterable[ModelContract]) -> list[str]:
+    """The metrics that get a check: those some declared model monitors, in MONITORABLE order.
+
+    Every check result is an event in Dagster's event log, written as the run goes; one per
+    metric any task could monitor (19) cost more than the metrics themselves at a million rows,
+    and most said only "not monitored"."""
+    monitored = {metric for contract in models for metric in contract.monitored_metrics()}
+    return [metric for metric in MONITORABLE if metric in monitored]
 
 
-@dg.asset(
-    group_name=GROUP,
-    partitions_def=DAY_MODEL,
-    deps=[production_predictions],
-    check_specs=_metric_checks(),
-)
-def production_metrics(
+def metrics_asset(metrics: Iterable[str]) -> dg.AssetsDefinition:
+    """`production_metrics` with a `<metric>_within_baseline` check for each of `metrics`."""
+    return dg.asset(
+        name="production_metrics",
+        group_name=GROUP,
+        partitions_def=DAY_MODEL,
+        deps=[production_predictions],
+        check_specs=[
+            dg.AssetCheckSpec(
+                name=f"{metric}{CHECK_SUFFIX}",
+                asset="production_metrics",
+                description=f"{metric} on settled rows within the noise-aware threshold of "
+                "baseline",
+            )
+            for metric in metrics
+        ],
+    )(_production_metrics)
+
+
+def _production_metrics(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     mlflow: MLflowResource,
@@ -180,17 +195,24 @@ def production_metrics(
 
     # The contract first: an undeclared model's partition fails naming the declared models.
     contract = _contract(models, day_and_model(context)[1])
-    target = partition_target(context, warehouse)
-    day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+    with warehouse.get().session():  # the reads share one connection
+        target = partition_target(context, warehouse)
+        day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+        frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
     monitored = monitored_levels(contract, model.metrics)
-    frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
     n_predictions = len(frame)
-    labelled = frame[frame["y_true"].notna()] if n_predictions else frame
+    settled = frame["y_true"].notna()
+    # A fully labelled day (the usual case once labels are in) is evaluated without a copy.
+    labelled = frame if settled.all() else frame[settled]
     min_labelled = contract.monitoring.min_labelled
     note = None
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}  # why a metric is undefined (e.g. labels-only model)
-    business_frame = frame.rename(columns={"odds": contract.business_value.odds_column or "odds"})
+    odds_column = contract.business_value.odds_column
+    # Only the betting ROI reads the frame, by the contract's name of its odds column.
+    business_frame = (
+        frame.rename(columns={"odds": odds_column}, copy=False) if odds_column else frame
+    )
     # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
     # value while labels are missing, and kept beside the realised value once they arrive.
     estimated: dict[str, float | None] = {}
@@ -218,11 +240,12 @@ def production_metrics(
             note = f"only {len(labelled)} labelled rows (< {min_labelled}): no verdict"
     if basis == "realised" and note is None:
         try:
+            whole_day = labelled is frame
             result = evaluate(
                 contract,
                 y_true_of(contract, labelled["y_true"]),
-                _outputs(contract, labelled),
-                business_frame.loc[labelled.index],
+                outputs_all if whole_day else _outputs(contract, labelled),
+                business_frame if whole_day else business_frame.loc[labelled.index],
             )
             values = result.values
             notes = dict(result.notes)
@@ -306,11 +329,14 @@ def production_metrics(
             "mlflow_run_id": model.run_ref,
         },
     )
+    checked = {key.name for key in context.selected_asset_check_keys}
     for metric in MONITORABLE:
+        if f"{metric}{CHECK_SUFFIX}" not in checked:
+            continue
         row = verdicts.get(metric)
         if row is None or metric not in monitored:
             yield dg.AssetCheckResult(
-                check_name=f"{metric}_within_baseline",
+                check_name=f"{metric}{CHECK_SUFFIX}",
                 passed=True,
                 metadata={
                     "model_name": contract.name,
@@ -321,7 +347,7 @@ def production_metrics(
             continue
         level = row["level"]
         yield dg.AssetCheckResult(
-            check_name=f"{metric}_within_baseline",
+            check_name=f"{metric}{CHECK_SUFFIX}",
             passed=level in ("ok", "insufficient_data", "undefined"),
             severity=dg.AssetCheckSeverity.ERROR
             if level == "critical"
@@ -344,7 +370,7 @@ def production_metrics(
         )
 
 
-@dg.asset(group_name=GROUP, partitions_def=DAY_MODEL, deps=[production_metrics])
+@dg.asset(group_name=GROUP, partitions_def=DAY_MODEL, deps=["production_metrics"])
 def performance_alerts(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
