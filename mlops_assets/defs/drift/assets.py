@@ -166,7 +166,9 @@ def feature_drift_report(
     )
 
 
-def _drift_rows(report, impacts: dict[str, float], model, day: dt.date, html_path) -> pd.DataFrame:
+def _drift_rows(
+    report, impacts: dict[str, float], model, day: dt.date, html_path
+) -> "pd.DataFrame":
     """The report as rows of mlops.ml_feature_drift_detection."""
     frame = report.to_frame()
     frame["impact"] = frame["feature"].map(impacts)
