@@ -56,7 +56,7 @@ def feature_drift_report(
         contract = models.get(day_and_model(context)[1])
     except UnknownModelError as error:
         raise dg.Failure(str(error)) from error
-    with warehouse.get().session():  # the reads share one connection
+    with warehouse.session():  # the reads share one connection
         target = partition_target(context, warehouse)
         day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
         current = inference_log.read_features(wh, contract, day, features=model.features)

@@ -195,7 +195,7 @@ def _production_metrics(
 
     # The contract first: an undeclared model's partition fails naming the declared models.
     contract = _contract(models, day_and_model(context)[1])
-    with warehouse.get().session():  # the reads share one connection
+    with warehouse.session():  # the reads share one connection
         target = partition_target(context, warehouse)
         day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
         frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
