@@ -46,6 +46,9 @@ HISTOGRAM_BINS = 24
 # The binned chart spans the central 99% of both samples pooled; values beyond are counted in
 # the outer bins, so one extreme value cannot squash the chart.
 HISTOGRAM_QUANTILES = (0.005, 0.995)
+# A categorical feature keeps its most common categories (in either sample) for charts; the
+# others are summed into one last bar, so ids or free text do not keep a million labels.
+CHART_CATEGORIES = 100
 # Keeps PSI finite when a bin is empty on one side; small enough not to bias bins that
 # hold even one value in 10,000.
 PSI_EPSILON = 1e-4
@@ -167,7 +170,9 @@ class Distribution:
     * ``kind="bins"``: ``points`` are HISTOGRAM_BINS + 1 equal-width edges over the central
       HISTOGRAM_QUANTILES of both samples pooled; values beyond the ends count in the outer
       bins (as ``np.histogram`` of the clipped values).
-    * ``kind="categories"``: ``points`` are the category labels, reference categories first.
+    * ``kind="categories"``: ``points`` are the category labels, reference categories first;
+      beyond CHART_CATEGORIES, the most common ones (by their larger share in either sample)
+      and one last bar summing the ``folded`` others (its label is empty).
 
     ``reference`` and ``current`` are the counts per bar; they sum to the usable values.
     """
@@ -176,6 +181,7 @@ class Distribution:
     points: tuple[float, ...] | tuple[str, ...]
     reference: tuple[int, ...]
     current: tuple[int, ...]
+    folded: int = 0
 
 
 @dataclass(frozen=True)
@@ -521,9 +527,7 @@ def _distribution(prep: _Prepared) -> Distribution | None:
         assert prep.ref_counts is not None and prep.cur_counts is not None
         if not prep.labels:
             return None
-        return Distribution(
-            "categories", tuple(prep.labels), _counts(prep.ref_counts), _counts(prep.cur_counts)
-        )
+        return _categories(prep.labels, prep.ref_counts, prep.cur_counts)
     ref, cur = prep.ref_sorted, prep.cur_sorted
     assert ref is not None and cur is not None
     if len(ref) == 0 and len(cur) == 0:
@@ -553,6 +557,22 @@ def _distribution(prep: _Prepared) -> Distribution | None:
     ]
     return Distribution(
         "bins", tuple(float(e) for e in edges), _counts(counts[0]), _counts(counts[1])
+    )
+
+
+def _categories(labels: list[str], ref: np.ndarray, cur: np.ndarray) -> Distribution:
+    if len(labels) <= CHART_CATEGORIES:
+        return Distribution("categories", tuple(labels), _counts(ref), _counts(cur))
+    share = np.maximum(ref / max(int(ref.sum()), 1), cur / max(int(cur.sum()), 1))
+    ranked = np.argsort(-share, kind="stable")
+    keep = np.sort(ranked[: CHART_CATEGORIES - 1])  # in the labels' own order
+    rest = ranked[CHART_CATEGORIES - 1 :]
+    return Distribution(
+        "categories",
+        (*(labels[i] for i in keep), ""),
+        (*_counts(ref[keep]), int(ref[rest].sum())),
+        (*_counts(cur[keep]), int(cur[rest].sum())),
+        folded=len(rest),
     )
 
 

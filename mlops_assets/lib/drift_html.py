@@ -253,16 +253,21 @@ def _vertical_bars(
 def _categorical_chart(distribution: Distribution) -> str:
     labels = [str(label) for label in distribution.points]
     table = pd.DataFrame(
-        {"reference": _shares(distribution.reference), "current": _shares(distribution.current)},
-        index=labels,
+        {"reference": _shares(distribution.reference), "current": _shares(distribution.current)}
     )
+    # The last bar of a folded distribution is the sum of the categories that did not fit.
+    folded = table.iloc[-1:] if distribution.folded else table.iloc[0:0]
+    table = table.iloc[: len(table) - len(folded)]
     # Most common first (in either sample); ties keep the reference's order of frequency.
     table = table.sort_values("reference", ascending=False, kind="stable")
     table = table.loc[table.max(axis=1).sort_values(ascending=False, kind="stable").index]
-    if len(table) > _MAX_CATEGORIES:
-        head = table.iloc[: _MAX_CATEGORIES - 1]
-        rest = table.iloc[_MAX_CATEGORIES - 1 :].sum().rename(f"({len(table) - len(head)} more)")
+    names = [labels[i] for i in table.index]
+    if len(table) + len(folded) > _MAX_CATEGORIES:
+        head, tail = table.iloc[: _MAX_CATEGORIES - 1], table.iloc[_MAX_CATEGORIES - 1 :]
+        rest = pd.concat([tail, folded]).sum()
+        names = [*names[: len(head)], f"({len(tail) + distribution.folded} more)"]
         table = pd.concat([head, rest.to_frame().T])
+    table.index = names
     unseen = {
         label
         for label, ref_count, cur_count in zip(
@@ -270,6 +275,8 @@ def _categorical_chart(distribution: Distribution) -> str:
         )
         if ref_count == 0 and cur_count > 0
     }
+    if distribution.folded:
+        unseen.discard(labels[-1])
 
     row_h, label_w, width = 26, 170, _CHART_WIDTH
     plot_w = width - label_w - 70

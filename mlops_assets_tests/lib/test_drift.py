@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from mlops_assets.lib import drift
+from mlops_assets.lib import drift, drift_html
 from mlops_assets.lib.drift import (
     DriftConfig,
     DriftInputError,
@@ -662,3 +662,21 @@ def test_render_html_without_verdict() -> None:
     page = render_html(report, title="empty day")
     assert "no verdict" in page
     assert "current batch is empty" in page
+
+
+def test_many_categories_keep_the_most_common_and_fold_the_others() -> None:
+    rng = np.random.default_rng(4)
+    ids = [f"id{i}" for i in range(5000)]
+    reference = pd.DataFrame({"c": rng.choice(ids[:50], 4000)})
+    # Mostly new ids, one value now very common.
+    current = pd.DataFrame({"c": np.r_[rng.choice(ids, 3000), ["id4999"] * 1000]})
+    report = compute_drift(reference, current, {"c": "categorical"})
+    chart = report.distributions["c"]
+    assert len(chart.points) == drift.CHART_CATEGORIES
+    assert chart.folded == len(set(reference["c"]) | set(current["c"])) - (len(chart.points) - 1)
+    assert sum(chart.reference) == 4000 and sum(chart.current) == 4000
+    assert "id4999" in chart.points  # the most common in either sample is kept
+    page = render_html(report, title="ids")
+    shown = drift_html._MAX_CATEGORIES - 1
+    hidden = len(chart.points) - 1 - shown + chart.folded
+    assert f">({hidden} more)<title>" in page and "id4999 (new)" in page
