@@ -771,7 +771,9 @@ def read_features(
     *,
     features: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One day's feature columns: numeric float64, categorical pandas strings (canonical)."""
+    """One day's feature columns: numeric float64, categorical pandas strings, in their
+    canonical spelling as `validate_rows` stored them (not spelled again here: that was a
+    tenth of a million-row drift run)."""
     plan = layout(contract, features)
     ensure_tables(wh, contract, features=features)  # as in read_for_metrics
     types = {n: "double" if k == "numeric" else "text" for n, k in plan.features.items()}
@@ -780,11 +782,7 @@ def read_features(
         f"SELECT {select} FROM {plan.predictions_table} WHERE prediction_date = :day"
     )
     with wh.transaction() as tx:
-        frame = tx.select_frame(sql, {"day": day}, types=types)
-    for name, kind in plan.features.items():
-        if kind == "categorical":
-            frame[name] = canonical_categories(frame[name])
-    return frame
+        return tx.select_frame(sql, {"day": day}, types=types)
 
 
 __all__ = [
