@@ -18,7 +18,7 @@ from mlops_assets.storage.monitoring import evaluate_alerts, replace_partition
 
 GROUP = "production"
 # Every metric any task can monitor. The metrics asset has a `<metric>_within_baseline` check
-# for those some declared model monitors (`metric_asset`); a model that does not monitor one
+# for those some declared model monitors (`metrics_asset`); a model that does not monitor one
 # of them reports "not monitored for this model" there and passes.
 MONITORABLE = tuple(DEFAULT_LEVELS)
 CHECK_SUFFIX = "_within_baseline"
