@@ -83,7 +83,10 @@ def feature_drift_report(
 
     rows = _drift_rows(report, impacts, model, day, html_path)
     level = _alert_level(report.verdict, report.share_drifted)
-    with wh.session():  # the report's run, the rows and the alert share one connection
+    # The report's run, the rows and the alert share one connection: the buffer and the
+    # breaker alone make ~30 short transactions. The embedded file stays locked while MLflow
+    # answers (each call bounded by its connection timeout; an open breaker makes none).
+    with wh.session():
         # Its own MLflow run per model version and day (through the buffer, replayed later if
         # MLflow is down); the training run stays finished.
         logged = mlflow.tracker().log_monitoring_artifact(
