@@ -63,15 +63,20 @@ def platform_definitions(
     catalog = catalog_of(models)
     policy = backfill if backfill is not None else backfill_policy()
     warehouse = WarehouseResource()
+    # The metrics asset's checks depend on what the declared models monitor.
+    metrics = production_assets.metrics_asset(production_assets.checked_metrics(catalog))
     assets = [
         a.with_attributes(backfill_policy=policy)
         if isinstance(a, dg.AssetsDefinition)
         and a.group_names_by_key
         and set(a.group_names_by_key.values()) <= set(BACKFILLED_GROUPS)
         else a
-        for a in dg.load_assets_from_modules(
-            [training_assets, production_assets, drift_assets, lifecycle_assets]
-        )
+        for a in [
+            *dg.load_assets_from_modules(
+                [training_assets, production_assets, drift_assets, lifecycle_assets]
+            ),
+            metrics,
+        ]
     ]
     return dg.Definitions(
         assets=assets,

@@ -7,6 +7,8 @@ import contextlib
 import datetime as dt
 import multiprocessing
 import shutil
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -397,3 +399,83 @@ def test_held_open_serves_transactions_and_lets_go_after(tmp_path: Path):
         with pytest.raises(WarehouseError, match="could not open the embedded warehouse"):
             wh.query_readonly("SELECT 1 AS one")
     assert wh.query_readonly("SELECT count(*) AS n FROM t") == [{"n": 1}]
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def _count_connections(engine: Warehouse, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Connections opened by any warehouse object of the engine's type, counted."""
+    opened = [0]
+    connect = type(engine)._connect  # type: ignore[attr-defined]
+
+    def counting(self, *args, **kwargs):
+        opened[0] += 1
+        return connect(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(engine), "_connect", counting)
+    return opened
+
+
+def _scratch(wh: Warehouse) -> None:
+    wh.execute("CREATE TABLE IF NOT EXISTS mlops.session_rows (n INTEGER PRIMARY KEY)")
+
+
+def _rows(wh: Warehouse) -> list[int]:
+    return [r["n"] for r in wh.query("SELECT n FROM mlops.session_rows ORDER BY n")]
+
+
+def test_a_session_shares_one_connection_and_commits_each_transaction(
+    migrated: Warehouse, monkeypatch: pytest.MonkeyPatch
+):
+    _scratch(migrated)
+    opened = _count_connections(migrated, monkeypatch)
+    with migrated.session():
+        migrated.execute("INSERT INTO mlops.session_rows VALUES (1)")
+        with (
+            pytest.raises(Exception, match=r"(?i)duplicate|constraint|unique"),
+            migrated.transaction() as tx,
+        ):
+            tx.execute("INSERT INTO mlops.session_rows VALUES (2)")
+            tx.execute("INSERT INTO mlops.session_rows VALUES (1)")  # fails: rolled back
+        # Another warehouse object for the same database joins the session.
+        same = (
+            DuckDBWarehouse(migrated.path)
+            if isinstance(migrated, DuckDBWarehouse)
+            else PostgresWarehouse(migrated.dsn)  # type: ignore[attr-defined]
+        )
+        same.execute("INSERT INTO mlops.session_rows VALUES (3)")
+        assert _rows(migrated) == [1, 3]
+    # The failed transaction dropped the shared connection; the next one opened a fresh one.
+    assert opened[0] == 2
+    assert _rows(migrated) == [1, 3]  # each transaction committed on its own
+    assert opened[0] == 3  # outside a session: one connection per transaction again
+
+
+def test_a_transaction_inside_another_one_gets_its_own_connection(
+    migrated: Warehouse, monkeypatch: pytest.MonkeyPatch
+):
+    _scratch(migrated)
+    opened = _count_connections(migrated, monkeypatch)
+    with migrated.session(), migrated.transaction() as outer:
+        outer.execute("INSERT INTO mlops.session_rows VALUES (7)")
+        assert migrated.query("SELECT count(*) AS n FROM mlops.schema_migrations")[0]["n"] > 0
+    assert opened[0] == 2
+    assert _rows(migrated) == [7]
+
+
+def _open_elsewhere(path: Path) -> subprocess.CompletedProcess:
+    code = f"import duckdb; duckdb.connect({str(path)!r}).close()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_an_embedded_session_keeps_the_file_only_while_it_lasts(tmp_path: Path):
+    wh = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    wh.migrate()
+    with wh.session():
+        wh.query("SELECT 1 AS one")
+        during = _open_elsewhere(wh.path)
+    after = _open_elsewhere(wh.path)
+    # Other processes wait for the file while a session holds it, and get it right after.
+    assert during.returncode != 0 and "lock" in during.stderr.lower(), during.stderr
+    assert after.returncode == 0, after.stderr

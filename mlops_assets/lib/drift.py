@@ -40,6 +40,15 @@ FeatureKind = Literal["numeric", "categorical"]
 _KINDS = ("numeric", "categorical")
 
 PSI_BINS = 10
+# Bars of a numeric feature's chart: one per value up to this many distinct values, else this
+# many equal-width bins.
+HISTOGRAM_BINS = 24
+# The binned chart spans the central 99% of both samples pooled; values beyond are counted in
+# the outer bins, so one extreme value cannot squash the chart.
+HISTOGRAM_QUANTILES = (0.005, 0.995)
+# A categorical feature keeps its most common categories (in either sample) for charts; the
+# others are summed into one last bar, so ids or free text do not keep a million labels.
+CHART_CATEGORIES = 100
 # Keeps PSI finite when a bin is empty on one side; small enough not to bias bins that
 # hold even one value in 10,000.
 PSI_EPSILON = 1e-4
@@ -150,6 +159,32 @@ class FeatureDrift:
 
 
 @dataclass(frozen=True)
+class Distribution:
+    """One feature's two samples as counts per bar, for charts (lib.drift_html).
+
+    Computed from the sorted values and category counts the tests already use, so a report
+    of a million rows is drawn without a second pass over the rows.
+
+    * ``kind="values"``: a numeric feature with at most HISTOGRAM_BINS distinct values
+      (pooled); ``points`` are those values, one bar each.
+    * ``kind="bins"``: ``points`` are HISTOGRAM_BINS + 1 equal-width edges over the central
+      HISTOGRAM_QUANTILES of both samples pooled; values beyond the ends count in the outer
+      bins (as ``np.histogram`` of the clipped values).
+    * ``kind="categories"``: ``points`` are the category labels, reference categories first;
+      beyond CHART_CATEGORIES, the most common ones (by their larger share in either sample)
+      and one last bar summing the ``folded`` others (its label is empty).
+
+    ``reference`` and ``current`` are the counts per bar; they sum to the usable values.
+    """
+
+    kind: Literal["values", "bins", "categories"]
+    points: tuple[float, ...] | tuple[str, ...]
+    reference: tuple[int, ...]
+    current: tuple[int, ...]
+    folded: int = 0
+
+
+@dataclass(frozen=True)
 class DriftReport:
     features: tuple[FeatureDrift, ...]
     share_drifted: float | None
@@ -160,6 +195,8 @@ class DriftReport:
     engine: str
     correction: str
     config: DriftConfig = field(default_factory=DriftConfig)
+    # Feature -> its samples' counts for charts; absent for a feature with nothing to draw.
+    distributions: Mapping[str, Distribution] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per feature; tuple fields become JSON strings so the frame stores flat."""
@@ -451,6 +488,98 @@ def _wasserstein(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> float:
     return float(np.dot(widths, gaps)) / (n1 * n2)
 
 
+def _kth_of_two(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """The k-th smallest value (from 0) of two sorted arrays together, by bisecting how
+    many of the first k + 1 come from `a`: a few probes instead of merging a million rows."""
+    lo, hi = max(0, k + 1 - len(b)), min(k + 1, len(a))
+    while lo < hi:
+        i = (lo + hi) // 2
+        if a[i] < b[k - i]:  # a[i] belongs among the first k + 1 too
+            lo = i + 1
+        else:
+            hi = i
+    j = k + 1 - lo
+    return float(max(a[lo - 1] if lo else -np.inf, b[j - 1] if j else -np.inf))
+
+
+def _pooled_quantiles(a: np.ndarray, b: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.quantile(np.concatenate((a, b)), q)`` (linear) of two sorted arrays."""
+    last = len(a) + len(b) - 1
+    h = last * np.asarray(q, dtype=np.float64)
+    lo = np.floor(h).astype(np.int64)
+    at_lo = np.array([_kth_of_two(a, b, int(k)) for k in lo])
+    at_hi = np.array([_kth_of_two(a, b, int(min(k + 1, last))) for k in lo])
+    return at_lo + (h - lo) * (at_hi - at_lo)
+
+
+def _few_distinct(sorted_values: np.ndarray, limit: int) -> np.ndarray | None:
+    """The distinct values of a sorted array if there are at most `limit`, else None."""
+    if len(sorted_values) == 0:
+        return sorted_values
+    if np.count_nonzero(sorted_values[1:] != sorted_values[:-1]) >= limit:
+        return None
+    return sorted_values[_run_ends(sorted_values)]
+
+
+def _distribution(prep: _Prepared) -> Distribution | None:
+    if prep.kind == "categorical":
+        assert prep.labels is not None
+        assert prep.ref_counts is not None and prep.cur_counts is not None
+        if not prep.labels:
+            return None
+        return _categories(prep.labels, prep.ref_counts, prep.cur_counts)
+    ref, cur = prep.ref_sorted, prep.cur_sorted
+    assert ref is not None and cur is not None
+    if len(ref) == 0 and len(cur) == 0:
+        return None
+    ref_distinct = _few_distinct(ref, HISTOGRAM_BINS)
+    cur_distinct = _few_distinct(cur, HISTOGRAM_BINS) if ref_distinct is not None else None
+    if ref_distinct is not None and cur_distinct is not None:
+        values = np.union1d(ref_distinct, cur_distinct)
+        if len(values) <= HISTOGRAM_BINS:
+            counts = [
+                np.searchsorted(s, values, side="right") - np.searchsorted(s, values, side="left")
+                for s in (ref, cur)
+            ]
+            return Distribution(
+                "values", tuple(float(v) for v in values), _counts(counts[0]), _counts(counts[1])
+            )
+    lo, hi = _pooled_quantiles(ref, cur, HISTOGRAM_QUANTILES)
+    if hi <= lo:
+        lo = min(float(s[0]) for s in (ref, cur) if len(s))
+        hi = max(float(s[-1]) for s in (ref, cur) if len(s))
+    edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+    # np.histogram of the values clipped to [lo, hi]: bins close on the left, the last on
+    # both sides, so the outer bins take everything beyond.
+    counts = [
+        np.diff(np.concatenate(([0], np.searchsorted(s, edges[1:-1], side="left"), [len(s)])))
+        for s in (ref, cur)
+    ]
+    return Distribution(
+        "bins", tuple(float(e) for e in edges), _counts(counts[0]), _counts(counts[1])
+    )
+
+
+def _categories(labels: list[str], ref: np.ndarray, cur: np.ndarray) -> Distribution:
+    if len(labels) <= CHART_CATEGORIES:
+        return Distribution("categories", tuple(labels), _counts(ref), _counts(cur))
+    share = np.maximum(ref / max(int(ref.sum()), 1), cur / max(int(cur.sum()), 1))
+    ranked = np.argsort(-share, kind="stable")
+    keep = np.sort(ranked[: CHART_CATEGORIES - 1])  # in the labels' own order
+    rest = ranked[CHART_CATEGORIES - 1 :]
+    return Distribution(
+        "categories",
+        (*(labels[i] for i in keep), ""),
+        (*_counts(ref[keep]), int(ref[rest].sum())),
+        (*_counts(cur[keep]), int(cur[rest].sum())),
+        folded=len(rest),
+    )
+
+
+def _counts(values: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
 def _ks_asymptotic_p(statistics: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
     """Two-sided asymptotic KS p-values exactly as ``scipy.stats.ks_2samp(method="asymp")``.
 
@@ -694,6 +823,7 @@ def compute_drift(
         else:
             verdict = "no_drift"
 
+    distributions = {p.name: _distribution(p) for p in prepared}
     return DriftReport(
         features=tuple(results),
         share_drifted=share,
@@ -704,6 +834,7 @@ def compute_drift(
         engine=config.engine,
         correction=config.correction,
         config=config,
+        distributions={name: d for name, d in distributions.items() if d is not None},
     )
 
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from mlops_assets.lib.drift import DriftReport, FeatureDrift, _numeric_values
+from mlops_assets.lib.drift import Distribution, DriftReport, FeatureDrift
 
 _COLOURS = {"reference": "#4e79a7", "current": "#f28e2b"}
 _VERDICT_STYLE = {
@@ -22,7 +22,6 @@ _VERDICT_STYLE = {
     "no_drift": ("#067647", "#dcfae6", "no drift"),
     "no_verdict": ("#475467", "#eaecf0", "no verdict"),
 }
-_HIST_BINS = 24
 _MAX_CATEGORIES = 12
 _CHART_WIDTH = 640
 
@@ -48,10 +47,9 @@ svg text{font-size:11px;fill:#475467;font-family:inherit}
 """
 
 
-def render_html(
-    report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame, *, title: str
-) -> str:
-    """The report as one HTML page: verdict, feature table, and a chart per feature."""
+def render_html(report: DriftReport, *, title: str) -> str:
+    """The report as one HTML page: verdict, feature table, and a chart per feature (drawn
+    from the report's distributions, not from the rows)."""
     ordered = report.top_drifting(len(report.features))
     anchors = {f.feature: f"feature-{i}" for i, f in enumerate(ordered)}
     parts = [
@@ -70,7 +68,8 @@ def render_html(
         "(share of each sample's usable values)</p>",
     ]
     for feat in ordered:
-        parts.append(_feature_section(feat, reference, current, anchors[feat.feature]))
+        distribution = report.distributions.get(feat.feature)
+        parts.append(_feature_section(feat, distribution, anchors[feat.feature]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -161,13 +160,13 @@ def _table(features: list[FeatureDrift], anchors: dict[str, str]) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def _feature_section(
-    feat: FeatureDrift, reference: pd.DataFrame, current: pd.DataFrame, anchor: str
-) -> str:
-    if feat.kind == "numeric":
-        chart = _numeric_chart(reference[feat.feature], current[feat.feature])
+def _feature_section(feat: FeatureDrift, distribution: Distribution | None, anchor: str) -> str:
+    if distribution is None:
+        chart = _no_data("no usable values to plot")
+    elif distribution.kind == "categories":
+        chart = _categorical_chart(distribution)
     else:
-        chart = _categorical_chart(reference[feat.feature], current[feat.feature])
+        chart = _numeric_chart(distribution)
     effect = (
         f"PSI {_num(feat.psi)}, Wasserstein/sd {_num(feat.wasserstein_norm)}"
         if feat.kind == "numeric"
@@ -185,36 +184,21 @@ def _no_data(message: str) -> str:
     return f'<p class="muted">{_e(message)}</p>'
 
 
-def _numeric_chart(ref_col: pd.Series, cur_col: pd.Series) -> str:
-    ref, _, _ = _numeric_values(ref_col)
-    cur, _, _ = _numeric_values(cur_col)
-    if len(ref) == 0 and len(cur) == 0:
-        return _no_data("no usable values to plot")
-    pooled = np.concatenate((ref, cur))
-    distinct = np.unique(pooled)
-    if len(distinct) <= _HIST_BINS:
+def _shares(counts: tuple[int, ...]) -> np.ndarray:
+    return np.asarray(counts, dtype=np.float64) / max(sum(counts), 1)
+
+
+def _numeric_chart(distribution: Distribution) -> str:
+    ref, cur = _shares(distribution.reference), _shares(distribution.current)
+    points = distribution.points
+    if distribution.kind == "values":
         # Counts, codes, flags: one bar per value reads better than bins with gaps.
-        per_value = [
-            np.bincount(np.searchsorted(distinct, values), minlength=len(distinct))
-            / max(len(values), 1)
-            for values in (ref, cur)
-        ]
-        labels = [_short(v) for v in distinct]
-        return _vertical_bars(labels, per_value[0], per_value[1], ticks=None)
-    # Central 99% of both samples: one extreme value must not squash the chart; values
-    # beyond are counted in the outer bins, which are labelled as such.
-    lo, hi = np.quantile(pooled, [0.005, 0.995])
-    if hi <= lo:
-        lo, hi = float(pooled.min()), float(pooled.max())
-    edges = np.linspace(lo, hi, _HIST_BINS + 1)
-    shares = []
-    for values in (ref, cur):
-        counts = np.histogram(np.clip(values, lo, hi), bins=edges)[0]
-        shares.append(counts / max(len(values), 1))
-    labels = [f"{_short(edges[i])} – {_short(edges[i + 1])}" for i in range(_HIST_BINS)]
-    labels[0] = f"≤ {_short(edges[1])}"
-    labels[-1] = f"> {_short(edges[-2])}"
-    return _vertical_bars(labels, shares[0], shares[1], ticks=(_short(lo), _short(hi)))
+        return _vertical_bars([_short(v) for v in points], ref, cur, ticks=None)
+    bins = len(points) - 1
+    labels = [f"{_short(points[i])} – {_short(points[i + 1])}" for i in range(bins)]
+    labels[0] = f"≤ {_short(points[1])}"
+    labels[-1] = f"> {_short(points[-2])}"
+    return _vertical_bars(labels, ref, cur, ticks=(_short(points[0]), _short(points[-1])))
 
 
 def _short(x: float) -> str:
@@ -266,25 +250,33 @@ def _vertical_bars(
     return "".join(out)
 
 
-def _category_shares(col: pd.Series) -> pd.Series:
-    values = col.dropna()
-    if len(values) == 0:
-        return pd.Series(dtype=float)
-    return values.astype(str).value_counts(normalize=True)
-
-
-def _categorical_chart(ref_col: pd.Series, cur_col: pd.Series) -> str:
-    ref = _category_shares(ref_col)
-    cur = _category_shares(cur_col)
-    if ref.empty and cur.empty:
-        return _no_data("no usable values to plot")
-    table = pd.concat({"reference": ref, "current": cur}, axis=1).fillna(0.0)
+def _categorical_chart(distribution: Distribution) -> str:
+    labels = [str(label) for label in distribution.points]
+    table = pd.DataFrame(
+        {"reference": _shares(distribution.reference), "current": _shares(distribution.current)}
+    )
+    # The last bar of a folded distribution is the sum of the categories that did not fit.
+    folded = table.iloc[-1:] if distribution.folded else table.iloc[0:0]
+    table = table.iloc[: len(table) - len(folded)]
+    # Most common first (in either sample); ties keep the reference's order of frequency.
+    table = table.sort_values("reference", ascending=False, kind="stable")
     table = table.loc[table.max(axis=1).sort_values(ascending=False, kind="stable").index]
-    if len(table) > _MAX_CATEGORIES:
-        head = table.iloc[: _MAX_CATEGORIES - 1]
-        rest = table.iloc[_MAX_CATEGORIES - 1 :].sum().rename(f"({len(table) - len(head)} more)")
+    names = [labels[i] for i in table.index]
+    if len(table) + len(folded) > _MAX_CATEGORIES:
+        head, tail = table.iloc[: _MAX_CATEGORIES - 1], table.iloc[_MAX_CATEGORIES - 1 :]
+        rest = pd.concat([tail, folded]).sum()
+        names = [*names[: len(head)], f"({len(tail) + distribution.folded} more)"]
         table = pd.concat([head, rest.to_frame().T])
-    unseen = set(cur.index) - set(ref.index)
+    table.index = names
+    unseen = {
+        label
+        for label, ref_count, cur_count in zip(
+            labels, distribution.reference, distribution.current, strict=True
+        )
+        if ref_count == 0 and cur_count > 0
+    }
+    if distribution.folded:
+        unseen.discard(labels[-1])
 
     row_h, label_w, width = 26, 170, _CHART_WIDTH
     plot_w = width - label_w - 70

@@ -4,10 +4,14 @@ Fields left as None fall back to the `MLOPS_*` settings, which are read when a r
 never at import time. Secrets (the webhook URL) come in through `dg.EnvVar`.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.runtime import Runtime, build_runtime
+from mlops_assets.runtime import Runtime, build_runtime, make_warehouse
+from mlops_assets.settings import load_settings
 from mlops_assets.storage.tracking import MlflowTracker
 from mlops_assets.storage.warehouse import Warehouse
 
@@ -26,6 +30,14 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def get(self) -> Warehouse:
         return self.runtime().warehouse
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """A burst of transactions on one connection (`Warehouse.session`), opened before
+        `get()` so the first use's migration check shares it too."""
+        settings = load_settings(home=self.home, backend=self.backend, dsn=self.dsn)
+        with make_warehouse(settings).session():
+            yield
 
 
 class MLflowResource(dg.ConfigurableResource):

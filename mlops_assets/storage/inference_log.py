@@ -1122,14 +1122,14 @@ def read_for_metrics(
     *,
     features: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One day's predictions with what metrics need: model_version, y_true (NULL until
+    """One day's predictions with what metrics need and nothing else: y_true (NULL until
     labelled), y_pred, proba (binary) or proba__<i> (multiclass, i = index in class_labels),
     odds (roi). Classification labels are pandas strings, numbers float64."""
     plan = layout(contract, features)
     # A model nothing was logged for yet (or one that gained a feature) reads as empty rows.
     ensure_tables(wh, contract, features=features)
     label_kind = "text" if plan.classification else "double"
-    types = {"model_version": "text", "y_true": label_kind, "y_pred": label_kind}
+    types = {"y_true": label_kind, "y_pred": label_kind}
     # A model that serves labels only has an all-NULL proba column: not reading it leaves the
     # probability metrics NULL instead of failing them on NaN.
     if plan.task == "binary" and plan.probability_column:
@@ -1161,7 +1161,9 @@ def read_features(
     *,
     features: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One day's feature columns: numeric float64, categorical pandas strings (canonical)."""
+    """One day's feature columns: numeric float64, categorical pandas strings, in their
+    canonical spelling as `validate_rows` stored them (not spelled again here: that was a
+    tenth of a million-row drift run)."""
     plan = layout(contract, features)
     ensure_tables(wh, contract, features=features)  # as in read_for_metrics
     types = {n: "double" if k == "numeric" else "text" for n, k in plan.features.items()}
@@ -1170,11 +1172,7 @@ def read_features(
         f"SELECT {select} FROM {plan.predictions_table} WHERE prediction_date = :day"
     )
     with wh.transaction() as tx:
-        frame = tx.select_frame(sql, {"day": day}, types=types)
-    for name, kind in plan.features.items():
-        if kind == "categorical":
-            frame[name] = canonical_categories(frame[name])
-    return frame
+        return tx.select_frame(sql, {"day": day}, types=types)
 
 
 __all__ = [

@@ -216,10 +216,14 @@ class Transaction(ABC):
         """Delete the rows of `table` equal to a row of the frame on all the frame's columns."""
 
 
-def arrow_to_pandas(table: Any, *, split_blocks: bool = False) -> pd.DataFrame:
+def arrow_to_pandas(table: Any, *, split_blocks: bool = False, owned: bool = False) -> pd.DataFrame:
     """pandas from Arrow with text as Arrow-backed strings (dtype "string"): no Python object
     per value, which is most of the cost of a million-row result otherwise. `split_blocks`:
-    one block per column, no copy into one 2-D block (for a slice read only column-wise)."""
+    one block per column, no copy into one 2-D block (for a slice read only column-wise).
+
+    `owned=True` when nothing else holds the table: each column becomes its own pandas block
+    and Arrow's buffers are released as they are converted, so a million rows of numbers are
+    not copied into one consolidated block (a second copy of the whole result)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -234,34 +238,52 @@ def arrow_to_pandas(table: Any, *, split_blocks: bool = False) -> pd.DataFrame:
             return text
         return None
 
+    if owned:
+        return table.to_pandas(types_mapper=mapper, split_blocks=True, self_destruct=True)
     return table.to_pandas(types_mapper=mapper, split_blocks=split_blocks)
 
 
 def _typed(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
     """Cast a result to the requested pandas dtypes (the engines return near-misses: DuckDB
-    gives object columns for all-NULL text, PostgreSQL's CSV has no types at all)."""
+    gives object columns for all-NULL text, PostgreSQL's CSV has no types at all). Columns
+    that already have their dtype are kept as they are (no copy); `frame` is changed."""
     import pandas as pd
 
     missing = [c for c in frame.columns if c not in types]
     if missing:
         raise WarehouseError(f"select_frame: no type given for column(s) {', '.join(missing)}")
-    out = {}
+    text = pd.StringDtype("pyarrow")
+    wanted = {
+        "text": text,
+        "double": "float64",
+        "date": "datetime64[ns]",
+        "timestamp": "datetime64[ns]",
+        "boolean": "boolean",
+        "bigint": "Int64",
+    }
     for column in frame.columns:
         kind = types[column]
-        values = frame[column]
-        if kind == "text":
-            out[column] = values.astype(pd.StringDtype("pyarrow"))
-        elif kind == "double":
-            out[column] = pd.to_numeric(values, errors="raise").astype("float64")
-        elif kind in ("date", "timestamp"):
-            out[column] = pd.to_datetime(values).astype("datetime64[ns]")
-        elif kind == "boolean":
-            out[column] = values.astype("boolean")
-        elif kind == "bigint":
-            out[column] = values.astype("Int64")
-        else:
+        if kind not in wanted:
             raise WarehouseError(f"select_frame: unknown type {kind!r} (use one of {FRAME_TYPES})")
-    return pd.DataFrame(out, index=frame.index)
+        values = frame[column]
+        if values.dtype == wanted[kind]:
+            continue
+        if kind == "double":
+            values = pd.to_numeric(values, errors="raise")
+        elif kind in ("date", "timestamp"):
+            values = pd.to_datetime(values)
+        frame[column] = values.astype(wanted[kind])
+    return frame
+
+
+@dataclass
+class _Session:
+    connection: Any = None
+    in_use: bool = False
+
+
+# Open sessions of this thread: database key -> the connection its transactions share.
+_sessions = threading.local()
 
 
 class Warehouse(ABC):
@@ -270,6 +292,62 @@ class Warehouse(ABC):
     @abstractmethod
     @contextmanager
     def transaction(self) -> Iterator[Transaction]: ...
+
+    @abstractmethod
+    def _session_key(self) -> str | None:
+        """Which database a session shares a connection to; None: this one never shares."""
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Let this thread's transactions on this database share one connection until the
+        block ends, instead of opening and closing one each.
+
+        Opening is most of what a short transaction costs: tens of milliseconds for the
+        embedded file (and a checkpoint at close), a round trip and authentication for
+        PostgreSQL, and an asset makes a dozen of them. Each transaction still commits on its
+        own. On the embedded engine the file stays locked against other processes for the
+        whole block (they wait and retry), so a session wraps a burst of reads or writes,
+        never a long computation. A nested session joins the outer one; a transaction opened
+        while another is running gets a connection of its own, as without a session."""
+        key = self._session_key()
+        registry = _sessions.__dict__.setdefault("open", {})
+        if key is None or key in registry:
+            yield
+            return
+        registry[key] = session = _Session()
+        try:
+            yield
+        finally:
+            del registry[key]
+            if session.connection is not None:
+                with contextlib.suppress(Exception):
+                    session.connection.close()
+
+    @contextmanager
+    def _connection(self, connect: Any) -> Iterator[Any]:
+        """The connection of one transaction: the session's when one is open and free,
+        else a new one (`connect()`), closed afterwards."""
+        session = getattr(_sessions, "open", {}).get(self._session_key())
+        if session is None or session.in_use:
+            con = connect()
+            try:
+                yield con
+            finally:
+                con.close()
+            return
+        if session.connection is None:
+            session.connection = connect()
+        session.in_use = True
+        try:
+            yield session.connection
+        except BaseException:
+            # Rolled back already; a connection that saw a failure is not trusted again.
+            con, session.connection = session.connection, None
+            with contextlib.suppress(Exception):
+                con.close()
+            raise
+        finally:
+            session.in_use = False
 
     @abstractmethod
     def _lock_for_migration(self, tx: Transaction) -> None: ...
@@ -517,7 +595,10 @@ class _DuckTransaction(Transaction):
         self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
     ) -> pd.DataFrame:
         result = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
-        return _typed(arrow_to_pandas(result.arrow()), types)
+        # DuckDB >= 1.4: `arrow()` streams record batches, about twice slower on a million
+        # rows than materialising the table at once.
+        fetch = getattr(result, "to_arrow_table", result.arrow)
+        return _typed(arrow_to_pandas(fetch(), owned=True), types)
 
     def stream_frames(
         self,
@@ -720,31 +801,33 @@ class DuckDBWarehouse(Warehouse):
                     f"could not open the embedded warehouse {self.path}: {_first_line(error)}"
                 ) from error
 
+    def _session_key(self) -> str | None:
+        # Read-only connections have another configuration: DuckDB keeps one per file.
+        return None if self.read_only else f"duckdb:{self.path.resolve()}"
+
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        con = self._connect()
         broken: _BrokenIndexError | None = None
-        try:
-            con.execute("BEGIN TRANSACTION")
-            tx = _DuckTransaction(con)
-            yield tx
+        with self._connection(self._connect) as con:
             try:
-                con.execute("COMMIT")
-            except Exception as error:
-                if tx.written and _BROKEN_INDEX.search(str(error)):
-                    raise _BrokenIndexError(set(tx.written), error) from error
+                con.execute("BEGIN TRANSACTION")
+                tx = _DuckTransaction(con)
+                yield tx
+                try:
+                    con.execute("COMMIT")
+                except Exception as error:
+                    if tx.written and _BROKEN_INDEX.search(str(error)):
+                        raise _BrokenIndexError(set(tx.written), error) from error
+                    raise
+            except _BrokenIndexError as error:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                broken = error
+            except BaseException:
+                # The original error matters more than a failed rollback.
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
                 raise
-        except _BrokenIndexError as error:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            broken = error
-        except BaseException:
-            # The original error matters more than a failed rollback.
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
         if broken is not None:
             for table in sorted(broken.tables):
                 self.rebuild_table(table)
@@ -1098,21 +1181,23 @@ class PostgresWarehouse(Warehouse):
             f"{info.get('port', 5432)}/{info.get('dbname', '')}"
         )
 
-    @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def _session_key(self) -> str | None:
+        return f"postgres:{self.dsn}"
+
+    def _connect(self) -> Any:
         import psycopg
 
         try:
-            con = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout)
+            return psycopg.connect(self.dsn, connect_timeout=self.connect_timeout)
         except psycopg.OperationalError as error:
             raise WarehouseError(
                 f"could not connect to {self.describe()}: {redact(error)}"
             ) from error
-        try:
-            with con.transaction():
-                yield _PgTransaction(con)
-        finally:
-            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self._connection(self._connect) as con, con.transaction():
+            yield _PgTransaction(con)
 
     def query_readonly(
         self, sql: str, *, timeout: float = QUERY_TIMEOUT_SECONDS

@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from mlops_assets.lib import drift
+from mlops_assets.lib import drift, drift_html
 from mlops_assets.lib.drift import (
     DriftConfig,
     DriftInputError,
@@ -536,6 +536,88 @@ def test_to_frame_and_top_drifting() -> None:
     assert report.top_drifting(0) == []
 
 
+# --------------------------------------------------------------------------- distributions
+
+
+def _pooled(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    ref = reference.to_numpy(dtype=float)
+    cur = current.to_numpy(dtype=float)
+    return ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_numeric_distributions_equal_histograms_of_the_rows(engine: str) -> None:
+    rng = np.random.default_rng(8)
+    reference = pd.DataFrame({"x": rng.lognormal(0, 1.5, 3000), "k": rng.poisson(2.0, 3000)})
+    current = pd.DataFrame({"x": rng.lognormal(0.2, 1.5, 7001), "k": rng.poisson(2.5, 7001)})
+    current.loc[:9, "x"] = [np.nan, np.inf, -np.inf, 1e9, -5.0, 0.0, 0.0, 0.0, 3.0, 3.0]
+    features = {"x": "numeric", "k": "numeric"}
+    report = compute_drift(reference, current, features, DriftConfig(engine=engine))
+
+    # Continuous: equal-width bins over the central 99% of both samples pooled, values
+    # beyond counted in the outer bins: what np.histogram of the clipped rows gives.
+    binned = report.distributions["x"]
+    ref, cur = _pooled(reference["x"], current["x"])
+    pooled = np.concatenate((ref, cur))
+    lo, hi = np.quantile(pooled, drift.HISTOGRAM_QUANTILES)
+    edges = np.linspace(lo, hi, drift.HISTOGRAM_BINS + 1)
+    assert binned.kind == "bins"
+    np.testing.assert_allclose(binned.points, edges, rtol=0, atol=1e-12)
+    for counts, values in ((binned.reference, ref), (binned.current, cur)):
+        assert list(counts) == list(np.histogram(np.clip(values, lo, hi), bins=edges)[0])
+
+    # Few distinct values: one bar per value.
+    per_value = report.distributions["k"]
+    ref, cur = _pooled(reference["k"], current["k"])
+    values = np.unique(np.concatenate((ref, cur)))
+    assert per_value.kind == "values" and per_value.points == tuple(values)
+    assert per_value.reference == tuple(int((ref == v).sum()) for v in values)
+    assert per_value.current == tuple(int((cur == v).sum()) for v in values)
+
+
+def test_categorical_distributions_count_every_category() -> None:
+    reference, current, features = fixed_frames()
+    report = compute_drift(reference, current, features)
+    colour = report.distributions["colour"]
+    assert colour.kind == "categories"
+    assert colour.points[-1] == "pink"  # reference categories first, then the new ones
+    ref = reference["colour"].value_counts()
+    cur = current["colour"].value_counts()
+    assert dict(zip(colour.points, colour.reference, strict=True)) == {
+        label: int(ref.get(label, 0)) for label in colour.points
+    }
+    assert dict(zip(colour.points, colour.current, strict=True)) == {
+        label: int(cur.get(label, 0)) for label in colour.points
+    }
+
+
+def test_a_feature_without_values_has_no_distribution() -> None:
+    reference = pd.DataFrame({"x": [1.0, 2.0, 3.0] * 20, "c": ["a", "b", "c"] * 20})
+    current = pd.DataFrame({"x": [np.nan] * 40, "c": [None] * 40})
+    report = compute_drift(reference, current, {"x": "numeric", "c": "categorical"})
+    # The reference alone is still drawn; an empty day on both sides would draw nothing.
+    assert report.distributions["x"].current == (0, 0, 0)
+    assert sum(report.distributions["c"].current) == 0
+    empty = compute_drift(reference.iloc[0:0], current, {"x": "numeric"})
+    assert "x" not in empty.distributions
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([], [0.5, 1.5, 2.5]),  # one sample empty
+        ([1.0, 1.0, 1.0], [1.0, 1.0]),  # constant
+        ([0.0, 10.0], list(np.linspace(1, 9, 101))),  # the ends from the small sample
+        (list(np.arange(50.0)), list(np.arange(25.0, 75.0))),  # overlapping, ties
+    ],
+)
+def test_pooled_quantiles_equal_numpy_on_the_concatenation(a: list, b: list) -> None:
+    q = [0.0, 0.005, 0.25, 0.5, 0.995, 1.0]
+    for x, y in ((a, b), (b, a)):
+        got = drift._pooled_quantiles(np.sort(np.array(x)), np.sort(np.array(y)), q)
+        np.testing.assert_allclose(got, np.quantile(np.concatenate((x, y)), q), rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- HTML
 
 
@@ -546,7 +628,7 @@ def test_render_html_is_self_contained_and_escaped() -> None:
     current["<b>colour</b>"] = current["<b>colour</b>"].replace("pink", "<script>alert(1)</script>")
     features = {("<b>colour</b>" if k == "colour" else k): v for k, v in features.items()}
     report = compute_drift(reference, current, features)
-    page = render_html(report, reference, current, title="Drift <model & co>")
+    page = render_html(report, title="Drift <model & co>")
 
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page.lower()
@@ -561,9 +643,40 @@ def test_render_html_is_self_contained_and_escaped() -> None:
     assert "possible drift" in page or "no drift" in page
 
 
+def test_render_html_draws_the_reports_distributions() -> None:
+    reference, current, features = fixed_frames()
+    report = compute_drift(reference, current, features)
+    page = render_html(report, title="shares")
+    pink = report.distributions["colour"]
+    share = 100 * pink.current[-1] / sum(pink.current)
+    assert f"<title>pink: current {share:.2f}%</title>" in page
+    assert "pink (new)" in page
+    binned = report.distributions["skewed"]
+    first = 100 * binned.reference[0] / sum(binned.reference)
+    assert f"reference {first:.2f}%</title>" in page
+
+
 def test_render_html_without_verdict() -> None:
     reference, current, features = fixed_frames()
     report = compute_drift(reference, current.iloc[0:0], features)
-    page = render_html(report, reference, current.iloc[0:0], title="empty day")
+    page = render_html(report, title="empty day")
     assert "no verdict" in page
     assert "current batch is empty" in page
+
+
+def test_many_categories_keep_the_most_common_and_fold_the_others() -> None:
+    rng = np.random.default_rng(4)
+    ids = [f"id{i}" for i in range(5000)]
+    reference = pd.DataFrame({"c": rng.choice(ids[:50], 4000)})
+    # Mostly new ids, one value now very common.
+    current = pd.DataFrame({"c": np.r_[rng.choice(ids, 3000), ["id4999"] * 1000]})
+    report = compute_drift(reference, current, {"c": "categorical"})
+    chart = report.distributions["c"]
+    assert len(chart.points) == drift.CHART_CATEGORIES
+    assert chart.folded == len(set(reference["c"]) | set(current["c"])) - (len(chart.points) - 1)
+    assert sum(chart.reference) == 4000 and sum(chart.current) == 4000
+    assert "id4999" in chart.points  # the most common in either sample is kept
+    page = render_html(report, title="ids")
+    shown = drift_html._MAX_CATEGORIES - 1
+    hidden = len(chart.points) - 1 - shown + chart.folded
+    assert f">({hidden} more)<title>" in page and "id4999 (new)" in page

@@ -59,7 +59,7 @@ def _chromium() -> str | None:
 def test_report_is_self_contained():
     reference, current = _frames()
     report = compute_drift(reference, current, FEATURES, DriftConfig(engine="scipy"))
-    html = render_html(report, reference, current, title="Drift <check>")
+    html = render_html(report, title="Drift <check>")
     # No external resource of any kind: scripts, stylesheets, images or fonts.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "@import" not in html and "url(http" not in html
@@ -73,7 +73,7 @@ def test_report_renders_offline_in_chromium(tmp_path):
     reference, current = _frames()
     report = compute_drift(reference, current, FEATURES, DriftConfig(engine="scipy"))
     page = tmp_path / "report.html"
-    page.write_text(render_html(report, reference, current, title="offline check"))
+    page.write_text(render_html(report, title="offline check"))
     profile = tmp_path / "profile"
     dom = subprocess.run(
         [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],

@@ -3,6 +3,7 @@
 import datetime as dt
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -14,6 +15,9 @@ from mlops_assets.storage.monitoring import (
     evaluate_alerts,
     replace_partition,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GROUP = "drift"
 
@@ -64,11 +68,12 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         contract = models.get(model_name)
     except UnknownModelError as error:
         raise dg.Failure(str(error)) from error
-    target = partition_target(warehouse, day_key, model_name)
-    day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+    with warehouse.session():  # the reads share one connection
+        target = partition_target(warehouse, day_key, model_name)
+        day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+        current = inference_log.read_features(wh, contract, day, features=model.features)
     model_name = model.model_name
     config = contract.drift
-    current = inference_log.read_features(wh, contract, day, features=model.features)
     reference = model.reference()
     drift_config = DriftConfig(
         engine=config.engine,  # type: ignore[arg-type]
@@ -81,67 +86,55 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     except DriftInputError as error:
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
 
+    impacts, impact_note = _impact_ranking(contract, model, report, reference, current, mlflow)
+    del current  # the day's rows are not needed any more: the report has what it draws
+    level = _alert_level(report.verdict, report.share_drifted)
     tracker = mlflow.tracker()
     # The report's home is MLflow: its own run per model version and day (through the buffer,
     # replayed later if MLflow is down); the training run stays finished. No host keeps a copy
     # other than the buffer's until that replay.
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as scratch:
         html_path = Path(scratch) / f"drift_{day_key}.html"
-        html_path.write_text(
-            render_html(report, reference, current, title=f"Feature drift: {model_name}, {day_key}")
-        )
-        logged = tracker.log_monitoring_artifact(
-            model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
-        )
-    report_uri = _report_uri(logged, tracker, html_path.name)
-
-    impacts, impact_note = _impact_ranking(contract, model, report, reference, current, mlflow)
-    frame = report.to_frame()
-    frame["impact"] = frame["feature"].map(impacts)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    frame = frame.assign(
-        model_name=model_name,
-        model_version=model.model_version,
-        partition_date=day,
-        dataset_verdict=report.verdict,
-        dataset_share_drifted=report.share_drifted,
-        baseline_local_run_id=model.local_run_id,
-        baseline_mlflow_run_id=model.mlflow_run_id,
-        mlflow_experiment_id=model.mlflow_experiment_id,
-        report_path=report_uri,
-        computed_at=now,
-    ).rename(columns={"kind": "feature_kind"})
-    columns = [c for c in _TABLE_COLUMNS if c in frame.columns]
-    replace_partition(
-        wh,
-        "mlops.ml_feature_drift_detection",
-        model=model_name,
-        day=day,
-        day_column="partition_date",
-        rows=frame[columns],
-    )
-    changes = []
-    level = _alert_level(report.verdict, report.share_drifted)
-    if level is not None:
-        changes = evaluate_alerts(
-            wh,
-            kind="drift",
-            model=model,
-            evaluations={
-                "dataset_drift": DayEvaluation(
-                    day=day,
-                    level=level,  # type: ignore[arg-type]
-                    observed=float(report.share_drifted or 0.0),
-                    baseline=0.0,
-                    threshold=config.drift_share,
-                    degradation=report.share_drifted,
+        html_path.write_text(render_html(report, title=f"Feature drift: {model_name}, {day_key}"))
+        # The report's run, the rows and the alert share one connection: the buffer and the
+        # breaker alone make ~30 short transactions. The embedded file stays locked while
+        # MLflow answers (each call bounded by its connection timeout; an open breaker makes
+        # none).
+        with wh.session():
+            logged = tracker.log_monitoring_artifact(
+                model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
+            )
+            report_uri = _report_uri(logged, tracker, html_path.name)
+            replace_partition(
+                wh,
+                "mlops.ml_feature_drift_detection",
+                model=model_name,
+                day=day,
+                day_column="partition_date",
+                rows=_drift_rows(report, impacts, model, day, report_uri),
+            )
+            changes = []
+            if level is not None:
+                changes = evaluate_alerts(
+                    wh,
+                    kind="drift",
+                    model=model,
+                    evaluations={
+                        "dataset_drift": DayEvaluation(
+                            day=day,
+                            level=level,  # type: ignore[arg-type]
+                            observed=float(report.share_drifted or 0.0),
+                            baseline=0.0,
+                            threshold=config.drift_share,
+                            degradation=report.share_drifted,
+                        )
+                    },
+                    policy=AlertPolicy(
+                        contract.monitoring.escalate_after_days,
+                        contract.monitoring.resolve_after_days,
+                    ),
+                    detail=_costliest(impacts),
                 )
-            },
-            policy=AlertPolicy(
-                contract.monitoring.escalate_after_days, contract.monitoring.resolve_after_days
-            ),
-            detail=_costliest(impacts),
-        )
     top = [
         {
             "feature": f.feature,
@@ -195,6 +188,27 @@ def _report_uri(logged, tracker, name: str) -> str:
     if logged.state == "replayed" and logged.mlflow_run_id:
         return f"runs:/{logged.mlflow_run_id}/{name}"
     return str(tracker.config.artifact_root / logged.local_run_id / name)
+
+
+def _drift_rows(
+    report, impacts: dict[str, float], model, day: dt.date, report_uri: str
+) -> "pd.DataFrame":
+    """The report as rows of mlops.ml_feature_drift_detection."""
+    frame = report.to_frame()
+    frame["impact"] = frame["feature"].map(impacts)
+    frame = frame.assign(
+        model_name=model.model_name,
+        model_version=model.model_version,
+        partition_date=day,
+        dataset_verdict=report.verdict,
+        dataset_share_drifted=report.share_drifted,
+        baseline_local_run_id=model.local_run_id,
+        baseline_mlflow_run_id=model.mlflow_run_id,
+        mlflow_experiment_id=model.mlflow_experiment_id,
+        report_path=report_uri,
+        computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    ).rename(columns={"kind": "feature_kind"})
+    return frame[[c for c in _TABLE_COLUMNS if c in frame.columns]]
 
 
 def _costliest(impacts: dict[str, float], k: int = 3) -> str:

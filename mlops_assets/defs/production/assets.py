@@ -4,6 +4,7 @@ the model contract names."""
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -15,10 +16,11 @@ from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import evaluate_alerts, replace_partition
 
 GROUP = "production"
-# Every metric any task can monitor gets a check; a metric the model's task does not have
-# reports "not monitored for this model" and passes.
-# Every task's metrics (business ones included), each with a check.
+# Every metric any task can monitor (business ones included). The metrics asset has a
+# `<metric>_within_baseline` check for those some declared model monitors (`metrics_asset`); a
+# model that does not monitor one of them reports "not monitored for this model" there and passes.
 MONITORABLE = tuple(dict.fromkeys(m for task in TASKS.values() for m in task.higher_is_better))
+CHECK_SUFFIX = "_within_baseline"
 
 
 def _contract(models: ModelCatalog, name: str) -> ModelContract:
@@ -152,26 +154,38 @@ def _predictions(context, warehouse, models, day_key: str, model_name: str):
     )
 
 
-def _metric_checks() -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(
-            name=f"{metric}_within_baseline",
-            asset="production_metrics",
-            description=f"{metric} on settled rows within the noise-aware threshold of baseline",
-        )
-        for metric in MONITORABLE
-    ]
+def checked_metrics(models: Iterable[ModelContract]) -> list[str]:
+    """The metrics that get a check: those some declared model monitors, in MONITORABLE order.
+
+    Every check result is an event in Dagster's event log, written as the run goes; one per
+    metric any task could monitor (19) cost more than the metrics themselves at a million rows,
+    and most said only "not monitored"."""
+    monitored = {metric for contract in models for metric in contract.monitored_metrics()}
+    return [metric for metric in MONITORABLE if metric in monitored]
 
 
-@dg.asset(
-    group_name=GROUP,
-    partitions_def=DAY_MODEL,
-    # No value to store: the rows are in the warehouse, and a ranged run has one per day.
-    dagster_type=dg.Nothing,
-    deps=[production_predictions],
-    check_specs=_metric_checks(),
-)
-def production_metrics(
+def metrics_asset(metrics: Iterable[str]) -> dg.AssetsDefinition:
+    """`production_metrics` with a `<metric>_within_baseline` check for each of `metrics`."""
+    return dg.asset(
+        name="production_metrics",
+        group_name=GROUP,
+        partitions_def=DAY_MODEL,
+        # No value to store: the rows are in the warehouse, and a ranged run has one per day.
+        dagster_type=dg.Nothing,
+        deps=[production_predictions],
+        check_specs=[
+            dg.AssetCheckSpec(
+                name=f"{metric}{CHECK_SUFFIX}",
+                asset="production_metrics",
+                description=f"{metric} on settled rows within the noise-aware threshold of "
+                "baseline",
+            )
+            for metric in metrics
+        ],
+    )(_production_metrics)
+
+
+def _production_metrics(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     mlflow: MLflowResource,
@@ -179,12 +193,13 @@ def production_metrics(
 ):
     """The task's metrics on the day's labelled rows beside the training baseline, with their
     noise-aware verdicts; only the columns metrics need are read."""
+    checked = {key.name for key in context.selected_asset_check_keys}
     yield from each_partition(
-        context, lambda day, model: _metrics(warehouse, mlflow, models, day, model)
+        context, lambda day, model: _metrics(warehouse, mlflow, models, day, model, checked)
     )
 
 
-def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
+def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: set[str]):
     import pandas as pd
 
     from mlops_assets.defs.training.assets import _outputs
@@ -201,18 +216,25 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
 
     # The contract first: an undeclared model's partition fails naming the declared models.
     contract = _contract(models, model_name)
-    target = partition_target(warehouse, day_key, model_name)
-    day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+    with warehouse.session():  # the reads share one connection
+        target = partition_target(warehouse, day_key, model_name)
+        day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+        frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
     monitored = contract.monitored_metrics()
     levels = metric_levels(contract, model.metrics)
-    frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
     n_predictions = len(frame)
-    labelled = frame[frame["y_true"].notna()] if n_predictions else frame
+    settled = frame["y_true"].notna()
+    # A fully labelled day (the usual case once labels are in) is evaluated without a copy.
+    labelled = frame if settled.all() else frame[settled]
     min_labelled = contract.monitoring.min_labelled
     note = None
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}  # why a metric is undefined (e.g. labels-only model)
-    business_frame = frame.rename(columns={"odds": contract.business_value.odds_column or "odds"})
+    odds_column = contract.business_value.odds_column
+    # Only the betting ROI reads the frame, by the contract's name of its odds column.
+    business_frame = (
+        frame.rename(columns={"odds": odds_column}, copy=False) if odds_column else frame
+    )
     # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
     # value while labels are missing, and kept beside the realised value once they arrive.
     estimated: dict[str, float | None] = {}
@@ -240,11 +262,12 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
             note = f"only {len(labelled)} labelled rows (< {min_labelled}): no verdict"
     if basis == "realised" and note is None:
         try:
+            whole_day = labelled is frame
             result = evaluate(
                 contract,
                 y_true_of(contract, labelled["y_true"]),
-                _outputs(contract, labelled),
-                business_frame.loc[labelled.index],
+                outputs_all if whole_day else _outputs(contract, labelled),
+                business_frame if whole_day else business_frame.loc[labelled.index],
             )
             values = result.values
             notes = dict(result.notes)
@@ -331,10 +354,12 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
         },
     )
     for metric in MONITORABLE:
+        if f"{metric}{CHECK_SUFFIX}" not in checked:
+            continue
         row = verdicts.get(metric)
         if row is None or metric not in monitored:
             yield dg.AssetCheckResult(
-                check_name=f"{metric}_within_baseline",
+                check_name=f"{metric}{CHECK_SUFFIX}",
                 passed=True,
                 metadata={
                     "model_name": contract.name,
@@ -345,7 +370,7 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
             continue
         level = row["level"]
         yield dg.AssetCheckResult(
-            check_name=f"{metric}_within_baseline",
+            check_name=f"{metric}{CHECK_SUFFIX}",
             passed=level in ("ok", "insufficient_data", "undefined"),
             severity=dg.AssetCheckSeverity.ERROR
             if level == "critical"
@@ -372,7 +397,7 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str):
     group_name=GROUP,
     partitions_def=DAY_MODEL,
     dagster_type=dg.Nothing,
-    deps=[production_metrics],
+    deps=["production_metrics"],
 )
 def performance_alerts(
     context: dg.AssetExecutionContext,
