@@ -13,7 +13,12 @@ start from the same rows:
 
 The workers and the daemon are started before the clock; each run's process starts inside it
 (that is the per-run cost of a backfill). Results (production metrics, drift rows, alerts,
-without run ids and timestamps) are compared. Ends with one JSON line.
+without run ids and timestamps) are compared.
+
+Then the same days x models as one asset backfill under the assets' backfill policy against one
+run per partition (`bench/multi_partition.py`, `measure_multi_partition`). Ends with one JSON
+line: `celery_speedup`, `multi_partition_speedup`, `identical` (all three ways agree), and each
+measurement's details.
 
     .venv/bin/python bench/scale_out.py [--days 30] [--models 3] [--rows 500] [--workers 2]
 
@@ -92,6 +97,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--broker", default=None, help="default: a random Redis db on :6379")
+    parser.add_argument(
+        "--skip-multi-partition", action="store_true", help="measure the Celery way only"
+    )
     args = parser.parse_args()
     result = measure_celery(
         days=args.days,
@@ -112,8 +120,23 @@ def main() -> None:
         + ("yes" if result["identical"] else f"NO ({', '.join(result['differing_tables'])})")
     )
     print(f"load average before/after: {result['load_avg_1m']} on {result['cpus']} cpus")
-    print(json.dumps(result))
-    if not result["identical"]:
+    summary = {"celery_speedup": result["celery_speedup"], "identical": result["identical"]}
+    if not args.skip_multi_partition:
+        sys.path.insert(0, str(REPO / "bench"))
+        from multi_partition import measure_multi_partition
+
+        multi = measure_multi_partition(
+            days=args.days, models=args.models, rows=args.rows, admin_dsn=args.admin_dsn
+        )
+        print(
+            f"multi-partition backfill: speed-up {multi['multi_partition_speedup']}x, "
+            f"results identical: {'yes' if multi['identical'] else 'NO'}"
+        )
+        summary["multi_partition_speedup"] = multi["multi_partition_speedup"]
+        summary["identical"] = result["identical"] and multi["identical"]
+        summary["multi_partition"] = multi
+    print(json.dumps({**summary, "celery": result}))
+    if not summary["identical"]:
         sys.exit(1)
 
 

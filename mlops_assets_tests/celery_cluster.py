@@ -228,7 +228,8 @@ def instance_config(per_model_order: bool = True) -> dict:
     if per_model_order:
         limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
         per_model = {"applyLimitPerUniqueValue": True}
-        limits.append({"key": "dagster/partition/model", "value": per_model, "limit": 1})
+        if not any(limit["key"] == "dagster/partition/model" for limit in limits):
+            limits.append({"key": "dagster/partition/model", "value": per_model, "limit": 1})
         # Models run side by side; the backfill limit of the shipped file would cap that at 2.
         for limit in limits:
             if limit["key"] == "dagster/backfill":
