@@ -34,6 +34,10 @@ from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+# One way to launch a job backfill, shared with the Celery test and bench.
+from mlops_assets_tests.celery_cluster import job_backfill  # noqa: E402
 
 
 def _create_db(admin_dsn: str, name: str) -> str:
@@ -255,29 +259,6 @@ def _run(args, deployment: Deployment) -> subprocess.Popen:
         stop_daemon(daemon)
         sys.exit(1)
     return daemon
-
-
-def job_backfill(env: dict[str, str], keys: list[str]) -> None:
-    """`dagster job backfill` of daily_monitoring: one run per partition, whatever the assets'
-    backfill policy (Dagster applies policies to asset backfills only)."""
-    subprocess.run(
-        [
-            str(BIN / "dagster"),
-            "job",
-            "backfill",
-            "-w",
-            str(REPO / "workspace.yaml"),
-            "-j",
-            "daily_monitoring",
-            "--partitions",
-            ",".join(keys),
-            "--noprompt",
-        ],
-        cwd=REPO,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def run_spans(instance, runs) -> list[tuple[float | None, float | None, str]]:
