@@ -52,6 +52,7 @@ def platform_definitions(
     from mlops_assets.defs import schedules
     from mlops_assets.defs.alerts.sensors import sensors as alert_sensors
     from mlops_assets.defs.drift import assets as drift_assets
+    from mlops_assets.defs.executor import monitoring_executor
     from mlops_assets.defs.lifecycle import assets as lifecycle_assets
     from mlops_assets.defs.production import assets as production_assets
     from mlops_assets.defs.production.checks import checks as production_checks
@@ -80,6 +81,9 @@ def platform_definitions(
     ]
     return dg.Definitions(
         assets=assets,
+        # Also the executor of the runs an asset backfill creates (MLOPS_EXECUTOR=celery puts
+        # their steps on the workers); the training job sets its own (in-process).
+        executor=monitoring_executor,
         asset_checks=production_checks,
         jobs=schedules.jobs,
         schedules=schedules.schedules,

@@ -149,3 +149,38 @@ def test_relative_parquet_sources_resolve_against_the_sources_root(tmp_path, mon
     assert load_settings().sources_root == (tmp_path / "home").resolve()
     monkeypatch.setenv("MLOPS_SOURCES_ROOT", str(tmp_path / "shared"))
     assert load_settings().sources_root == (tmp_path / "shared").resolve()
+
+
+def test_an_asset_backfill_run_takes_the_executor_of_the_settings(instance, monkeypatch):
+    """An asset backfill (or the UI's "Materialize") runs the implicit asset job of the real
+    code location with the selected assets: production and drift go to the Celery workers,
+    a run with training assets stays in-process."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.executor.in_process import InProcessExecutor
+    from dagster_celery.executor import CeleryExecutor
+
+    from mlops_assets.definitions import defs
+
+    monkeypatch.setenv("MLOPS_EXECUTOR", "celery")
+    monkeypatch.setenv("MLOPS_WAREHOUSE_BACKEND", "postgres")
+    monkeypatch.setenv("MLOPS_WAREHOUSE_DSN", "postgresql://mlops@db.internal:5432/mlops")
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    asset_job = defs().resolve_implicit_global_asset_job_def()
+    repository = ReconstructableRepository.for_module("mlops_assets.definitions", "defs")
+
+    def executor_for(*names: str) -> dg.Executor:
+        job = repository.get_reconstructable_job(asset_job.name).get_subset(
+            asset_selection={dg.AssetKey(name) for name in names}
+        )
+        assert job.get_definition().executor_def is monitoring_executor
+        context = dg.InitExecutorContext(
+            job=job, executor_def=monitoring_executor, executor_config={}, instance=instance
+        )
+        return monitoring_executor.executor_creation_fn(context)
+
+    production = ("production_predictions", "production_metrics", "performance_alerts")
+    assert isinstance(executor_for(*production, "feature_drift_report"), CeleryExecutor)
+    assert isinstance(executor_for("training_dataset", "training_run"), InProcessExecutor)
+    assert isinstance(executor_for("training_run", *production), InProcessExecutor)
+    monkeypatch.setenv("MLOPS_EXECUTOR", "in_process")
+    assert isinstance(executor_for(*production), InProcessExecutor)

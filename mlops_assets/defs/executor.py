@@ -1,10 +1,15 @@
-"""The monitoring job's executor, chosen by MLOPS_EXECUTOR when a run starts.
+"""The code location's executor, chosen by MLOPS_EXECUTOR when a run starts.
 
-`in_process` (default): every step in the run's own process. `celery`: Dagster's Celery
-executor (the `celery` extra) puts each step on the broker (MLOPS_CELERY_BROKER); any worker
-started with `celery -A mlops_assets.celery_app worker` takes it, on any host that reaches the
-broker, the warehouse, MLflow and the Dagster instance's storage. Nothing a step needs is on
-another worker's disk (see README "Scale-out").
+It is the Definitions' default, so it applies to the `daily_monitoring` job and to the runs
+Dagster creates itself for an asset backfill or a "Materialize" in the UI (the implicit asset
+job): a backfill follows the assets' backfill policy (many days per run) and its steps go to
+the workers. `in_process` (default): every step in the run's own process. `celery`: Dagster's
+Celery executor (the `celery` extra) puts each step on the broker (MLOPS_CELERY_BROKER); any
+worker started with `celery -A mlops_assets.celery_app worker` takes it, on any host that
+reaches the broker, the warehouse, MLflow and the Dagster instance's storage. Nothing a
+production or drift step needs is on another worker's disk (see README "Scale-out"); a run
+that materializes any other asset (training passes its model between steps through the run
+host's IO-manager storage) stays in-process.
 """
 
 from __future__ import annotations
@@ -60,6 +65,18 @@ def require_shared_services(settings: Settings) -> None:
         raise SettingsError("MLOPS_EXECUTOR=celery:\n  " + "\n  ".join(problems))
 
 
+def runs_on_workers(job: dg.JobDefinition) -> bool:
+    """Whether a run of `job` may spread its steps over workers: every asset it materializes is
+    a production or drift asset (those read everything from the warehouse and MLflow)."""
+    from mlops_assets.platform import BACKFILLED_GROUPS
+
+    layer = job.asset_layer
+    return all(
+        layer.asset_graph.get(key).group_name in BACKFILLED_GROUPS
+        for key in layer.selected_asset_keys
+    )
+
+
 @dg.executor(name="mlops_executor")
 def monitoring_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     """In-process or Celery, by MLOPS_EXECUTOR; a bad value fails the run naming the variable."""
@@ -68,7 +85,7 @@ def monitoring_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
 
     settings = load_executor_settings()
     retries = RetryMode(RetryMode.ENABLED)
-    if settings.executor == "in_process":
+    if settings.executor == "in_process" or not runs_on_workers(init_context.job.get_definition()):
         return InProcessExecutor(retries=retries)
     from dagster._core.definitions.executor_definition import (
         _check_intra_process_job,
