@@ -41,12 +41,8 @@ from backfill_parallel import (  # noqa: E402 - the sibling script, importable o
     stop_sensors,
 )
 
-PRODUCTION_ASSETS = (
-    "production_predictions",
-    "production_metrics",
-    "performance_alerts",
-    "feature_drift_report",
-)
+from mlops_assets_tests.celery_cluster import asset_backfill, wait_backfill  # noqa: E402
+
 DEMO_YAML = REPO / "mlops_assets" / "defs" / "models" / "match_outcome" / "defs.yaml"
 
 
@@ -147,11 +143,12 @@ def _measure(deployment, n_days: int, rows: int, single, multi, timeout: float) 
         stop_daemon(daemon)
 
     # The assets' backfill policy: an asset backfill, as the UI's "Materialize" launches it.
-    backfill_id = _asset_backfill(instance, defs, keys(multi))
+    submitted = time.time()
+    backfill_id = asset_backfill(instance, defs, keys(multi), title="multi_partition bench")
     daemon = start_daemon(deployment, "daemon_multi")
     started = time.monotonic()
     try:
-        multi_runs = _wait_backfill(instance, backfill_id, keys(multi), timeout)
+        multi_runs = wait_backfill(instance, backfill_id, keys(multi), submitted, timeout)
         multi_s = time.monotonic() - started
     finally:
         stop_daemon(daemon)
@@ -202,58 +199,6 @@ def _results(monitoring_results, warehouse, model: str, days: list[dt.date]) -> 
         kind: [{k: v for k, v in row.items() if k not in _TRAINING_RUN_COLUMNS} for row in rows]
         for kind, rows in found.items()
     }
-
-
-def _asset_backfill(instance, defs, keys: list[str]) -> str:
-    """What the UI's launch of a partitioned asset backfill does (dagster has no public Python
-    call for it): a backfill of the production and drift assets for `keys`."""
-    import dagster as dg
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
-
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=make_new_backfill_id(),
-        asset_graph=defs.resolve_asset_graph(),
-        partition_names=keys,
-        asset_selection=[dg.AssetKey(k) for k in PRODUCTION_ASSETS],
-        backfill_timestamp=time.time(),
-        tags={},
-        dynamic_partitions_store=instance,
-        all_partitions=False,
-        title="multi_partition bench",
-        description=None,
-        run_config=None,
-    )
-    instance.add_backfill(backfill)
-    return backfill.backfill_id
-
-
-def _wait_backfill(instance, backfill_id: str, keys: list[str], timeout: float):
-    """The backfill's runs once every asset has every partition materialized (or a run
-    failed) and all its runs have finished. The daemon marks the backfill itself complete
-    on a later iteration (every 30 s): bookkeeping, not work, so not timed."""
-    import dagster as dg
-
-    deadline = time.monotonic() + timeout
-    finished = {
-        dg.DagsterRunStatus.SUCCESS,
-        dg.DagsterRunStatus.FAILURE,
-        dg.DagsterRunStatus.CANCELED,
-    }
-    runs_filter = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
-    wanted = set(keys)
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(filters=runs_filter)
-        if runs and all(r.status in finished for r in runs):
-            if any(r.status != dg.DagsterRunStatus.SUCCESS for r in runs):
-                return runs
-            if all(
-                wanted <= set(instance.get_materialized_partitions(dg.AssetKey(asset)))
-                for asset in PRODUCTION_ASSETS
-            ):
-                return runs
-        time.sleep(1)
-    raise TimeoutError(f"backfill {backfill_id} did not finish within {timeout:.0f}s")
 
 
 def main() -> None:

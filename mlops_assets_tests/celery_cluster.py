@@ -8,9 +8,10 @@ then SIGKILL of the worker's process group after a grace period).
 `ScaleOutDeployment` is the rest of a multi-host set-up on this machine: a Dagster instance
 and warehouses on PostgreSQL, a real `mlflow server` with its own artifact store, the demo's
 football model declared N times (MLOPS_MODELS_PATH), trained, and its serving system's days in
-the source tables. It runs the same partitions one after another in one process, or as runs
-of the `daily_monitoring` job launched by `dagster job backfill` through `dagster-daemon` with
-MLOPS_EXECUTOR=celery, and reads back the rows either way wrote.
+the source tables. It runs the same partitions one after another in one process, or as an
+asset backfill of the production and drift assets through `dagster-daemon` with
+MLOPS_EXECUTOR=celery (ranged runs under the assets' backfill policy, their steps on the
+workers), and reads back the rows either way wrote.
 
     .venv/bin/python -m mlops_assets_tests.celery_cluster [--workers 2]   # until Ctrl-C
 """
@@ -64,6 +65,79 @@ def job_backfill(env: dict[str, str], keys: list[str]) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+PRODUCTION_ASSETS = (
+    "production_predictions",
+    "production_metrics",
+    "performance_alerts",
+    "feature_drift_report",
+)
+
+
+def asset_backfill(instance, defs, keys: list[str], title: str = "scale-out") -> str:
+    """What the UI's launch of a partitioned asset backfill does (dagster has no public Python
+    call for it): a backfill of the production and drift assets for `keys`, which the daemon
+    cuts into runs by the assets' backfill policy. Returns its id."""
+    import dagster as dg
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(),
+        asset_graph=defs.resolve_asset_graph(),
+        partition_names=keys,
+        asset_selection=[dg.AssetKey(k) for k in PRODUCTION_ASSETS],
+        backfill_timestamp=time.time(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=title,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
+def wait_backfill(instance, backfill_id: str, keys: list[str], since: float, timeout: float):
+    """The backfill's runs once each of them has finished and every asset has every partition
+    of `keys` materialized after `since` (epoch seconds), or as soon as one run failed. The
+    daemon marks the backfill itself complete on a later iteration (every 30 s): bookkeeping,
+    not work, so not waited for."""
+    import dagster as dg
+
+    deadline = time.monotonic() + timeout
+    finished = {
+        dg.DagsterRunStatus.SUCCESS,
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.CANCELED,
+    }
+    runs_filter = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(filters=runs_filter)
+        if runs and all(r.status in finished for r in runs):
+            if any(r.status != dg.DagsterRunStatus.SUCCESS for r in runs):
+                return runs
+            if all(
+                _materialized_since(instance, asset, keys, since) >= set(keys)
+                for asset in PRODUCTION_ASSETS
+            ):
+                return runs
+        time.sleep(1)
+    raise TimeoutError(f"backfill {backfill_id} did not finish within {timeout:.0f}s")
+
+
+def _materialized_since(instance, asset: str, keys: list[str], since: float) -> set[str]:
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=keys, after_timestamp=since
+        ),
+        limit=4 * len(keys),
+    ).records
+    return {r.partition_key for r in records}
 
 
 class ClusterError(RuntimeError):
@@ -466,10 +540,16 @@ class ScaleOutDeployment:
         finally:
             os.environ["MLOPS_WAREHOUSE_DSN"] = self.warehouse_dsn
 
-    def run_on_celery(self, warehouse_dsn: str, *, workers: int = 2, timeout: float = 1800.0):
-        """A backfill of every partition through `dagster-daemon` on the Celery executor, steps
-        on `workers` workers with their own data directories. Returns (wall seconds of the
-        backfill, the runs, the worker names that executed steps)."""
+    def run_on_celery(self, warehouse_dsn: str, *, workers: int = 2, timeout: float = 3600.0):
+        """An asset backfill of every partition through `dagster-daemon`: the assets' backfill
+        policy cuts it into ranged runs (one per model, up to MLOPS_BACKFILL_PARTITIONS_PER_RUN
+        days each), whose steps go through the Celery executor to `workers` workers with their
+        own data directories. The workers start before the clock; the backfill is submitted
+        with the daemon stopped and timed from the daemon's start (its first iteration launches
+        the runs; a running daemon would pick it up on its next one, up to 30 s later) to the
+        end of the last run. Returns (wall seconds, the runs, steps per worker name)."""
+        from mlops_assets.definitions import defs as load_defs
+
         env = {
             **os.environ,
             "MLOPS_WAREHOUSE_DSN": warehouse_dsn,
@@ -497,12 +577,13 @@ class ScaleOutDeployment:
                     stdout=subprocess.DEVNULL,
                 )
                 self._sensor_stopped = True
+            keys = self.partition_keys()
+            submitted = time.time()
+            backfill_id = asset_backfill(self.instance, load_defs(), keys)
+            started = time.monotonic()
             daemon = _start_daemon(env, self.root / "daemon.log")
             stack.callback(_stop, daemon)
-            before = {r.run_id for r in self.instance.get_runs()}
-            started = time.monotonic()
-            job_backfill(env, self.partition_keys())
-            runs = _wait_runs(self.instance, before, len(self.partition_keys()), timeout)
+            runs = wait_backfill(self.instance, backfill_id, keys, submitted, timeout)
             wall = time.monotonic() - started
             hosts = _step_hosts(self.instance, runs)
         return wall, runs, hosts
@@ -538,23 +619,6 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-
-
-def _wait_runs(instance, before: set[str], expected: int, timeout: float):
-    import dagster as dg
-
-    done = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = [
-            r
-            for r in instance.get_runs(filters=dg.RunsFilter(job_name="daily_monitoring"))
-            if r.run_id not in before
-        ]
-        if len(runs) >= expected and all(r.status in done for r in runs):
-            return runs
-        time.sleep(1)
-    raise TimeoutError(f"the backfill did not finish within {timeout:.0f}s")
 
 
 def _step_hosts(instance, runs) -> dict[str, int]:

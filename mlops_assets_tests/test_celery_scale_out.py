@@ -2,9 +2,10 @@
 disk, gives the rows one process gives.
 
 Everything is real: the Dagster instance and the warehouse on PostgreSQL, a `mlflow server` with
-its own artifact store, the Redis broker, `dagster-daemon` draining the queue of a `dagster job
-backfill`, and two `celery worker` processes whose data directories are new and empty (they
-never saw the training run). Locally a missing PostgreSQL or Redis skips; under CI=true fails.
+its own artifact store, the Redis broker, `dagster-daemon` running an asset backfill (ranged
+runs under the assets' backfill policy, one per model) on the Celery executor, and two `celery
+worker` processes whose data directories are new and empty (they never saw the training run).
+Locally a missing PostgreSQL or Redis skips; under CI=true fails.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_celery_backfill_on_two_workers_matches_one_process(pg_admin_dsn, tmp_pa
     require(problem is None, problem or "")
 
     with ScaleOutDeployment(
-        days=2, models=2, rows=300, admin_dsn=pg_admin_dsn, broker=broker, root=tmp_path
+        days=3, models=2, rows=300, admin_dsn=pg_admin_dsn, broker=broker, root=tmp_path
     ) as deployment:
         reference_dsn = deployment.clone_warehouse("ref")
         celery_dsn = deployment.clone_warehouse("cel")
@@ -37,10 +38,22 @@ def test_celery_backfill_on_two_workers_matches_one_process(pg_admin_dsn, tmp_pa
 
         failed = [r.run_id for r in runs if r.status.value != "SUCCESS"]
         assert not failed, f"runs failed: {failed}; see {tmp_path}/workers-*/worker*/worker.log"
-        assert len(runs) == 2 * 2
-        # Both workers took steps: the work really was spread over the two "hosts".
+        # The backfill policy: one run per model with all its days (Dagster cuts a multi-
+        # partition range along the dimension with fewer keys: 2 models < 3 days).
+        first, last = deployment.days[0].isoformat(), deployment.days[-1].isoformat()
+        ranges = {
+            (
+                r.tags["dagster/asset_partition_range_start"],
+                r.tags["dagster/asset_partition_range_end"],
+            )
+            for r in runs
+        }
+        assert ranges == {(f"{first}|{m}", f"{last}|{m}") for m in deployment.model_names}
+        # Both workers took steps: the work really was spread over the two "hosts". Each run
+        # has five steps: the four assets and the metrics freshness check (an asset backfill
+        # runs every check of the assets it selects).
         assert len(hosts) == 2, hosts
-        assert sum(hosts.values()) == 4 * 4  # four steps per run, each on a worker
+        assert sum(hosts.values()) == 2 * 5
 
         expected, got = result_rows(reference_dsn), result_rows(celery_dsn)
         assert len(expected["production_metrics"]) > 0 and len(expected["drift"]) > 0
