@@ -110,3 +110,11 @@ attributes:
     assert len(warnings) == 1, err
     assert "model credit_a: columns.loaded_at: not set" in warnings[0]
     assert "out-of-order or re-delivered batch" in warnings[0]
+
+
+def test_status_on_an_empty_health_table_says_how_to_fill_it(mlops_home, capsys):
+    """Found walking the README: monitoring runs do not write the health table, and `status`
+    printed a bare header, as if no model were monitored."""
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "no rows" in out and "--select group:lifecycle" in out, out
