@@ -118,6 +118,9 @@ def _models(args: argparse.Namespace) -> int:
         for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
+    for contract in catalog:
+        for line in contract.warnings():
+            print(f"warning: model {contract.name}: {line}", file=sys.stderr)
     if args.action == "validate":
         print(f"{len(catalog)} model declaration(s) valid: {', '.join(catalog.names)}")
         return 0

@@ -503,6 +503,12 @@ def format_health(warehouse) -> str:
         )
         if r["overall_status"] != "HEALTHY" and r["status_reason"]:
             lines.append(f"{'':<27}why: {r['status_reason']}")
+    if not rows:
+        # Monitoring runs do not refresh it: an empty table is not "no models".
+        lines.append(
+            "   (no rows: the health table is written when the lifecycle group is materialized, "
+            "e.g. dagster asset materialize -m mlops_assets.definitions --select group:lifecycle)"
+        )
     return "\n".join(lines)
 
 

@@ -82,3 +82,39 @@ def test_missing_command_is_a_usage_error(mlops_home, capsys):
         main([])
     assert caught.value.code == 2
     assert "usage: mlops-assets" in capsys.readouterr().err
+
+
+def test_models_validate_warns_when_a_predictions_table_has_no_load_column(
+    mlops_home, tmp_path, monkeypatch, capsys
+):
+    """Found walking the README: without columns.loaded_at a table is polled by its timestamp,
+    so an out-of-order or re-delivered batch was skipped by the sensor without a word."""
+    models = tmp_path / "models"
+    models.mkdir()
+    body = """type: mlops_assets.MonitoredModel
+attributes:
+  name: {name}
+  task: binary
+  model: {{registered: {{name: credit, alias: champion}}}}
+  columns: {{id: loan_id, timestamp: scored_at, target: defaulted, probability: p{extra}}}
+  baseline: {{source: {{table: raw.credit_validation}}}}
+  production: {{predictions: {{table: serving.{name}}}}}
+"""
+    (models / "a.yaml").write_text(body.format(name="credit_a", extra=""))
+    (models / "b.yaml").write_text(body.format(name="credit_b", extra=", loaded_at: written_at"))
+    monkeypatch.setenv("MLOPS_MODELS_PATH", str(models))
+    assert main(["models", "validate"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 model declaration(s) valid" in out
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, err
+    assert "model credit_a: columns.loaded_at: not set" in warnings[0]
+    assert "out-of-order or re-delivered batch" in warnings[0]
+
+
+def test_status_on_an_empty_health_table_says_how_to_fill_it(mlops_home, capsys):
+    """Found walking the README: monitoring runs do not write the health table, and `status`
+    printed a bare header, as if no model were monitored."""
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "no rows" in out and "--select group:lifecycle" in out, out

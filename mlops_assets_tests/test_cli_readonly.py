@@ -268,3 +268,16 @@ def test_postgres_role_alone_stops_file_and_program_access(
     with pytest.raises(WarehouseError, match="read-only transaction"):
         warehouse.query_readonly("DELETE FROM mlops.training_runs")
     assert not marker.exists()
+
+
+@pytest.mark.postgres
+def test_postgres_query_reads_the_inference_log(pg_env: str, capsys):
+    """Found walking the README on PostgreSQL: the per-model inference tables (schema
+    `inference`) could be read with `query` on the embedded engine but were refused on
+    PostgreSQL ("permission denied for schema inference")."""
+    # A model's tables are created at its first ingestion, after the migrations.
+    build_runtime().warehouse.execute(
+        'CREATE TABLE inference."credit__predictions" (prediction_id TEXT PRIMARY KEY)'
+    )
+    assert main(["query", 'SELECT count(*) AS n FROM inference."credit__predictions"']) == 0
+    assert capsys.readouterr().out.splitlines() == ["n", "0"]

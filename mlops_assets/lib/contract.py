@@ -382,6 +382,19 @@ class ModelContract(_Strict):
             names.append("business_value")
         return dict.fromkeys(names)
 
+    def warnings(self) -> list[str]:
+        """Valid but probably not what the user means: each line names the field and the fix."""
+        found = []
+        predictions = self.production.predictions
+        if predictions.table and not self.columns.loaded_at:
+            found.append(
+                f"columns.loaded_at: not set, so {predictions.describe()} is picked up by "
+                f"{self.columns.timestamp}: rows written later with an older "
+                f"{self.columns.timestamp} (an out-of-order or re-delivered batch) are never "
+                "picked up by the sensor; name a column holding when each row was written"
+            )
+        return found
+
     def feature_kinds(self, signature_inputs: Mapping[str, str] | None = None) -> dict[str, str]:
         """Features from the contract, else from the MLflow signature's column types."""
         if self.columns.features:

@@ -42,6 +42,14 @@ from mlops_assets.storage.mlflow_buffer import (
 )
 
 LOCAL_RUN_TAG = "mlops.local_run_id"
+
+
+def registered_run_key(model_name: str, mlflow_run_id: str) -> str:
+    """The platform's key (`local_run_id`) of a model registered elsewhere: per declared model
+    and MLflow run, since two declarations may monitor the same registered version."""
+    return f"registered-{model_name}-{mlflow_run_id}"
+
+
 KIND_TAG = "mlops.kind"
 PARENT_LOCAL_RUN_TAG = "mlops.parent_local_run_id"
 METRICS_PER_BATCH = 1000  # MLflow's own per-request limit for log_batch
@@ -257,7 +265,13 @@ class MlflowTracker:
         self.buffer.finish(local_run_id, status="FINISHED", end_time_ms=now_ms(), owner=self.owner)
 
     def log_monitoring_artifact(
-        self, *, model_name: str, local_run_id: str, day: dt.date, path: Path
+        self,
+        *,
+        model_name: str,
+        local_run_id: str,
+        day: dt.date,
+        path: Path,
+        mlflow_run_id: str | None = None,
     ) -> ReplayResult:
         """Log a monitoring file (a drift report) to its own MLflow run, one per training run
         and day, tagged with the training run as parent; the training run stays finished.
@@ -265,10 +279,11 @@ class MlflowTracker:
         The monitoring run goes through the buffer like any run (replayed later when MLflow is
         down). A rerun of the same day replaces that day's file and uploads only that run."""
         parent = self.buffer.get(local_run_id)
-        # A model registered elsewhere has no buffered run: its id is its MLflow run id, and
-        # its monitoring runs go to the platform's experiment, tagged with that parent.
+        # A model registered elsewhere has no buffered run (its key is
+        # `registered_run_key(model, MLflow run id)`): its monitoring runs go to the platform's
+        # experiment, tagged with the registered run as parent.
         experiment = parent.experiment_name if parent else self.config.experiment_name
-        parent_mlflow_id = parent.mlflow_run_id if parent else local_run_id
+        parent_mlflow_id = parent.mlflow_run_id if parent else (mlflow_run_id or local_run_id)
         monitor_id = f"monitor-{local_run_id.removeprefix('local-')}-{day:%Y%m%d}"
         artifact_dir = self.config.artifact_root / monitor_id
         artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -1243,7 +1243,7 @@ class PostgresWarehouse(Warehouse):
 
     def _reader_role(self) -> str | None:
         """`mlops_reader` if this session may switch to it, creating it and granting it
-        SELECT on the mlops and curated schemas when the connecting user has the rights;
+        SELECT on the mlops, curated and inference schemas when the connecting user has the rights;
         None otherwise (the query then runs with the user's own rights)."""
         import psycopg
 

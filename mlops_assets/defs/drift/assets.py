@@ -102,7 +102,11 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         # none).
         with wh.session():
             logged = tracker.log_monitoring_artifact(
-                model_name=model_name, local_run_id=model.local_run_id, day=day, path=html_path
+                model_name=model_name,
+                local_run_id=model.local_run_id,
+                mlflow_run_id=model.mlflow_run_id,
+                day=day,
+                path=html_path,
             )
             report_uri = _report_uri(logged, tracker, html_path.name)
             replace_partition(

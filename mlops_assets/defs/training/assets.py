@@ -327,6 +327,7 @@ def _registered_run(contract: ModelContract, frame: "pd.DataFrame", mlflow: MLfl
         resolve_registered,
         signature_inputs,
     )
+    from mlops_assets.storage.tracking import registered_run_key
 
     tracker = mlflow.tracker()
     home = mlflow.runtime().settings.home
@@ -359,7 +360,9 @@ def _registered_run(contract: ModelContract, frame: "pd.DataFrame", mlflow: MLfl
         frame,
     )
     return TrainingRunOutput(
-        local_run_id=entry.run_id,
+        # Keyed by declaration and run: one registered model may be declared twice (served
+        # by two systems), and each declaration needs its own baseline and monitoring runs.
+        local_run_id=registered_run_key(contract.name, entry.run_id),
         model_name=contract.name,
         model_version=entry.version,
         mlflow_experiment_id=entry.experiment_id,
