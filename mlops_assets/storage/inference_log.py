@@ -1146,8 +1146,7 @@ def read_for_metrics(
         f"LEFT JOIN {plan.labels_table} l ON l.prediction_id = p.prediction_id "
         "WHERE p.prediction_date = :day"
     )
-    with wh.transaction() as tx:
-        frame = tx.select_frame(sql, {"day": day}, types=types)
+    frame = wh.read_frame(sql, {"day": day}, types=types)
     if not plan.classification:
         # A regression model's prediction is its score (the name the task metrics read).
         frame["score"] = frame["y_pred"]
@@ -1171,8 +1170,7 @@ def read_features(
     sql = (  # noqa: S608 - validated identifiers; the day is bound
         f"SELECT {select} FROM {plan.predictions_table} WHERE prediction_date = :day"
     )
-    with wh.transaction() as tx:
-        return tx.select_frame(sql, {"day": day}, types=types)
+    return wh.read_frame(sql, {"day": day}, types=types)
 
 
 __all__ = [

@@ -374,6 +374,15 @@ class Warehouse(ABC):
         with self.transaction() as tx:
             return tx.query_df(sql, params)
 
+    def read_frame(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        """A large read of committed rows, typed as `Transaction.select_frame` types them,
+        outside any transaction of this thread (it sees what is committed, not what an open
+        transaction wrote). The monitoring assets read a day's columns this way."""
+        with self.transaction() as tx:
+            return tx.select_frame(sql, params, types=types)
+
     @abstractmethod
     def query_readonly(
         self, sql: str, *, timeout: float = QUERY_TIMEOUT_SECONDS
@@ -1198,6 +1207,53 @@ class PostgresWarehouse(Warehouse):
     def transaction(self) -> Iterator[Transaction]:
         with self._connection(self._connect) as con, con.transaction():
             yield _PgTransaction(con)
+
+    def read_frame(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
+    ) -> pd.DataFrame:
+        """PostgreSQL's binary COPY decoded into Arrow in C++ (ADBC), on a connection of its
+        own: a third of the time of the text COPY parsed as CSV (`select_frame`), where
+        PostgreSQL prints every double as text and Arrow parses it back."""
+        import adbc_driver_manager
+        import adbc_driver_postgresql.dbapi as adbc
+        import pyarrow as pa
+        from psycopg.conninfo import make_conninfo
+
+        arrow = _arrow_kinds()
+        unknown = {k: v for k, v in types.items() if v not in arrow}
+        if unknown:
+            raise WarehouseError(f"read_frame: unknown type(s) {unknown} (use {FRAME_TYPES})")
+        # `:name` placeholders -> $1, $2 ... in order of first use, bound by the server.
+        order: list[str] = []
+
+        def positional(match: re.Match[str]) -> str:
+            if match.group(1) not in order:
+                order.append(match.group(1))
+            return f"${order.index(match.group(1)) + 1}"
+
+        statement = _PLACEHOLDER.sub(positional, sql) if params else sql
+        bound = tuple((params or {})[name] for name in order)
+        try:
+            con = adbc.connect(make_conninfo(self.dsn, connect_timeout=self.connect_timeout))
+        except adbc_driver_manager.Error as error:
+            raise WarehouseError(
+                f"could not connect to {self.describe()}: {redact(error)}"
+            ) from error
+        try:
+            with con.cursor() as cur:
+                cur.execute(statement, bound or None)
+                table = cur.fetch_arrow_table()
+        except adbc_driver_manager.Error as error:
+            raise WarehouseError(f"read failed: {_first_line(error)}") from error
+        finally:
+            con.close()
+        missing = [c for c in table.column_names if c not in types]
+        if missing:
+            raise WarehouseError(f"read_frame: no type given for column(s) {', '.join(missing)}")
+        # Cast where the engine's type is a near-miss (an all-NULL column, a numeric): cheap
+        # no-ops for columns already of their kind.
+        table = table.cast(pa.schema([(c, arrow[types[c]]) for c in table.column_names]))
+        return _typed(arrow_to_pandas(table, owned=True), types)
 
     def query_readonly(
         self, sql: str, *, timeout: float = QUERY_TIMEOUT_SECONDS
