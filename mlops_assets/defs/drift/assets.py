@@ -97,11 +97,8 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         report = run.finish()
     except DriftInputError as error:
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
-    current = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1, copy=False)
-    del parts
-
-    impacts, impact_note = _impact_ranking(contract, model, report, reference, current, mlflow)
-    del current  # the day's rows are not needed any more: the report has what it draws
+    impacts, impact_note = _impact_ranking(contract, model, report, reference, parts, mlflow)
+    del parts  # the day's rows are not needed any more: the report has what it draws
     level = _alert_level(report.verdict, report.share_drifted)
     tracker = mlflow.tracker()
     # The report's home is MLflow: its own run per model version and day (through the buffer,
@@ -230,8 +227,9 @@ def _costliest(impacts: dict[str, float], k: int = 3) -> str:
     return f"; costliest shifts: {', '.join(ranked)}" if ranked else ""
 
 
-def _impact_ranking(contract, model, report, reference, current, mlflow):
+def _impact_ranking(contract, model, report, reference, parts, mlflow):
     """Drifted features -> how much of the estimated accuracy restoring each one recovers.
+    `parts`: the day's rows, as groups of columns.
 
     Needs the model's calibrator (classification) and the model (this host's cache, rebuilt from
     the MLflow registry when missing); without them the report is ranked by significance only,
@@ -262,6 +260,10 @@ def _impact_ranking(contract, model, report, reference, current, mlflow):
         return {}, f"not ranked: {error}"
     if predictor is None:
         return {}, "not ranked: the model is not reachable (pending replay, or MLflow down)"
+    import pandas as pd
+
+    # The groups side by side (a copy of the day's rows): only a day that drifted pays it.
+    current = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
     try:
         ranked = rank_feature_impact(
             lambda frame: predictor.score(frame).proba,
