@@ -286,11 +286,10 @@ def child(what: str) -> None:
 
     Peak RSS is VmHWM, the high-water mark of this process image: getrusage's ru_maxrss is
     not, since Linux carries the forking parent's peak into it across exec."""
-    import dagster as dg
-
     # What the assets import lazily, imported first: step times count work, not first imports
     # (the in-memory side is timed after its imports too).
     import adbc_driver_postgresql.dbapi  # noqa: F401 - the PostgreSQL reads (`read_frame`)
+    import dagster as dg
     import duckdb  # noqa: F401
     import mlflow  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - the client of a sqlite:// store
