@@ -1287,16 +1287,20 @@ class PostgresWarehouse(Warehouse):
 
         import adbc_driver_manager
         import adbc_driver_postgresql.dbapi as adbc
-        from psycopg.conninfo import make_conninfo
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         arrow = _arrow_kinds()
         unknown = {k: v for k, v in types.items() if v not in arrow}
         if unknown:
             raise WarehouseError(f"read_frame: unknown type(s) {unknown} (use {FRAME_TYPES})")
-        settings = (
-            "-c default_transaction_isolation=repeatable\\ read -c synchronize_seqscans=off "
-            "-c max_parallel_workers_per_gather=0"
-        )
+        # After the DSN's own `options` (a search_path, say), which they must not replace.
+        settings = " ".join(
+            [
+                str(conninfo_to_dict(self.dsn).get("options") or ""),
+                "-c default_transaction_isolation=repeatable\\ read",
+                "-c synchronize_seqscans=off -c max_parallel_workers_per_gather=0",
+            ]
+        ).strip()
         try:
             con = adbc.connect(
                 make_conninfo(self.dsn, connect_timeout=self.connect_timeout, options=settings)
