@@ -398,9 +398,11 @@ class Warehouse(ABC):
         one snapshot, each row at the same position in every result when the statements
         select the same rows of one table in the same way (different columns). `types` covers
         the columns of them all."""
+        # All read before the first is handed over: the transaction (on the embedded engine,
+        # the file's lock) is not held while the caller works.
         with self.transaction() as tx:
-            for sql, params in statements:
-                yield tx.select_frame(sql, params, types=types)
+            frames = [tx.select_frame(sql, params, types=types) for sql, params in statements]
+        yield from frames
 
     @abstractmethod
     def query_readonly(
