@@ -286,12 +286,15 @@ def child(what: str) -> None:
 
     Peak RSS is VmHWM, the high-water mark of this process image: getrusage's ru_maxrss is
     not, since Linux carries the forking parent's peak into it across exec."""
-    import dagster as dg
-
     # What the assets import lazily, imported first: step times count work, not first imports
     # (the in-memory side is timed after its imports too).
+    import adbc_driver_postgresql.dbapi  # noqa: F401 - the PostgreSQL reads (`read_frame`)
+    import dagster as dg
+    import duckdb  # noqa: F401
     import mlflow  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - the client of a sqlite:// store
+    import psycopg  # noqa: F401
+    import pyarrow  # noqa: F401
     import sklearn.metrics  # noqa: F401
 
     import mlops_assets.lib.drift_html  # noqa: F401

@@ -398,26 +398,37 @@ def _prepare_categorical(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared
 def _check_inputs(
     reference: pd.DataFrame, current: pd.DataFrame, features: Mapping[str, str]
 ) -> tuple[str, ...]:
-    if not isinstance(reference, pd.DataFrame) or not isinstance(current, pd.DataFrame):
-        raise DriftInputError("reference and current must be pandas DataFrames")
+    _check_features(features)
+    problems = [
+        *_frame_problems("reference", reference, features),
+        *_frame_problems("current", current, features),
+    ]
+    if problems:
+        raise DriftInputError("; ".join(problems))
+    return tuple(str(c) for c in current.columns if c not in features)
+
+
+def _check_features(features: Mapping[str, str]) -> None:
     if not features:
         raise DriftInputError("no features to compare")
     bad_kinds = {name: kind for name, kind in features.items() if kind not in _KINDS}
     if bad_kinds:
         listed = ", ".join(f"{name!r}: {kind!r}" for name, kind in bad_kinds.items())
         raise DriftInputError(f"feature kinds must be 'numeric' or 'categorical'; got {listed}")
+
+
+def _frame_problems(label: str, frame: pd.DataFrame, features: Mapping[str, str]) -> list[str]:
+    if not isinstance(frame, pd.DataFrame):
+        raise DriftInputError("reference and current must be pandas DataFrames")
     problems = []
-    for label, frame in (("reference", reference), ("current", current)):
-        missing = [name for name in features if name not in frame.columns]
-        if missing:
-            problems.append(f"{label} is missing feature columns: {', '.join(missing)}")
-        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-        clash = [name for name in features if name in duplicated]
-        if clash:
-            problems.append(f"{label} has duplicate columns: {', '.join(clash)}")
-    if problems:
-        raise DriftInputError("; ".join(problems))
-    return tuple(str(c) for c in current.columns if c not in features)
+    missing = [name for name in features if name not in frame.columns]
+    if missing:
+        problems.append(f"{label} is missing feature columns: {', '.join(missing)}")
+    duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    clash = [name for name in features if name in duplicated]
+    if clash:
+        problems.append(f"{label} has duplicate columns: {', '.join(clash)}")
+    return problems
 
 
 def _no_verdict_reason(prep: _Prepared, n_cur_rows: int, min_rows: int) -> str | None:
@@ -659,19 +670,23 @@ def _chi2_table(prep: _Prepared) -> np.ndarray:
     return np.vstack((prep.ref_counts, prep.cur_counts))
 
 
-def _scipy_tests(
-    numeric: list[_Prepared], categorical: list[_Prepared]
-) -> dict[str, tuple[float, float]]:
+def _ks_tests(numeric: list[_Prepared], d: np.ndarray) -> dict[str, tuple[float, float]]:
+    """KS statistics and their asymptotic p-values, computed for all features at once."""
+    if not numeric:
+        return {}
+    n1 = np.array([p.n_ref for p in numeric])
+    n2 = np.array([p.n_cur for p in numeric])
+    p_values = _ks_asymptotic_p(d, n1, n2)
+    return {
+        prep.name: (float(stat), float(p_value))
+        for prep, stat, p_value in zip(numeric, d, p_values, strict=True)
+    }
+
+
+def _chi2_tests(categorical: list[_Prepared]) -> dict[str, tuple[float, float]]:
     from scipy import stats
 
     results: dict[str, tuple[float, float]] = {}
-    if numeric:
-        d = np.array([_ks_statistic(p.ref_sorted, p.cur_sorted) for p in numeric])
-        n1 = np.array([p.n_ref for p in numeric])
-        n2 = np.array([p.n_cur for p in numeric])
-        p_values = _ks_asymptotic_p(d, n1, n2)
-        for prep, stat, p_value in zip(numeric, d, p_values, strict=True):
-            results[prep.name] = (float(stat), float(p_value))
     for prep in categorical:
         res = stats.chi2_contingency(_chi2_table(prep))
         results[prep.name] = (float(res.statistic), float(res.pvalue))
@@ -775,67 +790,137 @@ def compute_drift(
     frame is modified.
     """
     ignored = _check_inputs(reference, current, features)
-    n_cur_rows = len(current)
+    run = DriftRun(reference, features, config, n_current=len(current))
+    run.add(current)
+    return run.finish(ignored)
 
-    prepared: list[_Prepared] = []
-    for name, kind in features.items():
-        if kind == "numeric":
-            prep = _prepare_numeric(name, reference[name], current[name])
+
+class DriftRun:
+    """`compute_drift` fed the current rows a few columns at a time: each `add` tests the
+    features it brings (prepared, sorted, KS or chi-square, Wasserstein), `finish` corrects
+    across all features and gives the verdicts. A caller that reads the next columns while
+    `add` works on the previous ones hides most of the read. `compute_drift` is one `add` of
+    every column, so both give the same report.
+
+    The reference is checked when the run starts; each part must have ``n_current`` rows."""
+
+    def __init__(
+        self,
+        reference: pd.DataFrame,
+        features: Mapping[str, str],
+        config: DriftConfig = DriftConfig(),
+        *,
+        n_current: int,
+    ):
+        _check_features(features)
+        problems = _frame_problems("reference", reference, features)
+        if problems:
+            raise DriftInputError("; ".join(problems))
+        self.reference, self.features, self.config = reference, dict(features), config
+        self.n_current = n_current
+        self._prepared: dict[str, _Prepared] = {}
+        # Per tested feature: the KS statistic (numeric) or chi-square (statistic, p-value).
+        self._ks: dict[str, float] = {}
+        self._chi2: dict[str, tuple[float, float]] = {}
+        self._wasserstein: dict[str, float] = {}
+
+    def add(self, current: pd.DataFrame) -> None:
+        """Test the features among ``current``'s columns (each once)."""
+        if not isinstance(current, pd.DataFrame):
+            raise DriftInputError("reference and current must be pandas DataFrames")
+        if len(current) != self.n_current:
+            raise DriftInputError(f"current has {len(current)} rows, expected {self.n_current}")
+        brought = {name: kind for name, kind in self.features.items() if name in current.columns}
+        problems = _frame_problems("current", current, brought)
+        if problems:
+            raise DriftInputError("; ".join(problems))
+        part: list[_Prepared] = []
+        for name, kind in brought.items():
+            if name in self._prepared:
+                raise DriftInputError(f"feature {name!r} was added twice")
+            if kind == "numeric":
+                prep = _prepare_numeric(name, self.reference[name], current[name])
+            else:
+                prep = _prepare_categorical(name, self.reference[name], current[name])
+            prep.reason = _no_verdict_reason(prep, self.n_current, self.config.min_rows)
+            self._prepared[name] = prep
+            part.append(prep)
+        if self.config.engine == "alibi":
+            return  # alibi-detect tests all features in one detector: in `finish`
+        _sort_numeric([(p, None, None) for p in part if p.kind == "numeric"])
+        testable = [p for p in part if p.reason is None]
+        self._chi2.update(_chi2_tests([p for p in testable if p.kind == "categorical"]))
+        for p in testable:
+            if p.kind == "numeric":
+                self._ks[p.name] = _ks_statistic(p.ref_sorted, p.cur_sorted)
+                self._wasserstein[p.name] = _wasserstein_norm(
+                    p, _wasserstein(p.ref_sorted, p.cur_sorted)
+                )
+
+    def finish(self, ignored: tuple[str, ...] = ()) -> DriftReport:
+        """The report, once every feature was added."""
+        missing = [name for name in self.features if name not in self._prepared]
+        if missing:
+            raise DriftInputError(f"current is missing feature columns: {', '.join(missing)}")
+        config, n_cur_rows = self.config, self.n_current
+        prepared = [self._prepared[name] for name in self.features]
+        testable = [p for p in prepared if p.reason is None]
+        numeric = [p for p in testable if p.kind == "numeric"]
+        categorical = [p for p in testable if p.kind == "categorical"]
+
+        if config.engine == "alibi":
+            # The alibi engine sorts the features it tests straight into its detector's
+            # matrices; everything else numeric is sorted here, including untested
+            # features, for their range checks.
+            tests = _alibi_tests(numeric, categorical, config)
+            _sort_numeric(
+                [(p, None, None) for p in prepared if p.kind == "numeric" and p.ref_sorted is None]
+            )
+            wasserstein = {
+                p.name: _wasserstein_norm(p, _wasserstein(p.ref_sorted, p.cur_sorted))
+                for p in numeric
+            }
         else:
-            prep = _prepare_categorical(name, reference[name], current[name])
-        prep.reason = _no_verdict_reason(prep, n_cur_rows, config.min_rows)
-        prepared.append(prep)
+            tests = dict(self._chi2)
+            # The KS p-values of all numeric features in one array.
+            tests.update(_ks_tests(numeric, np.array([self._ks[p.name] for p in numeric])))
+            wasserstein = self._wasserstein
 
-    testable = [p for p in prepared if p.reason is None]
-    numeric = [p for p in testable if p.kind == "numeric"]
-    categorical = [p for p in testable if p.kind == "categorical"]
+        raw_p = np.array([tests[p.name][1] for p in testable], dtype=np.float64)
+        adjusted = dict(
+            zip([p.name for p in testable], _adjust(raw_p, config.correction), strict=True)
+        )
 
-    # The alibi engine sorts the features it tests straight into its detector's matrices;
-    # everything else numeric is sorted here, including untested features, for their
-    # range checks.
-    tests = _alibi_tests(numeric, categorical, config) if config.engine == "alibi" else {}
-    _sort_numeric(
-        [(p, None, None) for p in prepared if p.kind == "numeric" and p.ref_sorted is None]
-    )
-    if config.engine == "scipy":
-        tests = _scipy_tests(numeric, categorical)
-    wasserstein = {
-        p.name: _wasserstein_norm(p, _wasserstein(p.ref_sorted, p.cur_sorted)) for p in numeric
-    }
+        results: list[FeatureDrift] = []
+        for prep in prepared:
+            results.append(_feature_result(prep, tests, adjusted, wasserstein, config))
 
-    raw_p = np.array([tests[p.name][1] for p in testable], dtype=np.float64)
-    adjusted = dict(zip([p.name for p in testable], _adjust(raw_p, config.correction), strict=True))
-
-    results: list[FeatureDrift] = []
-    for prep in prepared:
-        results.append(_feature_result(prep, tests, adjusted, wasserstein, config))
-
-    with_verdict = [f for f in results if f.verdict != "no_verdict"]
-    if n_cur_rows == 0 or not with_verdict:
-        share: float | None = None
-        verdict: Verdict = "no_verdict"
-    else:
-        share = sum(f.verdict == "drift" for f in with_verdict) / len(with_verdict)
-        if share >= config.drift_share:
-            verdict = "drift"
-        elif any(f.verdict in ("drift", "possible_drift") for f in with_verdict):
-            verdict = "possible_drift"
+        with_verdict = [f for f in results if f.verdict != "no_verdict"]
+        if n_cur_rows == 0 or not with_verdict:
+            share: float | None = None
+            verdict: Verdict = "no_verdict"
         else:
-            verdict = "no_drift"
+            share = sum(f.verdict == "drift" for f in with_verdict) / len(with_verdict)
+            if share >= config.drift_share:
+                verdict = "drift"
+            elif any(f.verdict in ("drift", "possible_drift") for f in with_verdict):
+                verdict = "possible_drift"
+            else:
+                verdict = "no_drift"
 
-    distributions = {p.name: _distribution(p) for p in prepared}
-    return DriftReport(
-        features=tuple(results),
-        share_drifted=share,
-        verdict=verdict,
-        n_reference=len(reference),
-        n_current=n_cur_rows,
-        ignored_columns=ignored,
-        engine=config.engine,
-        correction=config.correction,
-        config=config,
-        distributions={name: d for name, d in distributions.items() if d is not None},
-    )
+        distributions = {p.name: _distribution(p) for p in prepared}
+        return DriftReport(
+            features=tuple(results),
+            share_drifted=share,
+            verdict=verdict,
+            n_reference=len(self.reference),
+            n_current=n_cur_rows,
+            ignored_columns=ignored,
+            engine=config.engine,
+            correction=config.correction,
+            config=config,
+            distributions={name: d for name, d in distributions.items() if d is not None},
+        )
 
 
 def _feature_result(

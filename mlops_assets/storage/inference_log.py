@@ -1146,8 +1146,7 @@ def read_for_metrics(
         f"LEFT JOIN {plan.labels_table} l ON l.prediction_id = p.prediction_id "
         "WHERE p.prediction_date = :day"
     )
-    with wh.transaction() as tx:
-        frame = tx.select_frame(sql, {"day": day}, types=types)
+    frame = wh.read_frame(sql, {"day": day}, types=types)
     if not plan.classification:
         # A regression model's prediction is its score (the name the task metrics read).
         frame["score"] = frame["y_pred"]
@@ -1166,13 +1165,40 @@ def read_features(
     tenth of a million-row drift run)."""
     plan = layout(contract, features)
     ensure_tables(wh, contract, features=features)  # as in read_for_metrics
-    types = {n: "double" if k == "numeric" else "text" for n, k in plan.features.items()}
-    select = ", ".join(quote_identifier(c) for c in types)
-    sql = (  # noqa: S608 - validated identifiers; the day is bound
+    types = _feature_types(plan)
+    return wh.read_frame(_features_sql(plan, list(types)), {"day": day}, types=types)
+
+
+def iter_features(
+    wh: Warehouse,
+    contract: ModelContract,
+    day: dt.date,
+    *,
+    features: Mapping[str, str] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """`read_features` in groups of columns (`Warehouse.read_groups` of them), the rows in
+    the same order in every group: the engine reads the next group while the caller works
+    on the one before."""
+    plan = layout(contract, features)
+    ensure_tables(wh, contract, features=features)
+    types = _feature_types(plan)
+    names = list(types)
+    k = max(1, min(wh.read_groups, len(names)))
+    groups = [names[i * len(names) // k : (i + 1) * len(names) // k] for i in range(k)]
+    yield from wh.read_frames(
+        [(_features_sql(plan, group), {"day": day}) for group in groups], types=types
+    )
+
+
+def _feature_types(plan: Layout) -> dict[str, str]:
+    return {n: "double" if k == "numeric" else "text" for n, k in plan.features.items()}
+
+
+def _features_sql(plan: Layout, columns: list[str]) -> str:
+    select = ", ".join(quote_identifier(c) for c in columns)
+    return (  # noqa: S608 - validated identifiers; the day is bound
         f"SELECT {select} FROM {plan.predictions_table} WHERE prediction_date = :day"
     )
-    with wh.transaction() as tx:
-        return tx.select_frame(sql, {"day": day}, types=types)
 
 
 __all__ = [
@@ -1183,6 +1209,7 @@ __all__ = [
     "ensure_tables",
     "ingest_labels",
     "ingest_predictions",
+    "iter_features",
     "layout",
     "read_features",
     "read_for_metrics",

@@ -23,6 +23,7 @@ from mlops_assets.lib.drift import (
     DriftConfig,
     DriftInputError,
     DriftReport,
+    DriftRun,
     FeatureDrift,
     compute_drift,
 )
@@ -86,6 +87,40 @@ def scipy_reference(ref: pd.Series, cur: pd.Series, kind: str) -> tuple[float, f
 
 def by_name(report: DriftReport) -> dict[str, FeatureDrift]:
     return {f.feature: f for f in report.features}
+
+
+# --------------------------------------------------------------------------- column groups
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_run_fed_in_column_groups_gives_the_same_report(engine: str) -> None:
+    """The drift asset adds the day's columns a group at a time; the report is the one
+    compute_drift gives on the whole frame (p-values corrected across all features)."""
+    reference, current, features = fixed_frames()
+    current = current.assign(empty=np.nan)
+    reference = reference.assign(empty=1.0)
+    features = {**features, "empty": "numeric"}
+    config = DriftConfig(engine=engine)
+    whole = compute_drift(reference, current, features, config)
+    run = DriftRun(reference, features, config, n_current=len(current))
+    for group in (["colour", "normal"], ["empty", "shifted", "code"], ["poisson"]):
+        run.add(current[group])
+    run.add(current[["skewed", "binary"]])
+    assert repr(run.finish()) == repr(whole)
+
+
+def test_a_run_names_what_it_was_not_given() -> None:
+    reference, current, features = fixed_frames()
+    with pytest.raises(DriftInputError, match="reference is missing feature columns: normal"):
+        DriftRun(reference.drop(columns="normal"), features, n_current=len(current))
+    run = DriftRun(reference, features, n_current=len(current))
+    run.add(current[["normal"]])
+    with pytest.raises(DriftInputError, match="added twice"):
+        run.add(current[["normal"]])
+    with pytest.raises(DriftInputError, match="rows, expected"):
+        run.add(current[["shifted"]].head(10))
+    with pytest.raises(DriftInputError, match="current is missing feature columns: shifted"):
+        run.finish()
 
 
 # --------------------------------------------------------------------------- p-values

@@ -17,6 +17,7 @@ from mlops_assets.storage.inference_log import (
     ensure_tables,
     ingest_labels,
     ingest_predictions,
+    iter_features,
     layout,
     read_features,
     read_for_metrics,
@@ -167,6 +168,34 @@ def test_bad_rows_are_quarantined_and_good_rows_land(warehouse: Warehouse):
     assert len(features) == 4 and features["amount"].isna().sum() == 1
     batch = warehouse.query("SELECT n_rows, n_good, n_quarantined, days FROM mlops.ingest_batches")
     assert batch == [{"n_rows": 10, "n_good": 4, "n_quarantined": 6, "days": '["2026-03-02"]'}]
+
+
+def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
+    """The drift asset reads the features in groups of columns (the next group while the
+    drift of the previous one is computed): put side by side they are `read_features`, row
+    for row, also after a re-delivery moved rows in the table and with another day beside."""
+    features = {"amount": "numeric", "region": "categorical", "score": "numeric", "n": "numeric"}
+    contract = binary_contract(features=features)
+    ensure_tables(warehouse, contract)
+
+    def batch(n: int, seed: int, start: int = 0, day: dt.date = DAY) -> pd.DataFrame:
+        frame = prediction_frame(n, seed=seed, start=start, day=day)
+        rng = np.random.default_rng(seed + 1)
+        return frame.assign(score=rng.normal(size=n), n=rng.integers(0, 9, n).astype(float))
+
+    ingest_predictions(warehouse, contract, batch(300, 1), batch_id="a", model_version="1")
+    later = DAY + dt.timedelta(days=1)
+    ingest_predictions(
+        warehouse, contract, batch(50, 2, 1000, later), batch_id="b", model_version="1"
+    )
+    # A re-delivery of some rows with new values: their stored rows move in the table.
+    ingest_predictions(warehouse, contract, batch(100, 3, 100), batch_id="c", model_version="1")
+    whole = read_features(warehouse, contract, DAY)
+    warehouse.read_groups = 3  # three groups on both engines
+    parts = list(iter_features(warehouse, contract, DAY))
+    assert [list(p.columns) for p in parts] == [["amount"], ["region"], ["score", "n"]]
+    pd.testing.assert_frame_equal(pd.concat(parts, axis=1), whole)
+    assert len(whole) == 300
 
 
 def test_a_missing_column_rejects_the_whole_batch(warehouse: Warehouse):

@@ -60,7 +60,9 @@ def feature_drift_report(
 
 def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     # Imported here: they pull in pandas, which every run worker would pay for at load time.
-    from mlops_assets.lib.drift import DriftConfig, DriftInputError, compute_drift
+    import pandas as pd
+
+    from mlops_assets.lib.drift import DriftConfig, DriftInputError, DriftRun
     from mlops_assets.lib.drift_html import render_html
     from mlops_assets.storage import inference_log
 
@@ -71,23 +73,32 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     with warehouse.session():  # the reads share one connection
         target = partition_target(warehouse, day_key, model_name)
         day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
-        current = inference_log.read_features(wh, contract, day, features=model.features)
+        reference = model.reference()
     model_name = model.model_name
     config = contract.drift
-    reference = model.reference()
     drift_config = DriftConfig(
         engine=config.engine,  # type: ignore[arg-type]
         correction=config.correction,  # type: ignore[arg-type]
         p_value=config.p_value,
         drift_share=config.drift_share,
     )
+    # The day's columns group by group (one group on the embedded engine): the features of
+    # one group are tested while the warehouse reads the next. The report is the one
+    # `compute_drift` gives on the whole frame.
+    parts: list[pd.DataFrame] = []
+    run = None
     try:
-        report = compute_drift(reference, current, model.features, drift_config)
+        for part in inference_log.iter_features(wh, contract, day, features=model.features):
+            if run is None:
+                run = DriftRun(reference, model.features, drift_config, n_current=len(part))
+            run.add(part)
+            parts.append(part)
+        assert run is not None  # iter_features yields at least one group
+        report = run.finish()
     except DriftInputError as error:
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
-
-    impacts, impact_note = _impact_ranking(contract, model, report, reference, current, mlflow)
-    del current  # the day's rows are not needed any more: the report has what it draws
+    impacts, impact_note = _impact_ranking(contract, model, report, reference, parts, mlflow)
+    del parts  # the day's rows are not needed any more: the report has what it draws
     level = _alert_level(report.verdict, report.share_drifted)
     tracker = mlflow.tracker()
     # The report's home is MLflow: its own run per model version and day (through the buffer,
@@ -220,8 +231,9 @@ def _costliest(impacts: dict[str, float], k: int = 3) -> str:
     return f"; costliest shifts: {', '.join(ranked)}" if ranked else ""
 
 
-def _impact_ranking(contract, model, report, reference, current, mlflow):
+def _impact_ranking(contract, model, report, reference, parts, mlflow):
     """Drifted features -> how much of the estimated accuracy restoring each one recovers.
+    `parts`: the day's rows, as groups of columns.
 
     Needs the model's calibrator (classification) and the model (this host's cache, rebuilt from
     the MLflow registry when missing); without them the report is ranked by significance only,
@@ -252,6 +264,10 @@ def _impact_ranking(contract, model, report, reference, current, mlflow):
         return {}, f"not ranked: {error}"
     if predictor is None:
         return {}, "not ranked: the model is not reachable (pending replay, or MLflow down)"
+    import pandas as pd
+
+    # The groups side by side (a copy of the day's rows): only a day that drifted pays it.
+    current = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
     try:
         ranked = rank_feature_impact(
             lambda frame: predictor.score(frame).proba,
