@@ -867,13 +867,17 @@ _ROW = "__ingest_row"
 _SLICE_VIEW = "_ingest_raw_slice"
 
 
-def _sql_text(name: str, kind: Any) -> str | None:
+def _sql_text(name: str, kind: Any, integral: frozenset[str] = frozenset()) -> str | None:
     """SQL for `canonical_categories` of a column of this Arrow type (strings are trimmed
     beforehand, by the same Arrow function pandas' `str.strip` calls); None: a type left to
-    the Python path (floats, decimals, mixed objects, ...)."""
+    the Python path (decimals, mixed objects, floats with a fraction: Python's repr spells
+    those). `integral`: float columns whose values are all whole (an int code read back as
+    float, a label column with NaN for "not yet"), spelled as the integer."""
     import pyarrow as pa
 
     q = quote_identifier(name)
+    if name in integral:
+        return f"CASE WHEN isnan({q}) THEN NULL ELSE CAST(CAST({q} AS BIGINT) AS VARCHAR) END"
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return q
     if pa.types.is_signed_integer(kind) or kind in (pa.uint8(), pa.uint16(), pa.uint32()):
@@ -932,26 +936,37 @@ class _SqlSlice:
             return None  # mixed objects: the Python path types them value by value
         raw = raw.replace_schema_metadata(None)
         kinds = {f.name: f.type for f in raw.schema}
+        numeric = {n for n, k in plan.features.items() if k == "numeric"}
+        integral = set()
         for i, name in enumerate(raw.column_names):
-            if name != BATCH_COLUMN and (
-                pa.types.is_string(kinds[name]) or pa.types.is_large_string(kinds[name])
-            ):
-                raw = raw.set_column(i, name, pc.utf8_trim_whitespace(raw.column(i)))
+            kind, column = kinds[name], raw.column(i)
+            if name == BATCH_COLUMN:
+                continue
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                raw = raw.set_column(i, name, pc.utf8_trim_whitespace(column))
+            elif kind in (pa.float32(), pa.float64()) and name not in numeric:
+                whole = pc.and_(
+                    pc.equal(column, pc.floor(column)), pc.less_equal(pc.abs(column), 2.0**53)
+                )
+                if pc.all(pc.or_(pc.is_nan(column), whole)).as_py() is not False:
+                    integral.add(name)
         raw = raw.append_column(_ROW, pa.array(np.arange(raw.num_rows, dtype=np.int64)))
-        return cls._typing(raw, kinds, plan)
+        return cls._typing(raw, kinds, plan, frozenset(integral))
 
     @classmethod
-    def _typing(cls, raw: Any, kinds: dict[str, Any], plan: Layout) -> _SqlSlice | None:
+    def _typing(
+        cls, raw: Any, kinds: dict[str, Any], plan: Layout, integral: frozenset[str]
+    ) -> _SqlSlice | None:
         import pyarrow as pa
 
         def label(name: str) -> str | None:
-            text = _sql_text(name, kinds[name])
+            text = _sql_text(name, kinds[name], integral)
             if text is not None and plan.task == "binary" and plan.classes == ["0", "1"]:
                 text = f"CASE {text} WHEN 'true' THEN '1' WHEN 'false' THEN '0' ELSE {text} END"
             return text
 
         ts_kind = kinds[plan.timestamp_column]
-        ident = _sql_text(plan.id_column, kinds[plan.id_column])
+        ident = _sql_text(plan.id_column, kinds[plan.id_column], integral)
         if ident is None or not (pa.types.is_timestamp(ts_kind) and ts_kind.tz is None):
             return None  # text or zoned timestamps: pandas parses and converts them
         ts = f"CAST({quote_identifier(plan.timestamp_column)} AS TIMESTAMP)"
@@ -968,8 +983,10 @@ class _SqlSlice:
         }
         bad = [f"{ident} IS NULL", f"{ident} = ''", f"{ts} IS NULL"]
         for name, kind in plan.features.items():
-            typing = _sql_number if kind == "numeric" else _sql_text
-            expr = typing(name, kinds[name])
+            if kind == "numeric":
+                expr = _sql_number(name, kinds[name])
+            else:
+                expr = _sql_text(name, kinds[name], integral)
             if expr is None:
                 return None
             columns[name] = expr
@@ -1049,11 +1066,15 @@ def _sql_bad_rows(
     contract: ModelContract,
     kind: Kind,
     features: Mapping[str, str] | None,
+    params: Mapping[str, Any],
     columns: list[str] | None = None,
 ) -> pd.DataFrame | None:
     """The rows SQL found bad, with `_validate`'s reasons; None when `_validate` disagrees
     about one of them (the slice then takes the Python path whole)."""
-    found = tx.query_arrow(f"SELECT {_ROW} FROM {_SLICE_VIEW} WHERE {where} ORDER BY {_ROW}")  # noqa: S608
+    found = tx.query_arrow(  # type: ignore[attr-defined]
+        f"SELECT {_ROW} FROM {_SLICE_VIEW} WHERE {where} ORDER BY {_ROW}",  # noqa: S608
+        params,
+    )
     rows = found.column(0).to_numpy()
     if not len(rows):
         return pd.DataFrame()
@@ -1106,7 +1127,7 @@ def _write_sql_slice(
             return None  # which copy wins, and whether it is identical: the Python path
         quarantined = labels_quarantined = pd.DataFrame()
         if stats["bad"]:
-            rejected = _sql_bad_rows(tx, chunk, typed.bad, contract, "prediction", features)
+            rejected = _sql_bad_rows(tx, chunk, typed.bad, contract, "prediction", features, params)
             if rejected is None:
                 return None
             quarantined = _quarantine_rows(contract, "prediction", rejected, batch_id, now)
@@ -1118,6 +1139,7 @@ def _write_sql_slice(
                 contract,
                 "label",
                 features,
+                params,
                 [plan.id_column, plan.target_column, BATCH_COLUMN],
             )
             if rejected is None:
