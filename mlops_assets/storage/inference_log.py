@@ -1060,29 +1060,27 @@ class _SqlSlice:
 
 
 def _sql_bad_rows(
-    tx: Transaction,
     chunk: pd.DataFrame,
-    where: str,
+    rows: np.ndarray,
     contract: ModelContract,
     kind: Kind,
     features: Mapping[str, str] | None,
-    params: Mapping[str, Any],
     columns: list[str] | None = None,
 ) -> pd.DataFrame | None:
-    """The rows SQL found bad, with `_validate`'s reasons; None when `_validate` disagrees
-    about one of them (the slice then takes the Python path whole)."""
-    found = tx.query_arrow(  # type: ignore[attr-defined]
-        f"SELECT {_ROW} FROM {_SLICE_VIEW} WHERE {where} ORDER BY {_ROW}",  # noqa: S608
-        params,
-    )
-    rows = found.column(0).to_numpy()
-    if not len(rows):
-        return pd.DataFrame()
-    subset = chunk.iloc[rows]
+    """The rows SQL found bad (their numbers in the slice), with `_validate`'s reasons; None
+    when `_validate` disagrees about one of them (the slice then takes the Python path)."""
+    subset = chunk.iloc[np.sort(rows)]
     if columns is not None:
         subset = subset[[c for c in columns if c in subset.columns]]
     _, _, rejected = _validate(subset, contract, kind, features=features)
     return rejected if len(rejected) == len(rows) else None
+
+
+def _twice(hashes: np.ndarray) -> bool:
+    """Whether an id may come twice (equal hashes; a collision only sends the slice to the
+    Python path, which decides exactly)."""
+    ordered = np.sort(hashes)
+    return bool((ordered[1:] == ordered[:-1]).any())
 
 
 def _in_sql(wh: Warehouse) -> bool:
@@ -1105,6 +1103,9 @@ def _write_sql_slice(
     """Writes a `_SqlSlice`: (good rows, quarantined rows, days), or None, having written
     nothing, when the slice must take the Python path (an id twice, or `_validate` reads a
     row SQL found bad otherwise)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     typed, chunk = item.sql, item.chunk
     assert typed is not None and chunk is not None
     batch_id, now = constants["batch_id"], constants["ingested_at"]
@@ -1113,46 +1114,41 @@ def _write_sql_slice(
     good = f"NOT ({typed.bad})"
     label_good = f"({typed.labelled}) AND NOT ({typed.label_bad})"
     with tx.registered(_SLICE_VIEW, typed.raw):  # type: ignore[attr-defined]
-        [stats] = tx.query(
-            f"SELECT count(*) FILTER (WHERE {typed.bad}) AS bad, "  # noqa: S608
-            f"count(*) FILTER (WHERE {good}) - count(DISTINCT {ident}) FILTER (WHERE {good}) "
-            "AS twice, "
-            f"count(*) FILTER (WHERE ({typed.labelled}) AND ({typed.label_bad})) AS label_bad, "
-            f"count(*) FILTER (WHERE {label_good}) "
-            f"- count(DISTINCT {ident}) FILTER (WHERE {label_good}) AS label_twice "
-            f"FROM {_SLICE_VIEW}",
+        # One scan for what the checks and the bookkeeping need; the rows themselves go
+        # from the slice to the table in the INSERTs below.
+        scan = tx.query_arrow(  # type: ignore[attr-defined]
+            f"SELECT {_ROW} AS row, {ident} AS id, hash({ident}) AS h, "  # noqa: S608
+            f"{typed.bad} AS bad, {typed.predictions['prediction_date']} AS day, "
+            f"({typed.labelled}) AS labelled, ({typed.labelled}) AND ({typed.label_bad}) "
+            f"AS label_bad FROM {_SLICE_VIEW}",
             params,
         )
-        if stats["twice"] or stats["label_twice"]:
+        column = {n: scan.column(n) for n in scan.column_names}
+        bad = column["bad"].to_numpy(zero_copy_only=False).astype(bool)
+        labelled = column["labelled"].to_numpy(zero_copy_only=False).astype(bool)
+        label_bad = column["label_bad"].to_numpy(zero_copy_only=False).astype(bool)
+        number = column["row"].to_numpy()
+        hashes = column["h"].to_numpy()
+        kept, label_kept = ~bad, labelled & ~label_bad
+        if _twice(hashes[kept]) or _twice(hashes[label_kept]):
             return None  # which copy wins, and whether it is identical: the Python path
         quarantined = labels_quarantined = pd.DataFrame()
-        if stats["bad"]:
-            rejected = _sql_bad_rows(tx, chunk, typed.bad, contract, "prediction", features, params)
+        if bad.any():
+            rejected = _sql_bad_rows(chunk, number[bad], contract, "prediction", features)
             if rejected is None:
                 return None
             quarantined = _quarantine_rows(contract, "prediction", rejected, batch_id, now)
-        if stats["label_bad"]:
-            rejected = _sql_bad_rows(
-                tx,
-                chunk,
-                f"({typed.labelled}) AND ({typed.label_bad})",
-                contract,
-                "label",
-                features,
-                params,
-                [plan.id_column, plan.target_column, BATCH_COLUMN],
-            )
+        if label_bad.any():
+            names = [plan.id_column, plan.target_column, BATCH_COLUMN]
+            rejected = _sql_bad_rows(chunk, number[label_bad], contract, "label", features, names)
             if rejected is None:
                 return None
             labels_quarantined = _quarantine_rows(contract, "label", rejected, batch_id, now)
 
-        n_good = item.n_rows - int(stats["bad"])
-        ids = tx.query_arrow(  # type: ignore[attr-defined]
-            f"SELECT {ident} AS id, hash({ident}) AS h FROM {_SLICE_VIEW} "  # noqa: S608
-            f"WHERE {good} ORDER BY {_ROW}",
-            params,
-        )
-        again = predictions.earlier(ids.column("id"), ids.column("h").to_numpy())
+        # In the rows' order (the scan's may differ): `_write_slice` aligns them with rows.
+        order = np.argsort(number[kept], kind="stable")
+        ids = column["id"].filter(pa.array(kept)).take(pa.array(order))
+        again = predictions.earlier(ids, hashes[kept][order])
         expressions = {c: typed.predictions[c] for c in predictions.columns}
         if again.any():
             # Ids an earlier slice wrote: the Python path's comparison with the stored rows.
@@ -1164,28 +1160,18 @@ def _write_sql_slice(
             predictions.write_select(typed.select(expressions, good), params)
             identical, replaced = 0, pd.DataFrame()
         _quarantine(tx, _concat(quarantined, replaced))
-        found = tx.query(
-            f"SELECT DISTINCT {typed.predictions['prediction_date']} AS day "  # noqa: S608
-            f"FROM {_SLICE_VIEW} WHERE {good}",
-            params,
-        )
-        days = frozenset(
-            r["day"].date() if isinstance(r["day"], dt.datetime) else r["day"] for r in found
-        )
+        days = frozenset(pc.unique(column["day"].filter(pa.array(kept))).to_pylist())
         if typed.label_columns is not None:
-            label_ids = tx.query_arrow(  # type: ignore[attr-defined]
-                f"SELECT {ident} AS id, hash({ident}) AS h FROM {_SLICE_VIEW} "  # noqa: S608
-                f"WHERE {label_good} ORDER BY {_ROW}",
-                params,
+            relabelled = labels.earlier(
+                column["id"].filter(pa.array(label_kept)), hashes[label_kept]
             )
-            relabelled = labels.earlier(label_ids.column("id"), label_ids.column("h").to_numpy())
             expressions = {c: typed.label_columns[c] for c in labels.columns}
             labels.write_select(
                 typed.select(expressions, label_good), params, replacing=bool(relabelled.any())
             )
             _quarantine(tx, labels_quarantined)
-    n_bad = int(stats["bad"]) + len(replaced)
-    return n_good - identical - len(replaced), n_bad, days
+    n_good = int(kept.sum()) - identical - len(replaced)
+    return n_good, int(bad.sum()) + len(replaced), days
 
 
 @dataclass
