@@ -2,7 +2,7 @@
 
 Usage: python bench/ingest_scale.py [--rows 1000000] [--numeric 30] [--categorical 10]
        [--engine embedded|postgres|both] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
-       [--history 20000] [--repeats 3] [--ingest-only]
+       [--history 20000] [--repeats 3] [--warmup 1] [--ingest-only]
 
 The serving system's batch is one Parquet file of `--rows` predictions (with their outcome)
 x (numeric + categorical) features. Per engine, in one run:
@@ -10,8 +10,9 @@ x (numeric + categorical) features. Per engine, in one run:
 - ingest_over_bulk: the engine's own bulk path's time over ours for the same file into
   tables of the same DDL (the model's predictions and labels tables, primary keys and
   index included, created afresh before every run), both sides producing the same stored
-  rows (checked column by column, times of ingestion aside), `--repeats` runs each,
-  interleaved with the order alternating, median (target >= 0.8). Ours: the Parquet
+  rows (checked column by column, times of ingestion aside), `--warmup` untimed runs each
+  first, then `--repeats` runs each, interleaved with the order alternating, median
+  (target >= 0.8). Ours: the Parquet
   source streams the file in slices, the inference log types and validates every row,
   upserts by prediction id and records the batch. Bulk: DuckDB `read_parquet` inserted
   straight into the tables (embedded), or Arrow computing the stored columns from the
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -117,8 +119,8 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _seconds(runs: list[dict]) -> str:
-    return ", ".join(f"{r['seconds']:.2f}" for r in runs)
+def _seconds(runs: list[dict], key: str = "seconds") -> str:
+    return ", ".join(f"{r[key]:.2f}" for r in runs)
 
 
 def fresh_tables(wh: Warehouse, contract) -> None:
@@ -331,7 +333,6 @@ def child(what: str) -> None:
 
 
 def run_child(what: str, env: dict[str, str]) -> dict:
-    import os
     import subprocess
 
     done = subprocess.run(
@@ -428,6 +429,9 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=20_000, help="training rows")
     parser.add_argument("--repeats", type=int, default=3, help="ingest runs per side")
     parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed ingest runs per side before them"
+    )
+    parser.add_argument(
         "--ingest-only", action="store_true", help="skip the asset runs (ingestion ratio only)"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -436,7 +440,9 @@ def main() -> None:
         child(args.child)
         return
 
-    figures: dict[str, float] = {}
+    figures: dict[str, object] = {}
+    # The machine may be shared: its load beside the figures (1, 5, 15 minutes).
+    figures["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         folder = root / "inbox"
@@ -468,6 +474,10 @@ def main() -> None:
                 twin = contract_for(folder, features, name=f"{MODEL}_bulk")
                 load = bulk_embedded if engine == "embedded" else bulk_postgres
                 bulks, mine_runs = [], []
+                for _ in range(args.warmup):
+                    # Equal warm-up: first imports, caches and allocations on both sides.
+                    load(wh, twin, file)
+                    ours(wh, contract, folder)
                 for repeat in range(args.repeats):
                     # Interleaved, the order alternating: both sides see the same machine.
                     for side in ("bulk", "ours") if repeat % 2 == 0 else ("ours", "bulk"):
@@ -497,7 +507,10 @@ def main() -> None:
                         r["cpu_s"] for r in mine_runs
                     )
                     figures["embedded_ingest_cpu_over_bulk"] = round(cpu_ratio, 3)
-                    print(f"{engine}: CPU seconds, bulk/ours {cpu_ratio:.2f}")
+                    print(
+                        f"{engine}: CPU seconds, bulk/ours {cpu_ratio:.2f} (bulk "
+                        f"{_seconds(bulks, 'cpu_s')}; ours {_seconds(mine_runs, 'cpu_s')})"
+                    )
                 scale = (
                     assets_vs_memory(root, contract, engine, dsn) if not args.ingest_only else None
                 )
@@ -537,6 +550,7 @@ def main() -> None:
             figures[f"{engine}_metrics_asset_over_memory"] = round(metrics_ratio, 3)
             figures[f"{engine}_metrics_asset_over_evaluate_only"] = round(evaluate_ratio, 3)
             figures[f"{engine}_peak_rss_mb"] = round(peak, 1)
+    figures["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["rows"] = args.rows
     figures["features"] = args.numeric + args.categorical
     print(json.dumps(figures))

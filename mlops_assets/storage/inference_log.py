@@ -671,13 +671,14 @@ class _Store:
         self._ids: list[Any] = []  # Arrow arrays, to confirm a hash hit exactly
         self._hasher: Any = None
 
-    def earlier(self, ids: Any) -> np.ndarray:
-        """Which of these ids (Arrow text) an earlier slice of this batch wrote."""
+    def earlier(self, ids: Any, hashes: np.ndarray | None = None) -> np.ndarray:
+        """Which of these ids (Arrow text) an earlier slice of this batch wrote. `hashes`:
+        their DuckDB `hash()`, when the caller's query computed them already."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         text = _arrow_text(ids)
-        hashes = self._hash(text)
+        hashes = self._hash(text) if hashes is None else np.asarray(hashes, dtype=np.uint64)
         hit = np.zeros(len(text), dtype=bool)
         if len(self._hashes):
             where = np.searchsorted(self._hashes, hashes).clip(max=len(self._hashes) - 1)
@@ -713,6 +714,14 @@ class _Store:
 
     def write(self, rows: Any, *, replacing: bool = False) -> None:
         self.upserter.write(rows, replacing=replacing)
+
+    def write_select(
+        self, select: str, params: Mapping[str, Any], *, replacing: bool = False
+    ) -> None:
+        """`write` of the rows a query over the slice computes (embedded engine)."""
+        self.upserter.write_select(  # type: ignore[attr-defined]
+            select, self.columns, params, replacing=replacing
+        )
 
     def finish(self) -> None:
         self.upserter.finish()
@@ -774,13 +783,16 @@ def _write_slice(
     kind: Kind,
     batch_id: str,
     now: dt.datetime,
+    again: np.ndarray | None = None,
 ) -> tuple[int, pd.DataFrame]:
     """Writes a slice (an Arrow table). Rows whose id an earlier slice of the batch wrote
     replace those: the later row wins, as within a slice. Returns (earlier rows that were
-    identical re-deliveries, quarantine records of the earlier rows that differed)."""
+    identical re-deliveries, quarantine records of the earlier rows that differed).
+    `again`: `store.earlier` of the rows' ids, when the caller asked it already."""
     import pyarrow as pa
 
-    again = store.earlier(rows.column("prediction_id"))
+    if again is None:
+        again = store.earlier(rows.column("prediction_id"))
     if not again.any():
         store.write(rows)
         return 0, pd.DataFrame()
@@ -848,6 +860,320 @@ def _days(column: pd.Series) -> frozenset[dt.date]:
     return frozenset(pd.Timestamp(v).date() for v in values)
 
 
+# --------------------------------------------------------------------------- the SQL path
+
+# A column of the slice that numbers its rows (the users' names are plain identifiers).
+_ROW = "__ingest_row"
+_SLICE_VIEW = "_ingest_raw_slice"
+
+
+def _sql_text(name: str, kind: Any, integral: frozenset[str] = frozenset()) -> str | None:
+    """SQL for `canonical_categories` of a column of this Arrow type (strings are trimmed
+    beforehand, by the same Arrow function pandas' `str.strip` calls); None: a type left to
+    the Python path (decimals, mixed objects, floats with a fraction: Python's repr spells
+    those). `integral`: float columns whose values are all whole (an int code read back as
+    float, a label column with NaN for "not yet"), spelled as the integer."""
+    import pyarrow as pa
+
+    q = quote_identifier(name)
+    if name in integral:
+        return f"CASE WHEN isnan({q}) THEN NULL ELSE CAST(CAST({q} AS BIGINT) AS VARCHAR) END"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return q
+    if pa.types.is_signed_integer(kind) or kind in (pa.uint8(), pa.uint16(), pa.uint32()):
+        return f"CAST({q} AS VARCHAR)"
+    if pa.types.is_boolean(kind):
+        return f"CASE WHEN {q} THEN 'true' WHEN NOT {q} THEN 'false' END"
+    return None
+
+
+def _sql_number(name: str, kind: Any) -> str | None:
+    """SQL for `_numbers` of a numeric Arrow column (NaN stored as NULL, as the Python path's
+    Arrow conversion does); None for other types (text that may not parse: Python path)."""
+    import pyarrow as pa
+
+    q = quote_identifier(name)
+    if pa.types.is_integer(kind):
+        return f"CAST({q} AS DOUBLE)"
+    if kind in (pa.float32(), pa.float64()):
+        return f"CASE WHEN isnan({q}) THEN NULL ELSE CAST({q} AS DOUBLE) END"
+    return None
+
+
+def _any_of(conditions: list[str]) -> str:
+    return " OR ".join(f"coalesce({c}, false)" for c in conditions) or "false"
+
+
+@dataclass
+class _SqlSlice:
+    """A slice the embedded engine types and validates in SQL, in the statement that writes
+    it: the same typed columns and the same row checks as `_validate`, as DuckDB expressions
+    over the users' columns (an Arrow table registered on the warehouse's connection). Bad
+    rows are few: only they go through `_validate`, for the reasons and the quarantined
+    original, which then are the Python path's to the letter. A slice whose column types or
+    task the expressions do not cover, or with an id twice, takes the Python path whole."""
+
+    raw: Any  # Arrow: the users' columns (strings trimmed), `_batch`, and the row number
+    predictions: dict[str, str]  # column of the predictions table -> SQL expression
+    bad: str  # the row is quarantined
+    label_columns: dict[str, str] | None  # labels in the log: column -> SQL expression
+    labelled: str  # the row carries a label
+    label_bad: str
+
+    @classmethod
+    def of(cls, chunk: pd.DataFrame, plan: Layout) -> _SqlSlice | None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if plan.class_probability_columns:
+            return None  # multiclass probabilities (argmax, sum to 1): the Python path
+        names = plan.source_columns("prediction")
+        if BATCH_COLUMN in chunk.columns:
+            names.append(BATCH_COLUMN)
+        try:
+            raw = pa.Table.from_pandas(chunk[names], preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return None  # mixed objects: the Python path types them value by value
+        raw = raw.replace_schema_metadata(None)
+        kinds = {f.name: f.type for f in raw.schema}
+        numeric = {n for n, k in plan.features.items() if k == "numeric"}
+        integral = set()
+        for i, name in enumerate(raw.column_names):
+            kind, column = kinds[name], raw.column(i)
+            if name == BATCH_COLUMN:
+                continue
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                raw = raw.set_column(i, name, pc.utf8_trim_whitespace(column))
+            elif kind in (pa.float32(), pa.float64()) and name not in numeric:
+                whole = pc.and_(
+                    pc.equal(column, pc.floor(column)), pc.less_equal(pc.abs(column), 2.0**53)
+                )
+                if pc.all(pc.or_(pc.is_nan(column), whole)).as_py() is not False:
+                    integral.add(name)
+        raw = raw.append_column(_ROW, pa.array(np.arange(raw.num_rows, dtype=np.int64)))
+        return cls._typing(raw, kinds, plan, frozenset(integral))
+
+    @classmethod
+    def _typing(
+        cls, raw: Any, kinds: dict[str, Any], plan: Layout, integral: frozenset[str]
+    ) -> _SqlSlice | None:
+        import pyarrow as pa
+
+        def label(name: str) -> str | None:
+            text = _sql_text(name, kinds[name], integral)
+            if text is not None and plan.task == "binary" and plan.classes == ["0", "1"]:
+                text = f"CASE {text} WHEN 'true' THEN '1' WHEN 'false' THEN '0' ELSE {text} END"
+            return text
+
+        ts_kind = kinds[plan.timestamp_column]
+        ident = _sql_text(plan.id_column, kinds[plan.id_column], integral)
+        if ident is None or not (pa.types.is_timestamp(ts_kind) and ts_kind.tz is None):
+            return None  # text or zoned timestamps: pandas parses and converts them
+        ts = f"CAST({quote_identifier(plan.timestamp_column)} AS TIMESTAMP)"
+        batch = (
+            f"coalesce(CAST({quote_identifier(BATCH_COLUMN)} AS VARCHAR), :batch_id)"
+            if BATCH_COLUMN in kinds
+            else ":batch_id"
+        )
+        columns = {
+            "prediction_id": ident,
+            "prediction_date": f"CAST({ts} AS DATE)",
+            "predicted_at": ts,
+            "model_version": "CAST(:model_version AS VARCHAR)",
+        }
+        bad = [f"{ident} IS NULL", f"{ident} = ''", f"{ts} IS NULL"]
+        for name, kind in plan.features.items():
+            if kind == "numeric":
+                expr = _sql_number(name, kinds[name])
+            else:
+                expr = _sql_text(name, kinds[name], integral)
+            if expr is None:
+                return None
+            columns[name] = expr
+        p = None
+        if plan.task == "regression":
+            value = _sql_number(plan.prediction_column or "", kinds[plan.prediction_column or ""])
+            if value is None:
+                return None
+            bad.append(f"{value} IS NULL")
+            columns["y_pred"] = value
+        else:
+            if plan.probability_column:
+                p = _sql_number(plan.probability_column, kinds[plan.probability_column])
+                if p is None:
+                    return None
+                bad += [f"{p} IS NULL", f"{p} < 0 OR {p} > 1"]
+                columns["proba"] = p
+            elif plan.task == "binary":
+                columns["proba"] = "CAST(NULL AS DOUBLE)"
+            if plan.prediction_column:
+                predicted = label(plan.prediction_column)
+                if predicted is None:
+                    return None
+                bad += [f"{predicted} IS NULL", f"NOT list_contains(:classes, {predicted})"]
+            elif p is not None:
+                threshold = f"CAST('{float(plan.threshold)!r}' AS DOUBLE)"
+                predicted = (
+                    f"CASE WHEN {p} >= {threshold} THEN (:classes)[2] ELSE (:classes)[1] END"
+                )
+            else:
+                predicted = "(:classes)[1]"
+            columns["y_pred"] = predicted
+        if plan.odds_column:
+            odds = _sql_number(plan.odds_column, kinds[plan.odds_column])
+            if odds is None:
+                return None
+            columns["odds"] = odds
+        columns["batch_id"] = batch
+        columns["ingested_at"] = "CAST(:ingested_at AS TIMESTAMP)"
+        missing = set(plan.prediction_types()) - set(columns)
+        assert not missing, missing  # every column of the table has its expression
+        label_columns, labelled, label_bad = None, "false", "false"
+        if plan.labels_in_log:
+            target, kind = quote_identifier(plan.target_column), kinds[plan.target_column]
+            value = (
+                label(plan.target_column)
+                if plan.classification
+                else _sql_number(plan.target_column, kind)
+            )
+            if value is None:
+                return None
+            labelled = f"{target} IS NOT NULL"
+            if kind in (pa.float32(), pa.float64()):
+                labelled += f" AND NOT isnan({target})"  # pandas' notna: NaN is missing
+            checks = [f"{ident} IS NULL", f"{ident} = ''"]
+            if plan.classification:
+                checks.append(f"NOT list_contains(:classes, {value})")
+            label_bad = _any_of(checks)
+            label_columns = {
+                "prediction_id": ident,
+                "y_true": value,
+                "labelled_at": "CAST(:ingested_at AS TIMESTAMP)",
+                "batch_id": batch,
+            }
+        return cls(raw, columns, _any_of(bad), label_columns, labelled, label_bad)
+
+    def select(self, columns: Mapping[str, str], where: str, *, ordered: bool = False) -> str:
+        listed = ", ".join(f"{e} AS {quote_identifier(c)}" for c, e in columns.items())
+        order = f" ORDER BY {_ROW}" if ordered else ""
+        return f"SELECT {listed} FROM {_SLICE_VIEW} WHERE {where}{order}"  # noqa: S608
+
+
+def _sql_bad_rows(
+    chunk: pd.DataFrame,
+    rows: np.ndarray,
+    contract: ModelContract,
+    kind: Kind,
+    features: Mapping[str, str] | None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame | None:
+    """The rows SQL found bad (their numbers in the slice), with `_validate`'s reasons; None
+    when `_validate` disagrees about one of them (the slice then takes the Python path)."""
+    subset = chunk.iloc[np.sort(rows)]
+    if columns is not None:
+        subset = subset[[c for c in columns if c in subset.columns]]
+    _, _, rejected = _validate(subset, contract, kind, features=features)
+    return rejected if len(rejected) == len(rows) else None
+
+
+def _twice(hashes: np.ndarray) -> bool:
+    """Whether an id may come twice (equal hashes; a collision only sends the slice to the
+    Python path, which decides exactly)."""
+    ordered = np.sort(hashes)
+    return bool((ordered[1:] == ordered[:-1]).any())
+
+
+def _in_sql(wh: Warehouse) -> bool:
+    """Whether slices are typed and validated in SQL by the warehouse (the embedded engine:
+    DuckDB's vectorised engine does it on the connection that writes them). PostgreSQL takes
+    the Python path: its COPY, not the client, bounds that ingestion."""
+    return wh.engine == "embedded"
+
+
+def _write_sql_slice(
+    tx: Transaction,
+    item: _Slice,
+    predictions: _Store,
+    labels: _Store,
+    contract: ModelContract,
+    plan: Layout,
+    features: Mapping[str, str] | None,
+    constants: Mapping[str, Any],
+) -> tuple[int, int, frozenset[dt.date]] | None:
+    """Writes a `_SqlSlice`: (good rows, quarantined rows, days), or None, having written
+    nothing, when the slice must take the Python path (an id twice, or `_validate` reads a
+    row SQL found bad otherwise)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    typed, chunk = item.sql, item.chunk
+    assert typed is not None and chunk is not None
+    batch_id, now = constants["batch_id"], constants["ingested_at"]
+    params = {**constants, "classes": plan.classes}
+    ident = typed.predictions["prediction_id"]
+    good = f"NOT ({typed.bad})"
+    label_good = f"({typed.labelled}) AND NOT ({typed.label_bad})"
+    with tx.registered(_SLICE_VIEW, typed.raw):  # type: ignore[attr-defined]
+        # One scan for what the checks and the bookkeeping need; the rows themselves go
+        # from the slice to the table in the INSERTs below.
+        scan = tx.query_arrow(  # type: ignore[attr-defined]
+            f"SELECT {_ROW} AS row, {ident} AS id, hash({ident}) AS h, "  # noqa: S608
+            f"{typed.bad} AS bad, {typed.predictions['prediction_date']} AS day, "
+            f"({typed.labelled}) AS labelled, ({typed.labelled}) AND ({typed.label_bad}) "
+            f"AS label_bad FROM {_SLICE_VIEW}",
+            params,
+        )
+        column = {n: scan.column(n) for n in scan.column_names}
+        bad = column["bad"].to_numpy(zero_copy_only=False).astype(bool)
+        labelled = column["labelled"].to_numpy(zero_copy_only=False).astype(bool)
+        label_bad = column["label_bad"].to_numpy(zero_copy_only=False).astype(bool)
+        number = column["row"].to_numpy()
+        hashes = column["h"].to_numpy()
+        kept, label_kept = ~bad, labelled & ~label_bad
+        if _twice(hashes[kept]) or _twice(hashes[label_kept]):
+            return None  # which copy wins, and whether it is identical: the Python path
+        quarantined = labels_quarantined = pd.DataFrame()
+        if bad.any():
+            rejected = _sql_bad_rows(chunk, number[bad], contract, "prediction", features)
+            if rejected is None:
+                return None
+            quarantined = _quarantine_rows(contract, "prediction", rejected, batch_id, now)
+        if label_bad.any():
+            names = [plan.id_column, plan.target_column, BATCH_COLUMN]
+            rejected = _sql_bad_rows(chunk, number[label_bad], contract, "label", features, names)
+            if rejected is None:
+                return None
+            labels_quarantined = _quarantine_rows(contract, "label", rejected, batch_id, now)
+
+        # In the rows' order (the scan's may differ): `_write_slice` aligns them with rows.
+        order = np.argsort(number[kept], kind="stable")
+        ids = column["id"].filter(pa.array(kept)).take(pa.array(order))
+        again = predictions.earlier(ids, hashes[kept][order])
+        expressions = {c: typed.predictions[c] for c in predictions.columns}
+        if again.any():
+            # Ids an earlier slice wrote: the Python path's comparison with the stored rows.
+            rows = tx.query_arrow(typed.select(expressions, good, ordered=True), params)  # type: ignore[attr-defined]
+            identical, replaced = _write_slice(
+                predictions, rows, contract, plan, "prediction", batch_id, now, again=again
+            )
+        else:
+            predictions.write_select(typed.select(expressions, good), params)
+            identical, replaced = 0, pd.DataFrame()
+        _quarantine(tx, _concat(quarantined, replaced))
+        days = frozenset(pc.unique(column["day"].filter(pa.array(kept))).to_pylist())
+        if typed.label_columns is not None:
+            relabelled = labels.earlier(
+                column["id"].filter(pa.array(label_kept)), hashes[label_kept]
+            )
+            expressions = {c: typed.label_columns[c] for c in labels.columns}
+            labels.write_select(
+                typed.select(expressions, label_good), params, replacing=bool(relabelled.any())
+            )
+            _quarantine(tx, labels_quarantined)
+    n_good = int(kept.sum()) - identical - len(replaced)
+    return n_good, int(bad.sum()) + len(replaced), days
+
+
 @dataclass
 class _Slice:
     """One slice, validated and ready to write (built ahead of the writes, see `_ahead`)."""
@@ -859,6 +1185,10 @@ class _Slice:
     days: frozenset[dt.date] = frozenset()
     labels: Any = None  # labels in the log: Arrow table of the labels table
     labels_quarantined: pd.DataFrame | None = None
+    # The embedded engine's SQL path (`_SqlSlice`): the users' columns as Arrow, typed and
+    # validated by DuckDB while it writes them; `chunk` is kept for a fallback.
+    sql: _SqlSlice | None = None
+    chunk: pd.DataFrame | None = None
 
 
 class _SliceError(Exception):  # noqa: N818 - carries a preparation error across the thread
@@ -933,9 +1263,15 @@ def _prediction_slice(
     plan: Layout,
     features: Mapping[str, str] | None,
     constants: Mapping[str, Any],
+    in_sql: bool = False,
 ) -> _Slice:
     if chunk.empty:
         return _Slice(0)
+    if in_sql:
+        _check_columns(chunk, plan, "prediction", _source_name(contract, "prediction"))
+        typed = _SqlSlice.of(chunk, plan)
+        if typed is not None:
+            return _Slice(len(chunk), sql=typed, chunk=chunk)
     batch_id, now = constants["batch_id"], constants["ingested_at"]
     columns, drop, bad = _validate(chunk, contract, "prediction", features=features)
     rows = _arrow_rows(columns, drop, list(plan.prediction_types()), constants)
@@ -997,8 +1333,20 @@ def ingest_predictions(
                 features=features,
                 constants=constants,
             )
-            for item in _ahead(frame, prepare):
-                n_rows += item.n_rows
+            in_sql = _in_sql(wh)
+            for ahead in _ahead(frame, functools.partial(prepare, in_sql=in_sql)):
+                n_rows += ahead.n_rows
+                item = ahead
+                if ahead.sql is not None:
+                    written = _write_sql_slice(
+                        tx, ahead, predictions, labels, contract, plan, features, constants
+                    )
+                    if written is not None:
+                        n_good, n_bad = n_good + written[0], n_bad + written[1]
+                        days |= written[2]
+                        continue
+                    assert ahead.chunk is not None
+                    item = prepare(ahead.chunk)
                 if item.rows is None:
                     continue
                 identical, replaced = _write_slice(

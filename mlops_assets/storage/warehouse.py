@@ -653,6 +653,20 @@ class _DuckTransaction(Transaction):
     def upserter(self, table: str, *, key: str, compare: Sequence[str]) -> Upserter:
         return _DuckUpserter(self, table, key, compare)
 
+    @contextmanager
+    def registered(self, name: str, table: Any) -> Iterator[None]:
+        """An Arrow table readable by name in this transaction's statements (the inference
+        log's slices, typed and validated in SQL)."""
+        self._con.register(name, table)
+        try:
+            yield
+        finally:
+            self._con.unregister(name)
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        result = self._con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        return getattr(result, "to_arrow_table", result.arrow)()
+
     def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
@@ -682,54 +696,69 @@ class _DuckUpserter(Upserter):
         if _empty(rows):
             return
         con = self.tx._con
-        names = _names(rows)
+        con.register("_incoming_slice", _as_arrow(rows))
+        try:
+            self._write_from("_incoming_slice", _names(rows), replacing=replacing)
+        finally:
+            con.unregister("_incoming_slice")
+
+    def write_select(
+        self,
+        select: str,
+        names: Sequence[str],
+        params: Mapping[str, Any] | None = None,
+        *,
+        replacing: bool,
+    ) -> None:
+        """`write` of the rows a query computes (the table's columns `names`, in order): the
+        inference log types and validates a slice in SQL and inserts the result straight from
+        it, with no frame or Arrow table of typed rows in between."""
+        self._write_from(f"({select}) AS _incoming_query", list(names), replacing, params)
+
+    def _write_from(
+        self,
+        source: str,
+        names: list[str],
+        replacing: bool,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        con = self.tx._con
         listed = ", ".join(_quote_column(c) for c in names)
         k = _quote_column(self.key)
         self.tx.written.add(self.table)
+        bound = dict(params) if params else None
+
+        def run(sql: str) -> Any:
+            return con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, bound))
+
         if self.empty_at_start is None:
             # An empty table (a model's first day, a backfill into a new table) cannot hold a
             # key: then only the earlier slices can, and `replacing` says so exactly.
             probe = f"SELECT count(*) FROM (SELECT 1 FROM {self.table} LIMIT 1) t"  # noqa: S608
             self.empty_at_start = con.execute(probe).fetchone()[0] == 0
-        con.register("_incoming_slice", _as_arrow(rows))
-        try:
-            if not replacing and self.empty_at_start:
-                con.execute(
-                    f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
-                    f"SELECT {listed} FROM _incoming_slice"
-                )
+        if not replacing and self.empty_at_start:
+            run(f"INSERT INTO {self.table} ({listed}) SELECT {listed} FROM {source}")  # noqa: S608
+            return
+        if not replacing:
+            # Stored keys are found through the slice's keys (a hash of 120k keys probed
+            # by the table's key column, whose blocks outside the slice's min..max are
+            # skipped).
+            stored = run(
+                f"SELECT count(*) FROM {self.table} "  # noqa: S608
+                f"WHERE {k} IN (SELECT {k} FROM {source})"
+            ).fetchone()[0]
+            if not stored:
+                run(f"INSERT INTO {self.table} ({listed}) SELECT {listed} FROM {source}")  # noqa: S608
                 return
-            if not replacing:
-                # Stored keys are found through the slice's keys (a hash of 120k keys probed
-                # by the table's key column, whose blocks outside the slice's min..max are
-                # skipped).
-                stored = con.execute(
-                    f"SELECT count(*) FROM {self.table} "  # noqa: S608
-                    f"WHERE {k} IN (SELECT {k} FROM _incoming_slice)"
-                ).fetchone()[0]
-                if not stored:
-                    con.execute(
-                        f"INSERT INTO {self.table} ({listed}) "  # noqa: S608
-                        f"SELECT {listed} FROM _incoming_slice"
-                    )
-                    return
-            if self.columns is None:
-                self.columns = names
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {self.staging} AS "  # noqa: S608
-                    f"SELECT {listed} FROM {self.table} LIMIT 0"
-                )
-            elif replacing:
-                con.execute(
-                    f"DELETE FROM {self.staging} WHERE {k} IN "  # noqa: S608
-                    f"(SELECT {k} FROM _incoming_slice)"
-                )
+        if self.columns is None:
+            self.columns = names
             con.execute(
-                f"INSERT INTO {self.staging} ({listed}) "  # noqa: S608
-                f"SELECT {listed} FROM _incoming_slice"
+                f"CREATE OR REPLACE TEMP TABLE {self.staging} AS "  # noqa: S608
+                f"SELECT {listed} FROM {self.table} LIMIT 0"
             )
-        finally:
-            con.unregister("_incoming_slice")
+        elif replacing:
+            run(f"DELETE FROM {self.staging} WHERE {k} IN (SELECT {k} FROM {source})")  # noqa: S608
+        run(f"INSERT INTO {self.staging} ({listed}) SELECT {listed} FROM {source}")  # noqa: S608
 
     def earlier(
         self, keys: Sequence[str], columns: Sequence[str], types: Mapping[str, str]

@@ -331,3 +331,82 @@ def test_validate_rows_returns_typed_columns():
     }
     assert str(good["region"].dtype) == "string" and good["amount"].dtype == "float64"
     assert set(good["y_pred"]) <= {"0", "1"}  # booleans map onto the default classes
+
+
+def _stored(wh: Warehouse, contract) -> dict[str, list]:
+    plan = layout(contract)
+    out = {}
+    for table, ignore in (
+        (plan.predictions_table, "ingested_at"),
+        (plan.labels_table, "labelled_at"),
+    ):
+        rows = wh.query(f"SELECT * EXCLUDE ({ignore}) FROM {table} ORDER BY prediction_id")  # noqa: S608
+        out[table] = rows
+    out["quarantine"] = wh.query(
+        "SELECT batch_id, kind, row_id, reason, row_json FROM mlops.quarantine "
+        "ORDER BY kind, row_id, reason"
+    )
+    out["batches"] = wh.query(
+        "SELECT batch_id, n_rows, n_good, n_quarantined, days FROM mlops.ingest_batches "
+        "ORDER BY batch_id"
+    )
+    return out
+
+
+def _awkward_batches() -> list[list[pd.DataFrame]]:
+    """Deliveries that exercise each check: whitespace (Unicode too), int ids, booleans,
+    NaN, bad rows of each kind, labels in the log, a file column, an id again in a later
+    slice, an id twice in a slice, and a later delivery over stored rows."""
+    first = prediction_frame(12).assign(defaulted=[1, 0, None, 1, 1, 0, 1, 0, 1, 0, 1, 0])
+    first = first.astype({"defaulted": object})
+    first.loc[0, "region"] = "\u00a0north\t"
+    first.loc[1, "pid"] = " id-1 "
+    first.loc[2, "amount"] = np.nan
+    first.loc[3, "p"] = 1.5
+    first.loc[4, "pid"] = ""
+    first.loc[5, "ts"] = None
+    first.loc[6, "p"] = np.nan
+    first.loc[7, "defaulted"] = 7  # not a class: the label is quarantined, the prediction lands
+    first["_batch"] = ["f1.parquet"] * 6 + [None] * 6
+    second = prediction_frame(6, start=10, seed=1).assign(defaulted=1)  # ids 10, 11 again
+    second.loc[0, "region"] = "east"  # differs from the first slice's id-10
+    third = prediction_frame(4, start=30, seed=2).assign(defaulted=0)
+    third.loc[3, "pid"] = third.loc[2, "pid"]  # twice in one slice
+    ints = prediction_frame(3, start=40, seed=3).assign(defaulted=[True, False, True])
+    ints["pid"] = [40, 41, 42]
+    ints["region"] = [1, 2, 2]  # an int-coded categorical
+    again = first.assign(p=0.25)  # a later delivery over stored rows
+    return [[first, second, third], [ints], [again]]
+
+
+def test_sql_path_stores_what_the_python_path_stores(tmp_path, monkeypatch):
+    """The embedded engine types and validates in SQL; the same deliveries through the Python
+    path (what PostgreSQL runs) store the same rows, quarantine and batch records."""
+    from mlops_assets.storage import inference_log
+    from mlops_assets.storage.warehouse import DuckDBWarehouse
+
+    results = {}
+    written: list[bool] = []  # per slice given to the SQL path: written there (not handed back)
+    real = inference_log._write_sql_slice
+
+    def counted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        written.append(result is not None)
+        return result
+
+    monkeypatch.setattr(inference_log, "_write_sql_slice", counted)
+    for in_sql in (True, False):
+        wh = DuckDBWarehouse(tmp_path / f"sql-{in_sql}.duckdb")
+        wh.migrate()
+        contract = binary_contract(labels=None)
+        ensure_tables(wh, contract)
+        monkeypatch.setattr(inference_log, "_in_sql", lambda _wh, value=in_sql: value)
+        for i, delivery in enumerate(_awkward_batches()):
+            ingest_predictions(wh, contract, iter(delivery), batch_id=f"b{i}", model_version="1")
+        results[in_sql] = _stored(wh, contract)
+    assert results[True] == results[False]
+    # Most slices were written by SQL, bad rows included; the id twice went to Python.
+    assert written.count(True) >= 3 and written.count(False) >= 1
+    quarantine = results[True]["quarantine"]
+    assert {r["kind"] for r in quarantine} == {"prediction", "label"}
+    assert len(results[True]['inference."credit__predictions"']) > 10
