@@ -21,12 +21,15 @@ BACKFILL_VARIABLE = "MLOPS_BACKFILL_PARTITIONS_PER_RUN"
 # month, and a 30-day backfill folds each model's alerts in date order within one run.
 DEFAULT_PARTITIONS_PER_RUN = 31
 # The groups a backfill processes many partitions of in one run (one policy for all of them:
-# Dagster runs parent and child in the same run only when their policies are equal).
+# Dagster runs parent and child in the same run only when their policies are equal). An asset
+# of these groups that declares its own policy keeps it: performance_alerts folds every alert
+# in one run after the others (`single_run`), each model's days in date order.
 BACKFILLED_GROUPS = ("production", "drift")
 
 
 def backfill_policy(value: str | None = None) -> dg.BackfillPolicy:
-    """The production and drift assets' backfill policy from MLOPS_BACKFILL_PARTITIONS_PER_RUN:
+    """The production and drift assets' backfill policy (performance_alerts excepted: always
+    `single_run`) from MLOPS_BACKFILL_PARTITIONS_PER_RUN:
     a number of day x model partitions per run (1: one run per partition), or `all`."""
     raw = (value if value is not None else os.environ.get(BACKFILL_VARIABLE, "")).strip()
     if not raw:
@@ -71,6 +74,7 @@ def platform_definitions(
         if isinstance(a, dg.AssetsDefinition)
         and a.group_names_by_key
         and set(a.group_names_by_key.values()) <= set(BACKFILLED_GROUPS)
+        and a.backfill_policy is None
         else a
         for a in [
             *dg.load_assets_from_modules(

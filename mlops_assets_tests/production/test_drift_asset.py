@@ -35,10 +35,18 @@ def _report(platform, day: str, engine: str | None = None) -> tuple[dict, dg.Ass
             update={"drift": contract.drift.model_copy(update={"engine": engine})}
         )
         catalog = ModelCatalog([variant])
-    result = platform.materialize(["feature_drift_report"], day=day, catalog=catalog)
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    # The drift alert is folded by performance_alerts, from the rows the report stored.
+    result = platform.materialize(
+        ["feature_drift_report", "performance_alerts"], day=day, catalog=catalog
+    )
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        metadata[event.materialization.asset_key.to_user_string()] = {
+            k: v.value for k, v in event.materialization.metadata.items()
+        }
     [check] = result.get_asset_check_evaluations()
-    return {k: v.value for k, v in metadata.items()}, check
+    report = metadata["feature_drift_report"]
+    return report | {"alert_changes": metadata["performance_alerts"]["drift_alert_changes"]}, check
 
 
 @pytest.fixture(scope="module")

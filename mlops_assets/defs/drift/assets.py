@@ -8,28 +8,14 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from mlops_assets.defs.partitions import DAY_MODEL, each_partition, partition_target
-from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.contract import ModelCatalog, UnknownModelError
 from mlops_assets.resources import MLflowResource, WarehouseResource
-from mlops_assets.storage.monitoring import (
-    evaluate_alerts,
-    replace_partition,
-)
+from mlops_assets.storage.monitoring import replace_partition
 
 if TYPE_CHECKING:
     import pandas as pd
 
 GROUP = "drift"
-
-
-def _alert_level(verdict: str, share_drifted: float | None) -> str | None:
-    """Dataset drift -> critical; some feature truly drifted -> warning. A lone "possible
-    drift" stays in the check and the report: on null days it is the expected noise."""
-    if verdict == "drift":
-        return "critical"
-    if verdict == "no_verdict":
-        return None
-    return "warning" if share_drifted else "ok"
 
 
 @dg.asset(
@@ -99,7 +85,6 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
     impacts, impact_note = _impact_ranking(contract, model, report, reference, parts, mlflow)
     del parts  # the day's rows are not needed any more: the report has what it draws
-    level = _alert_level(report.verdict, report.share_drifted)
     tracker = mlflow.tracker()
     # The report's home is MLflow: its own run per model version and day (through the buffer,
     # replayed later if MLflow is down); the training run stays finished. No host keeps a copy
@@ -107,8 +92,8 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as scratch:
         html_path = Path(scratch) / f"drift_{day_key}.html"
         html_path.write_text(render_html(report, title=f"Feature drift: {model_name}, {day_key}"))
-        # The report's run, the rows and the alert share one connection: the buffer and the
-        # breaker alone make ~30 short transactions. The embedded file stays locked while
+        # The report's run and the rows share one connection: the buffer and the breaker
+        # alone make ~30 short transactions. The embedded file stays locked while
         # MLflow answers (each call bounded by its connection timeout; an open breaker makes
         # none).
         with wh.session():
@@ -128,28 +113,6 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
                 day_column="partition_date",
                 rows=_drift_rows(report, impacts, model, day, report_uri),
             )
-            changes = []
-            if level is not None:
-                changes = evaluate_alerts(
-                    wh,
-                    kind="drift",
-                    model=model,
-                    evaluations={
-                        "dataset_drift": DayEvaluation(
-                            day=day,
-                            level=level,  # type: ignore[arg-type]
-                            observed=float(report.share_drifted or 0.0),
-                            baseline=0.0,
-                            threshold=config.drift_share,
-                            degradation=report.share_drifted,
-                        )
-                    },
-                    policy=AlertPolicy(
-                        contract.monitoring.escalate_after_days,
-                        contract.monitoring.resolve_after_days,
-                    ),
-                    detail=_costliest(impacts),
-                )
     top = [
         {
             "feature": f.feature,
@@ -175,7 +138,6 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
             "baseline_mlflow_run_id": model.run_ref,
             "top_drifting": dg.MetadataValue.json(top),
             "impact_ranking": impact_note,
-            "alert_changes": dg.MetadataValue.json(changes),
         },
     )
     yield dg.AssetCheckResult(
@@ -187,7 +149,8 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         metadata={
             "model_name": model_name,
             "day": day_key,
-            # The drift alert above already covers this verdict; the check sensor skips it.
+            # performance_alerts raises the drift alert for this verdict; the check sensor
+            # skips it.
             "alerted_as": "drift",
             "verdict": report.verdict,
             "share_drifted": report.share_drifted,
@@ -224,11 +187,6 @@ def _drift_rows(
         computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
     ).rename(columns={"kind": "feature_kind"})
     return frame[[c for c in _TABLE_COLUMNS if c in frame.columns]]
-
-
-def _costliest(impacts: dict[str, float], k: int = 3) -> str:
-    ranked = sorted(impacts, key=lambda f: -impacts[f])[:k]
-    return f"; costliest shifts: {', '.join(ranked)}" if ranked else ""
 
 
 def _impact_ranking(contract, model, report, reference, parts, mlflow):

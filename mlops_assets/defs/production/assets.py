@@ -393,19 +393,42 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
         )
 
 
+# Alerts of a day continue the alert state of the model's previous day. Declared, so that an
+# asset backfill starts a model's later days only once its earlier ones are folded (or are in
+# the same run, where `each_partition` folds them oldest first).
+PREVIOUS_DAY = dg.MultiPartitionMapping(
+    {
+        "date": dg.DimensionPartitionMapping(
+            "date", dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+        ),
+        "model": dg.DimensionPartitionMapping("model", dg.IdentityPartitionMapping()),
+    }
+)
+
+
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAY_MODEL,
     dagster_type=dg.Nothing,
-    deps=["production_metrics"],
+    deps=[
+        "production_metrics",
+        "feature_drift_report",
+        dg.AssetDep("performance_alerts", partition_mapping=PREVIOUS_DAY),
+    ],
+    # Alerts escalate over consecutive days, so each model's days must be folded in date order.
+    # The heavy assets' ranged runs may be cut by day or into chunks that run side by side; this
+    # asset runs after them (Dagster puts a different policy in another run), all its days in
+    # one run. Not overridden by MLOPS_BACKFILL_PARTITIONS_PER_RUN (platform_definitions).
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def performance_alerts(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     models: dg.ResourceParam[ModelCatalog],
 ):
-    """Advance the alert state machine by the day's metric verdicts (dedupe, escalate, resolve);
-    a run of many days advances each model's alerts day by day, oldest first."""
+    """Advance the alert state machines by the day's metric verdicts and drift verdict (dedupe,
+    escalate, resolve); a run of many days advances each model's alerts day by day, oldest
+    first. Every alert is folded here, so one run orders them all."""
     yield from each_partition(context, lambda day, model: [_alerts(warehouse, models, day, model)])
 
 
@@ -451,6 +474,7 @@ def _alerts(warehouse, models, day_key: str, model_name: str) -> dg.MaterializeR
         policy=policy,
         estimated=estimated,
     )
+    drift_changes, drift_status = _drift_alerts(wh, contract, model, day, policy)
     skipped = sorted({r["metric"] for r in metrics if r["metric"] in monitored} - set(evaluations))
     return dg.MaterializeResult(
         metadata={
@@ -460,8 +484,69 @@ def _alerts(warehouse, models, day_key: str, model_name: str) -> dg.MaterializeR
             "opened": sum(c["event"] == "opened" for c in changes),
             "escalated": sum(c["event"] == "escalated" for c in changes),
             "resolved": sum(c["event"] == "resolved" for c in changes),
+            "drift": drift_status,
+            "drift_alert_changes": dg.MetadataValue.json(drift_changes),
         }
     )
+
+
+def _drift_alerts(wh, contract: ModelContract, model, day: dt.date, policy: AlertPolicy):
+    """The day's dataset drift alert from the report feature_drift_report stored: dataset drift
+    -> critical, some feature truly drifted -> warning; a lone "possible drift" stays in the
+    check and the report (on null days it is the expected noise)."""
+    rows = wh.query(
+        "SELECT feature, dataset_verdict, dataset_share_drifted, impact "
+        "FROM mlops.ml_feature_drift_detection WHERE model_name = :m AND partition_date = :d",
+        {"m": contract.name, "d": day},
+    )
+    if not rows:
+        return [], "no drift report for this day"
+    verdict, share = rows[0]["dataset_verdict"], rows[0]["dataset_share_drifted"]
+    level = drift_alert_level(verdict, share)
+    if level is None:
+        return [], f"{verdict}: not evaluated"
+    # The report's feature order (the model's), which breaks ties between equal impacts as the
+    # drift asset's ranking did.
+    order = {name: n for n, name in enumerate(model.features)}
+    ranked = sorted(rows, key=lambda r: (order.get(r["feature"], len(order)), r["feature"]))
+    impacts = {
+        r["feature"]: float(r["impact"])
+        for r in ranked
+        if r["impact"] is not None and not math.isnan(r["impact"])
+    }
+    changes = evaluate_alerts(
+        wh,
+        kind="drift",
+        model=model,
+        evaluations={
+            "dataset_drift": DayEvaluation(
+                day=day,
+                level=level,  # type: ignore[arg-type]
+                observed=float(share or 0.0),
+                baseline=0.0,
+                threshold=contract.drift.drift_share,
+                degradation=share,
+            )
+        },
+        policy=policy,
+        detail=costliest(impacts),
+    )
+    return changes, f"{verdict}: evaluated"
+
+
+def drift_alert_level(verdict: str, share_drifted: float | None) -> str | None:
+    """Dataset drift -> critical; some feature truly drifted -> warning; no verdict -> none."""
+    if verdict == "drift":
+        return "critical"
+    if verdict == "no_verdict":
+        return None
+    return "warning" if share_drifted else "ok"
+
+
+def costliest(impacts: dict[str, float], k: int = 3) -> str:
+    """The alert detail: the drifted features whose shift costs the most."""
+    ranked = sorted(impacts, key=lambda f: -impacts[f])[:k]
+    return f"; costliest shifts: {', '.join(ranked)}" if ranked else ""
 
 
 def _num(value: object) -> float | None:
