@@ -3,8 +3,9 @@ disk, gives the rows one process gives.
 
 Everything is real: the Dagster instance and the warehouse on PostgreSQL, a `mlflow server` with
 its own artifact store, the Redis broker, `dagster-daemon` running an asset backfill (ranged
-runs under the assets' backfill policy, one per model) on the Celery executor, and two `celery
-worker` processes whose data directories are new and empty (they never saw the training run).
+runs under the assets' backfill policy, one per model, then the alerts' runs) on the Celery
+executor, and two `celery worker` processes whose data directories are new and empty (they never
+saw the training run).
 Locally a missing PostgreSQL or Redis skips; under CI=true fails.
 """
 
@@ -14,6 +15,7 @@ import os
 import random
 
 import pytest
+from dagster import AssetKey
 
 from mlops_assets_tests.celery_cluster import ScaleOutDeployment, redis_answers, result_rows
 from mlops_assets_tests.conftest import require
@@ -39,21 +41,26 @@ def test_celery_backfill_on_two_workers_matches_one_process(pg_admin_dsn, tmp_pa
         failed = [r.run_id for r in runs if r.status.value != "SUCCESS"]
         assert not failed, f"runs failed: {failed}; see {tmp_path}/workers-*/worker*/worker.log"
         # The backfill policy: one run per model with all its days (Dagster cuts a multi-
-        # partition range along the dimension with fewer keys: 2 models < 3 days).
+        # partition range along the dimension with fewer keys: 2 models < 3 days), then the
+        # alerts in runs of their own (performance_alerts' single_run policy), each holding
+        # all the days of its models once their heavy run is done.
         first, last = deployment.days[0].isoformat(), deployment.days[-1].isoformat()
+        alert_runs = [r for r in runs if r.asset_selection == {AssetKey("performance_alerts")}]
+        heavy = [r for r in runs if r not in alert_runs]
         ranges = {
             (
                 r.tags["dagster/asset_partition_range_start"],
                 r.tags["dagster/asset_partition_range_end"],
             )
-            for r in runs
+            for r in heavy
         }
         assert ranges == {(f"{first}|{m}", f"{last}|{m}") for m in deployment.model_names}
-        # Both workers took steps: the work really was spread over the two "hosts". Each run
-        # has five steps: the four assets and the metrics freshness check (an asset backfill
-        # runs every check of the assets it selects).
+        assert 1 <= len(alert_runs) <= len(deployment.model_names), [r.tags for r in runs]
+        # Both workers took steps: the work really was spread over the two "hosts". Each heavy
+        # run has four steps: three assets and the metrics freshness check (an asset backfill
+        # runs every check of the assets it selects); each alerts run one.
         assert len(hosts) == 2, hosts
-        assert sum(hosts.values()) == 2 * 5
+        assert sum(hosts.values()) == 2 * 4 + len(alert_runs)
 
         expected, got = result_rows(reference_dsn), result_rows(celery_dsn)
         assert len(expected["production_metrics"]) > 0 and len(expected["drift"]) > 0

@@ -14,7 +14,7 @@ daily_monitoring_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("production", "drift")
     - dg.AssetSelection.checks(yesterday_metrics_fresh),
     partitions_def=DAY_MODEL,
-    description="Predictions, metrics and alerts, then drift, for one day and model.",
+    description="Predictions, then metrics and drift, then alerts, for one day and model.",
     # In-process by default (a step subprocess costs seconds of imports on a small machine;
     # parallelism comes from running many partitions at once); MLOPS_EXECUTOR=celery spreads
     # the steps over Celery workers on other hosts.

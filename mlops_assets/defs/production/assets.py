@@ -4,6 +4,7 @@ the model contract names."""
 
 import datetime as dt
 import math
+import warnings
 from collections.abc import Iterable
 
 import dagster as dg
@@ -396,14 +397,16 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
 # Alerts of a day continue the alert state of the model's previous day. Declared, so that an
 # asset backfill starts a model's later days only once its earlier ones are folded (or are in
 # the same run, where `each_partition` folds them oldest first).
-PREVIOUS_DAY = dg.MultiPartitionMapping(
-    {
-        "date": dg.DimensionPartitionMapping(
-            "date", dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-        ),
-        "model": dg.DimensionPartitionMapping("model", dg.IdentityPartitionMapping()),
-    }
-)
+with warnings.catch_warnings():  # beta in Dagster 1.13, said once per code-location load
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    PREVIOUS_DAY = dg.MultiPartitionMapping(
+        {
+            "date": dg.DimensionPartitionMapping(
+                "date", dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+            ),
+            "model": dg.DimensionPartitionMapping("model", dg.IdentityPartitionMapping()),
+        }
+    )
 
 
 @dg.asset(
