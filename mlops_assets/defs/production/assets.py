@@ -171,6 +171,12 @@ def metrics_asset(metrics: Iterable[str]) -> dg.AssetsDefinition:
         name="production_metrics",
         group_name=GROUP,
         partitions_def=DAY_MODEL,
+        # Before the drift report when a run executes one step at a time (in-process). An asset
+        # backfill starts performance_alerts for the days whose parents are done; Dagster weighs
+        # the drift report before the previous-day dependency and the metrics after it. With
+        # the metrics first, a day whose report is done has its metrics done too, so no day can
+        # start while the day before it waits for its metrics.
+        op_tags={"dagster/priority": "1"},
         # No value to store: the rows are in the warehouse, and a ranged run has one per day.
         dagster_type=dg.Nothing,
         deps=[production_predictions],
