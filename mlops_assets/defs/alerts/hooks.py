@@ -8,9 +8,11 @@ is the sensor's job, and it must not hold the run up. Events are claimed before 
 one event twice.
 """
 
+import time
+
 import dagster as dg
 
-from mlops_assets.defs.alerts.sensors import deliver_alerts
+from mlops_assets.defs.alerts.sensors import NOTIFY_BATCH, deliver_alerts
 
 # The steps that open, escalate or resolve alerts (asset keys of the monitoring job): every
 # alert, drift included, is folded in performance_alerts, right after the drift report.
@@ -24,20 +26,32 @@ def deliver_raised_alerts(context: dg.HookContext) -> None:
     if context.op.name not in ALERTING_STEPS:
         return
     resources = context.resources
-    report = deliver_alerts(
-        warehouse=resources.warehouse,
-        notifier=resources.notifier,
-        mlflow=resources.mlflow,
-        models=resources.models,
-        log=context.log,
-        budget_seconds=RUN_NOTIFY_BUDGET_SECONDS,
-        max_attempts=1,
-    )
-    if report.delivered:
-        context.log.info(f"delivered alert event(s) {list(report.delivered)} from the run")
-    if report.failed:
+    deadline = time.monotonic() + RUN_NOTIFY_BUDGET_SECONDS
+    delivered: list[int] = []
+    failed: list[int] = []
+    errors: list[str] = []
+    while (left := deadline - time.monotonic()) > 0:
+        report = deliver_alerts(
+            warehouse=resources.warehouse,
+            notifier=resources.notifier,
+            mlflow=resources.mlflow,
+            models=resources.models,
+            log=context.log,
+            budget_seconds=left,
+            max_attempts=1,
+        )
+        delivered += report.delivered
+        failed += report.failed
+        errors += report.errors
+        # Events go oldest first, a batch at a time: after a full batch, this run's own events
+        # (performance and drift, raised by one step) may still be behind older ones. A failure
+        # means the channel is likely down: the sensor retries.
+        if report.failed or len(report.delivered) < NOTIFY_BATCH:
+            break
+    if delivered:
+        context.log.info(f"delivered alert event(s) {delivered} from the run")
+    if failed:
         # Left for the alert_notification_sensor, which retries and raises on a broken channel.
         context.log.warning(
-            f"alert event(s) {list(report.failed)} not delivered from the run: "
-            + "; ".join(report.errors)
+            f"alert event(s) {failed} not delivered from the run: " + "; ".join(errors)
         )
