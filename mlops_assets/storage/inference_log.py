@@ -1296,6 +1296,11 @@ def _prediction_slice(
     return item
 
 
+# A batch of this many good rows refreshes the planner's statistics of the tables it wrote
+# (`Transaction.analyze`): smaller ones barely change a table's size.
+ANALYZE_MIN_ROWS = 50_000
+
+
 def ingest_predictions(
     wh: Warehouse,
     contract: ModelContract,
@@ -1366,6 +1371,9 @@ def ingest_predictions(
             labels.finish()
             result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
             _record(tx, contract, "prediction", batch_id, result, now)
+            if n_good >= ANALYZE_MIN_ROWS:
+                tx.analyze(plan.predictions_table, ["prediction_id", "prediction_date"])
+                tx.analyze(plan.labels_table, ["prediction_id"])
     except _SliceError as failed:
         if not isinstance(failed.error, SourceSchemaError):
             raise failed.error from None
@@ -1434,6 +1442,8 @@ def ingest_labels(
             days = _label_days(tx, plan, now, batches)
             result = IngestResult(n_rows, n_good, n_bad, days)
             _record(tx, contract, "label", batch_id, result, now)
+            if n_good >= ANALYZE_MIN_ROWS:
+                tx.analyze(plan.labels_table, ["prediction_id"])
     except _SliceError as failed:
         if not isinstance(failed.error, SourceSchemaError):
             raise failed.error from None

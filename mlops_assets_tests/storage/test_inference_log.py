@@ -96,6 +96,48 @@ def test_predictions_then_labels_two_days_later(warehouse: Warehouse):
     assert stored == [{"model_version": "3"}]
 
 
+def test_a_large_batch_refreshes_the_planner_statistics(warehouse: Warehouse, monkeypatch):
+    """A day's run right after a big batch must not plan with the empty table's sizes (on
+    PostgreSQL: a nested loop of index probes to join a million labels)."""
+    from mlops_assets.storage import inference_log
+
+    contract = binary_contract(labels=LABELS)
+    ensure_tables(warehouse, contract)
+    plan = layout(contract)
+    predictions, labels_table = (
+        t.split(".")[-1].strip('"') for t in (plan.predictions_table, plan.labels_table)
+    )
+    monkeypatch.setattr(inference_log, "ANALYZE_MIN_ROWS", 40)
+    frame = prediction_frame(50)
+    ingest_predictions(warehouse, contract, frame, batch_id="p", model_version="1")
+    labels = pd.DataFrame({"pid": frame["pid"][:45], "defaulted": 1})
+    ingest_labels(warehouse, contract, labels, batch_id="l")
+    small = pd.DataFrame({"pid": frame["pid"][45:], "defaulted": 0})
+    ingest_labels(warehouse, contract, small, batch_id="l2")  # under the threshold
+    assert read_for_metrics(warehouse, contract, DAY)["y_true"].notna().sum() == 50
+    if warehouse.engine != "postgres":
+        return  # DuckDB keeps its statistics as it writes
+    sizes = {
+        r["relname"]: r["reltuples"]
+        for r in warehouse.query(
+            "SELECT relname, reltuples FROM pg_class WHERE relnamespace = 'inference'::regnamespace"
+        )
+    }
+    # The last analysis of the labels saw the 45 rows of the large batch, not the small one's.
+    assert {predictions: 50, labels_table: 45} == {
+        k: v for k, v in sizes.items() if k in (predictions, labels_table)
+    }
+    analysed = warehouse.query(
+        "SELECT tablename, attname FROM pg_stats WHERE schemaname = 'inference' "
+        "ORDER BY tablename, attname"
+    )
+    assert [(r["tablename"], r["attname"]) for r in analysed] == [
+        (labels_table, "prediction_id"),
+        (predictions, "prediction_date"),
+        (predictions, "prediction_id"),
+    ]
+
+
 def test_labels_before_their_predictions_are_kept(warehouse: Warehouse):
     contract = binary_contract(labels=LABELS)
     ensure_tables(warehouse, contract)
