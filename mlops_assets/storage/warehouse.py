@@ -215,7 +215,7 @@ class Transaction(ABC):
     def delete_matching(self, table: str, frame: pd.DataFrame) -> None:
         """Delete the rows of `table` equal to a row of the frame on all the frame's columns."""
 
-    def analyze(self, table: str, columns: Sequence[str]) -> None:
+    def analyze(self, table: str, columns: Sequence[str]) -> None:  # noqa: B027 - a no-op here
         """Refresh the planner's statistics of `table` (its size, and `columns`) after a large
         write. Nothing to do on an engine that keeps them as it writes (DuckDB)."""
 
