@@ -97,6 +97,14 @@ def test_feature_drift_flags_the_drifted_features(platform, drifted):
         assert row["model_version"] == platform.run.model_version
         assert row["n_current"] == 2000
     assert metadata["baseline_mlflow_run_id"] == platform.run.mlflow_run_id
+    # Where the partition's time went, from the first read to the rows written.
+    seconds = metadata["seconds"]
+    assert list(seconds) == [
+        "read_reference", "read_and_test", "test", "impact", "render", "log_report", "write",
+        "total",
+    ]  # fmt: skip
+    assert seconds["total"] == pytest.approx(sum(seconds.values()) - seconds["total"], abs=0.01)
+    assert seconds["impact"] > 0  # a drifted day's impact ranking scores the model
     # Some features truly drifted: a warning-level drift alert for the model.
     alerts = platform.wh.query(
         "SELECT metric, severity, status, first_seen FROM mlops.ml_performance_alerts "

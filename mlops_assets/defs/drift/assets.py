@@ -9,6 +9,7 @@ import dagster as dg
 
 from mlops_assets.defs.partitions import DAY_MODEL, each_partition, partition_target
 from mlops_assets.lib.contract import ModelCatalog, UnknownModelError
+from mlops_assets.lib.laps import Laps
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import replace_partition
 
@@ -56,10 +57,12 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         contract = models.get(model_name)
     except UnknownModelError as error:
         raise dg.Failure(str(error)) from error
+    laps = Laps()
     with warehouse.session():  # the reads share one connection
         target = partition_target(warehouse, day_key, model_name)
         day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
         reference = model.reference()
+    laps.lap("read_reference")
     model_name = model.model_name
     config = contract.drift
     drift_config = DriftConfig(
@@ -80,11 +83,14 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
             run.add(part)
             parts.append(part)
         assert run is not None  # iter_features yields at least one group
+        laps.lap("read_and_test")  # each group read while the one before is tested
         report = run.finish()
     except DriftInputError as error:
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
+    laps.lap("test")
     impacts, impact_note = _impact_ranking(contract, model, report, reference, parts, mlflow)
     del parts  # the day's rows are not needed any more: the report has what it draws
+    laps.lap("impact")
     tracker = mlflow.tracker()
     # The report's home is MLflow: its own run per model version and day (through the buffer,
     # replayed later if MLflow is down); the training run stays finished. No host keeps a copy
@@ -92,6 +98,7 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as scratch:
         html_path = Path(scratch) / f"drift_{day_key}.html"
         html_path.write_text(render_html(report, title=f"Feature drift: {model_name}, {day_key}"))
+        laps.lap("render")
         # The report's run and the rows share one connection: the buffer and the breaker
         # alone make ~30 short transactions. The embedded file stays locked while
         # MLflow answers (each call bounded by its connection timeout; an open breaker makes
@@ -105,6 +112,7 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
                 path=html_path,
             )
             report_uri = _report_uri(logged, tracker, html_path.name)
+            laps.lap("log_report")
             replace_partition(
                 wh,
                 "mlops.ml_feature_drift_detection",
@@ -113,6 +121,7 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
                 day_column="partition_date",
                 rows=_drift_rows(report, impacts, model, day, report_uri),
             )
+    laps.lap("write")
     top = [
         {
             "feature": f.feature,
@@ -138,6 +147,8 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
             "baseline_mlflow_run_id": model.run_ref,
             "top_drifting": dg.MetadataValue.json(top),
             "impact_ranking": impact_note,
+            # From the first read to the rows written: where a slow day's time went.
+            "seconds": dg.MetadataValue.json(laps.seconds()),
         },
     )
     yield dg.AssetCheckResult(

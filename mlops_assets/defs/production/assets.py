@@ -12,6 +12,7 @@ import dagster as dg
 from mlops_assets.defs.partitions import DAY_MODEL, each_partition, partition_target
 from mlops_assets.lib.alert_policy import AlertPolicy, DayEvaluation
 from mlops_assets.lib.contract import ModelCatalog, ModelContract, Source
+from mlops_assets.lib.laps import Laps
 from mlops_assets.lib.tasks import TASKS
 from mlops_assets.resources import MLflowResource, WarehouseResource
 from mlops_assets.storage.monitoring import evaluate_alerts, replace_partition
@@ -223,10 +224,13 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
 
     # The contract first: an undeclared model's partition fails naming the declared models.
     contract = _contract(models, model_name)
+    laps = Laps()
     with warehouse.session():  # the reads share one connection
         target = partition_target(warehouse, day_key, model_name)
         day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
+        laps.lap("read_model")
         frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
+    laps.lap("read")
     monitored = contract.monitored_metrics()
     levels = metric_levels(contract, model.metrics)
     n_predictions = len(frame)
@@ -283,6 +287,7 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
                 f"bad production data for {contract.name} on {day}: {error}",
                 metadata={"model": contract.name, "day": day_key},
             ) from error
+    laps.lap("compute")
     run_link = mlflow.runtime().mlflow_config.run_link(
         model.mlflow_experiment_id, model.mlflow_run_id
     )
@@ -350,6 +355,7 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
         day_column="metric_date",
         rows=pd.DataFrame(rows),
     )
+    laps.lap("write")
     yield dg.Output(
         None,
         metadata={
@@ -358,6 +364,8 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
             "status": note or f"evaluated ({basis})",
             **{m: _num(v) for m, v in values.items() if v is not None},
             "mlflow_run_id": model.run_ref,
+            # From the first read to the rows written: where a slow day's time went.
+            "seconds": dg.MetadataValue.json(laps.seconds()),
         },
     )
     for metric in MONITORABLE:
