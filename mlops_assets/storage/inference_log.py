@@ -1483,6 +1483,22 @@ def read_for_metrics(
     """One day's predictions with what metrics need and nothing else: y_true (NULL until
     labelled), y_pred, proba (binary) or proba__<i> (multiclass, i = index in class_labels),
     odds (roi). Classification labels are pandas strings, numbers float64."""
+    *_, frame = iter_for_metrics(wh, contract, day, features=features)
+    return frame
+
+
+def iter_for_metrics(
+    wh: Warehouse,
+    contract: ModelContract,
+    day: dt.date,
+    *,
+    features: Mapping[str, str] | None = None,
+    probabilities_first: bool = False,
+) -> Iterator[pd.DataFrame]:
+    """`read_for_metrics`'s frame; with `probabilities_first`, after the day's probabilities
+    (and odds) alone, of the same snapshot. Those need no labels, so they are read without
+    the join and given first: the caller estimates metrics from them while the engine joins
+    the labels (`Warehouse.read_frames`)."""
     plan = layout(contract, features)
     # A model nothing was logged for yet (or one that gained a feature) reads as empty rows.
     ensure_tables(wh, contract, features=features)
@@ -1499,16 +1515,29 @@ def read_for_metrics(
     select = ", ".join(
         f"l.{quote_identifier(c)}" if c == "y_true" else f"p.{quote_identifier(c)}" for c in types
     )
-    sql = (  # noqa: S608 - validated identifiers; the day is bound
-        f"SELECT {select} FROM {plan.predictions_table} p "
-        f"LEFT JOIN {plan.labels_table} l ON l.prediction_id = p.prediction_id "
-        "WHERE p.prediction_date = :day"
-    )
-    frame = wh.read_frame(sql, {"day": day}, types=types)
-    if not plan.classification:
-        # A regression model's prediction is its score (the name the task metrics read).
-        frame["score"] = frame["y_pred"]
-    return frame
+    statements = [
+        (  # noqa: S608 - validated identifiers; the day is bound
+            f"SELECT {select} FROM {plan.predictions_table} p "
+            f"LEFT JOIN {plan.labels_table} l ON l.prediction_id = p.prediction_id "
+            "WHERE p.prediction_date = :day",
+            {"day": day},
+        )
+    ]
+    unlabelled = [c for c in types if c not in ("y_true", "y_pred")]
+    if probabilities_first and unlabelled:
+        columns = ", ".join(quote_identifier(c) for c in unlabelled)
+        statements.insert(
+            0,
+            (  # noqa: S608 - validated identifiers; the day is bound
+                f"SELECT {columns} FROM {plan.predictions_table} WHERE prediction_date = :day",
+                {"day": day},
+            ),
+        )
+    for frame in wh.read_frames(statements, types=types):
+        if not plan.classification and "y_pred" in frame:
+            # A regression model's prediction is its score (the name the task metrics read).
+            frame["score"] = frame["y_pred"]
+        yield frame
 
 
 def read_features(
@@ -1568,6 +1597,7 @@ __all__ = [
     "ingest_labels",
     "ingest_predictions",
     "iter_features",
+    "iter_for_metrics",
     "layout",
     "read_features",
     "read_for_metrics",

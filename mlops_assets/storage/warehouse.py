@@ -401,12 +401,21 @@ class Warehouse(ABC):
         """The results of a few SELECTs of committed rows, as `read_frame` gives them, all of
         one snapshot, each row at the same position in every result when the statements
         select the same rows of one table in the same way (different columns). `types` covers
-        the columns of them all."""
-        # All read before the first is handed over: the transaction (on the embedded engine,
-        # the file's lock) is not held while the caller works.
-        with self.transaction() as tx:
-            frames = [tx.select_frame(sql, params, types=types) for sql, params in statements]
-        yield from frames
+        the columns of them all. Each result but the last is handed over while the next is
+        read on a thread (the engine works beside the caller); the last once the transaction
+        (on the embedded engine, the file's lock) is closed, so that a caller's long work on
+        it does not hold it."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self.transaction() as tx, ThreadPoolExecutor(max_workers=1) as pool:
+            # One connection, used by one thread at a time: the caller never touches it.
+            pending = pool.submit(tx.select_frame, *statements[0], types=types)
+            for following in statements[1:]:
+                frame = pending.result()
+                pending = pool.submit(tx.select_frame, *following, types=types)
+                yield frame
+            last = pending.result()
+        yield last
 
     @abstractmethod
     def query_readonly(

@@ -115,7 +115,12 @@ def _per_partition(result: dg.ExecuteInProcessResult, model: str) -> dict:
         dims = mat.partition.keys_by_dimension  # type: ignore[union-attr]
         if dims["model"] != model:
             continue
-        meta = {k: _anonymous(v.value, model) for k, v in mat.metadata.items() if k != "report"}
+        # The report's path and the partition's timings differ from run to run.
+        meta = {
+            k: _anonymous(v.value, model)
+            for k, v in mat.metadata.items()
+            if k not in ("report", "seconds")
+        }
         seen[(mat.asset_key.to_user_string(), dims["date"])] = meta
     for evaluation in result.get_asset_check_evaluations():
         meta = {k: _anonymous(v.value, model) for k, v in evaluation.metadata.items()}

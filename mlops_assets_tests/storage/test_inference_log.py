@@ -18,6 +18,7 @@ from mlops_assets.storage.inference_log import (
     ingest_labels,
     ingest_predictions,
     iter_features,
+    iter_for_metrics,
     layout,
     read_features,
     read_for_metrics,
@@ -136,6 +137,27 @@ def test_a_large_batch_refreshes_the_planner_statistics(warehouse: Warehouse, mo
         (predictions, "prediction_date"),
         (predictions, "prediction_id"),
     ]
+
+
+def test_probabilities_come_first_from_the_same_snapshot(warehouse: Warehouse):
+    contract = binary_contract(labels=LABELS)
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(40)
+    ingest_predictions(warehouse, contract, frame, batch_id="p", model_version="1")
+    labels = pd.DataFrame({"pid": frame["pid"][:25], "defaulted": 1})
+    ingest_labels(warehouse, contract, labels, batch_id="l")
+    first, joined = iter_for_metrics(warehouse, contract, DAY, probabilities_first=True)
+    # The probabilities alone (no join), then what metrics need; the same rows in both.
+    assert list(first.columns) == ["proba"]
+    assert set(joined.columns) == {"y_true", "y_pred", "proba"}
+    assert sorted(first["proba"]) == sorted(joined["proba"]) == sorted(frame["p"])
+    assert joined["y_true"].notna().sum() == 25
+    [only] = iter_for_metrics(warehouse, contract, DAY)
+    assert (
+        only.sort_values("proba")
+        .reset_index(drop=True)
+        .equals(joined.sort_values("proba").reset_index(drop=True))
+    )
 
 
 def test_labels_before_their_predictions_are_kept(warehouse: Warehouse):

@@ -207,6 +207,13 @@ def _production_metrics(
     )
 
 
+def _business_frame(contract: ModelContract, frame):
+    """The frame as the business metrics read it: the betting ROI by the contract's name of
+    its odds column."""
+    odds_column = contract.business_value.odds_column
+    return frame.rename(columns={"odds": odds_column}, copy=False) if odds_column else frame
+
+
 def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: set[str]):
     import pandas as pd
 
@@ -229,8 +236,27 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
         target = partition_target(warehouse, day_key, model_name)
         day_key, day, model, wh = target.day_key, target.day, target.model, target.warehouse
         laps.lap("read_model")
-        frame = inference_log.read_for_metrics(wh, contract, day, features=model.features)
-    laps.lap("read")
+        # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
+        # value while labels are missing, and kept beside the realised value once they arrive.
+        # Those are read first, without the labels, and estimated while the labels are joined.
+        estimable = bool(contract.monitoring.estimate and model.estimation)
+        estimated: dict[str, float | None] = {}
+        lower: dict[str, float] = {}
+        upper: dict[str, float] = {}
+        for part in inference_log.iter_for_metrics(
+            wh, contract, day, features=model.features, probabilities_first=estimable
+        ):
+            laps.lap("read")
+            if "y_true" in part:
+                frame = part
+                continue
+            outputs = _outputs(contract, part) if len(part) else None
+            if outputs is not None and outputs.proba is not None:
+                estimated, lower, upper = estimate_day(
+                    contract, model.estimation, outputs, _business_frame(contract, part)
+                )
+            del outputs, part
+            laps.lap("estimate")
     monitored = contract.monitored_metrics()
     levels = metric_levels(contract, model.metrics)
     n_predictions = len(frame)
@@ -241,26 +267,8 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
     note = None
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}  # why a metric is undefined (e.g. labels-only model)
-    odds_column = contract.business_value.odds_column
-    # Only the betting ROI reads the frame, by the contract's name of its odds column.
-    business_frame = (
-        frame.rename(columns={"odds": odds_column}, copy=False) if odds_column else frame
-    )
-    # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
-    # value while labels are missing, and kept beside the realised value once they arrive.
-    estimated: dict[str, float | None] = {}
-    lower: dict[str, float] = {}
-    upper: dict[str, float] = {}
+    business_frame = _business_frame(contract, frame)
     outputs_all = _outputs(contract, frame) if n_predictions else None
-    if (
-        contract.monitoring.estimate
-        and model.estimation
-        and outputs_all is not None
-        and outputs_all.proba is not None
-    ):
-        estimated, lower, upper = estimate_day(
-            contract, model.estimation, outputs_all, business_frame
-        )
     basis = "realised"
     if n_predictions == 0:
         note = "no predictions for this day"
