@@ -31,7 +31,12 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.lib.contract import ModelContract
-from mlops_assets.storage.sources import BATCH_COLUMN, SourceSchemaError, quote_identifier
+from mlops_assets.storage.sources import (
+    BATCH_COLUMN,
+    ArrowSlices,
+    SourceSchemaError,
+    quote_identifier,
+)
 from mlops_assets.storage.warehouse import Transaction, Warehouse, arrow_to_pandas, sql_file
 
 Kind = Literal["prediction", "label"]
@@ -383,8 +388,10 @@ def _labels(values: pd.Series, plan: Layout) -> pd.Series:
     return labels
 
 
-def _check_columns(frame: pd.DataFrame, plan: Layout, kind: Kind, source: str) -> None:
-    missing = [c for c in plan.source_columns(kind) if c not in frame.columns]
+def _check_columns(frame: Any, plan: Layout, kind: Kind, source: str) -> None:
+    """`frame`: a pandas frame or an Arrow record batch."""
+    present = set(frame.schema.names if hasattr(frame, "schema") else frame.columns)
+    missing = [c for c in plan.source_columns(kind) if c not in present]
     if missing:
         raise SourceSchemaError(columns=missing, source=source, model=plan.model)
 
@@ -921,19 +928,25 @@ class _SqlSlice:
     label_bad: str
 
     @classmethod
-    def of(cls, chunk: pd.DataFrame, plan: Layout) -> _SqlSlice | None:
+    def of(cls, chunk: pd.DataFrame | Any, plan: Layout) -> _SqlSlice | None:
+        """`chunk`: a pandas frame, or an Arrow record batch as a source read it."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         if plan.class_probability_columns:
             return None  # multiclass probabilities (argmax, sum to 1): the Python path
         names = plan.source_columns("prediction")
-        if BATCH_COLUMN in chunk.columns:
-            names.append(BATCH_COLUMN)
-        try:
-            raw = pa.Table.from_pandas(chunk[names], preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            return None  # mixed objects: the Python path types them value by value
+        if isinstance(chunk, pa.RecordBatch):
+            if BATCH_COLUMN in chunk.schema.names:
+                names.append(BATCH_COLUMN)
+            raw = pa.Table.from_batches([chunk]).select(names)
+        else:
+            if BATCH_COLUMN in chunk.columns:
+                names.append(BATCH_COLUMN)
+            try:
+                raw = pa.Table.from_pandas(chunk[names], preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                return None  # mixed objects: the Python path types them value by value
         raw = raw.replace_schema_metadata(None)
         kinds = {f.name: f.type for f in raw.schema}
         numeric = {n for n, k in plan.features.items() if k == "numeric"}
@@ -1068,7 +1081,9 @@ def _sql_bad_rows(
     columns: list[str] | None = None,
 ) -> pd.DataFrame | None:
     """The rows SQL found bad (their numbers in the slice), with `_validate`'s reasons; None
-    when `_validate` disagrees about one of them (the slice then takes the Python path)."""
+    when `_validate` disagrees about one of them (the slice then takes the Python path).
+    `chunk` is the slice as pandas: its dtypes are the whole slice's (an Arrow integer column
+    with a NULL is float there), so the quarantined originals read as the Python path's."""
     subset = chunk.iloc[np.sort(rows)]
     if columns is not None:
         subset = subset[[c for c in columns if c in subset.columns]]
@@ -1133,6 +1148,8 @@ def _write_sql_slice(
         if _twice(hashes[kept]) or _twice(hashes[label_kept]):
             return None  # which copy wins, and whether it is identical: the Python path
         quarantined = labels_quarantined = pd.DataFrame()
+        if bad.any() or label_bad.any():
+            chunk = _pandas(chunk)
         if bad.any():
             rejected = _sql_bad_rows(chunk, number[bad], contract, "prediction", features)
             if rejected is None:
@@ -1186,9 +1203,10 @@ class _Slice:
     labels: Any = None  # labels in the log: Arrow table of the labels table
     labels_quarantined: pd.DataFrame | None = None
     # The embedded engine's SQL path (`_SqlSlice`): the users' columns as Arrow, typed and
-    # validated by DuckDB while it writes them; `chunk` is kept for a fallback.
+    # validated by DuckDB while it writes them; `chunk` (pandas or Arrow) is kept for a
+    # fallback.
     sql: _SqlSlice | None = None
-    chunk: pd.DataFrame | None = None
+    chunk: Any = None
 
 
 class _SliceError(Exception):  # noqa: N818 - carries a preparation error across the thread
@@ -1257,21 +1275,28 @@ def _ahead(
         worker.join()
 
 
+def _pandas(chunk: pd.DataFrame | Any) -> pd.DataFrame:
+    """A slice as pandas, as the source's own iteration would have given it."""
+    return chunk if isinstance(chunk, pd.DataFrame) else arrow_to_pandas(chunk, split_blocks=True)
+
+
 def _prediction_slice(
-    chunk: pd.DataFrame,
+    chunk: pd.DataFrame | Any,
     contract: ModelContract,
     plan: Layout,
     features: Mapping[str, str] | None,
     constants: Mapping[str, Any],
     in_sql: bool = False,
 ) -> _Slice:
-    if chunk.empty:
+    """`chunk`: a pandas frame, or (`in_sql`) an Arrow record batch of `ArrowSlices`."""
+    if len(chunk) == 0:
         return _Slice(0)
     if in_sql:
         _check_columns(chunk, plan, "prediction", _source_name(contract, "prediction"))
         typed = _SqlSlice.of(chunk, plan)
         if typed is not None:
             return _Slice(len(chunk), sql=typed, chunk=chunk)
+    chunk = _pandas(chunk)
     batch_id, now = constants["batch_id"], constants["ingested_at"]
     columns, drop, bad = _validate(chunk, contract, "prediction", features=features)
     rows = _arrow_rows(columns, drop, list(plan.prediction_types()), constants)
@@ -1334,6 +1359,9 @@ def ingest_predictions(
                 constants=constants,
             )
             in_sql = _in_sql(wh)
+            if in_sql and isinstance(frame, ArrowSlices):
+                # DuckDB reads the source's Arrow batches as they are (no pandas round trip).
+                frame = frame.arrow()
             for ahead in _ahead(frame, functools.partial(prepare, in_sql=in_sql)):
                 n_rows += ahead.n_rows
                 item = ahead
