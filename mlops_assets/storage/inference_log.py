@@ -694,7 +694,10 @@ class _Store:
             seen = pa.chunked_array(self._ids, type=pa.string())
             confirmed = pc.is_in(text.filter(pa.array(hit)), value_set=seen.combine_chunks())
             hit[hit] = confirmed.to_numpy(zero_copy_only=False)
-        self._hashes = np.sort(np.concatenate([self._hashes, hashes]))
+        # Two sorted runs: a stable sort (timsort) merges them in linear time.
+        merged = np.concatenate([self._hashes, np.sort(hashes)])
+        merged.sort(kind="stable")
+        self._hashes = merged
         self._ids.append(text)
         return hit
 
@@ -1126,8 +1129,6 @@ def _write_sql_slice(
     batch_id, now = constants["batch_id"], constants["ingested_at"]
     params = {**constants, "classes": plan.classes}
     ident = typed.predictions["prediction_id"]
-    good = f"NOT ({typed.bad})"
-    label_good = f"({typed.labelled}) AND NOT ({typed.label_bad})"
     with tx.registered(_SLICE_VIEW, typed.raw):  # type: ignore[attr-defined]
         # One scan for what the checks and the bookkeeping need; the rows themselves go
         # from the slice to the table in the INSERTs below.
@@ -1145,6 +1146,12 @@ def _write_sql_slice(
         number = column["row"].to_numpy()
         hashes = column["h"].to_numpy()
         kept, label_kept = ~bad, labelled & ~label_bad
+        # The scan evaluated the checks over the same registered rows: where it found every
+        # row good (labelled), the INSERTs need not evaluate them a second time.
+        good = f"NOT ({typed.bad})" if bad.any() else "true"
+        label_good = (
+            "true" if label_kept.all() else f"({typed.labelled}) AND NOT ({typed.label_bad})"
+        )
         if _twice(hashes[kept]) or _twice(hashes[label_kept]):
             return None  # which copy wins, and whether it is identical: the Python path
         quarantined = labels_quarantined = pd.DataFrame()
