@@ -686,16 +686,19 @@ class _Store:
 
         text = _arrow_text(ids)
         hashes = self._hash(text) if hashes is None else np.asarray(hashes, dtype=np.uint64)
+        # Sorted, the hashes are looked up in order (binary searches that stay in cache) and
+        # merged as two sorted runs (a stable sort, timsort, merges them in linear time).
+        order = np.argsort(hashes)
+        ordered = hashes[order]
         hit = np.zeros(len(text), dtype=bool)
         if len(self._hashes):
-            where = np.searchsorted(self._hashes, hashes).clip(max=len(self._hashes) - 1)
-            hit = self._hashes[where] == hashes
+            where = np.searchsorted(self._hashes, ordered).clip(max=len(self._hashes) - 1)
+            hit[order] = self._hashes[where] == ordered
         if hit.any():  # a 64-bit hash can collide: confirm on the text itself
             seen = pa.chunked_array(self._ids, type=pa.string())
             confirmed = pc.is_in(text.filter(pa.array(hit)), value_set=seen.combine_chunks())
             hit[hit] = confirmed.to_numpy(zero_copy_only=False)
-        # Two sorted runs: a stable sort (timsort) merges them in linear time.
-        merged = np.concatenate([self._hashes, np.sort(hashes)])
+        merged = np.concatenate([self._hashes, ordered])
         merged.sort(kind="stable")
         self._hashes = merged
         self._ids.append(text)
