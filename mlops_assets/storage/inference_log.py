@@ -1155,7 +1155,9 @@ def _write_sql_slice(
         label_good = (
             "true" if label_kept.all() else f"({typed.labelled}) AND NOT ({typed.label_bad})"
         )
-        if _twice(hashes[kept]) or _twice(hashes[label_kept]):
+        # Usually the labels' ids are the predictions': then one check covers both.
+        twice_labelled = not np.array_equal(label_kept, kept) and _twice(hashes[label_kept])
+        if twice_labelled or _twice(hashes[kept]):
             return None  # which copy wins, and whether it is identical: the Python path
         quarantined = labels_quarantined = pd.DataFrame()
         if bad.any() or label_bad.any():
@@ -1226,10 +1228,11 @@ class _SliceError(Exception):  # noqa: N818 - carries a preparation error across
 
 
 def _ahead(
-    frame: pd.DataFrame | Iterable[pd.DataFrame], prepare: Callable[[pd.DataFrame], _Slice]
+    frame: pd.DataFrame | Iterable[Any], prepare: Callable[[Any], _Slice]
 ) -> Iterator[_Slice]:
-    """The prepared slices. A single frame is prepared here; slices from a source are read
-    and validated one slice ahead in a thread while this one writes the previous slice (the
+    """The prepared slices (of pandas frames, or of Arrow record batches for the embedded
+    engine's SQL path). A single frame is prepared here; slices from a source are read and
+    validated one slice ahead in a thread while this one writes the previous slice (the
     engines release the GIL while they work, so reading, validating and writing overlap).
     An error while preparing a slice comes out as _SliceError (with the slice's rows)."""
     if isinstance(frame, pd.DataFrame):
