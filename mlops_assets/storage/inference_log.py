@@ -37,7 +37,13 @@ from mlops_assets.storage.sources import (
     SourceSchemaError,
     quote_identifier,
 )
-from mlops_assets.storage.warehouse import Transaction, Warehouse, arrow_to_pandas, sql_file
+from mlops_assets.storage.warehouse import (
+    Transaction,
+    Warehouse,
+    arrow_to_pandas,
+    query_arrow_over,
+    sql_file,
+)
 
 Kind = Literal["prediction", "label"]
 SCHEMA = "inference"
@@ -932,6 +938,9 @@ class _SqlSlice:
     label_columns: dict[str, str] | None  # labels in the log: column -> SQL expression
     labelled: str  # the row carries a label
     label_bad: str
+    # What the checks and the bookkeeping need of every row (`scan`), computed while the
+    # slice before is written.
+    scanned: Any = None
 
     @classmethod
     def of(cls, chunk: pd.DataFrame | Any, plan: Layout) -> _SqlSlice | None:
@@ -1072,6 +1081,17 @@ class _SqlSlice:
             }
         return cls(raw, columns, _any_of(bad), label_columns, labelled, label_bad)
 
+    def scan(self, params: Mapping[str, Any]) -> None:
+        ident = self.predictions["prediction_id"]
+        self.scanned = query_arrow_over(
+            {_SLICE_VIEW: self.raw},
+            f"SELECT {_ROW} AS row, {ident} AS id, hash({ident}) AS h, "  # noqa: S608
+            f"{self.bad} AS bad, {self.predictions['prediction_date']} AS day, "
+            f"({self.labelled}) AS labelled, ({self.labelled}) AND ({self.label_bad}) "
+            f"AS label_bad FROM {_SLICE_VIEW}",
+            params,
+        )
+
     def select(self, columns: Mapping[str, str], where: str, *, ordered: bool = False) -> str:
         listed = ", ".join(f"{e} AS {quote_identifier(c)}" for c, e in columns.items())
         order = f" ORDER BY {_ROW}" if ordered else ""
@@ -1131,17 +1151,10 @@ def _write_sql_slice(
     assert typed is not None and chunk is not None
     batch_id, now = constants["batch_id"], constants["ingested_at"]
     params = {**constants, "classes": plan.classes}
-    ident = typed.predictions["prediction_id"]
     with tx.registered(_SLICE_VIEW, typed.raw):  # type: ignore[attr-defined]
-        # One scan for what the checks and the bookkeeping need; the rows themselves go
-        # from the slice to the table in the INSERTs below.
-        scan = tx.query_arrow(  # type: ignore[attr-defined]
-            f"SELECT {_ROW} AS row, {ident} AS id, hash({ident}) AS h, "  # noqa: S608
-            f"{typed.bad} AS bad, {typed.predictions['prediction_date']} AS day, "
-            f"({typed.labelled}) AS labelled, ({typed.labelled}) AND ({typed.label_bad}) "
-            f"AS label_bad FROM {_SLICE_VIEW}",
-            params,
-        )
+        # The rows themselves go from the slice to the table in the INSERTs below.
+        scan = typed.scanned
+        assert scan is not None
         column = {n: scan.column(n) for n in scan.column_names}
         bad = column["bad"].to_numpy(zero_copy_only=False).astype(bool)
         labelled = column["labelled"].to_numpy(zero_copy_only=False).astype(bool)
@@ -1308,6 +1321,7 @@ def _prediction_slice(
         _check_columns(chunk, plan, "prediction", _source_name(contract, "prediction"))
         typed = _SqlSlice.of(chunk, plan)
         if typed is not None:
+            typed.scan({**constants, "classes": plan.classes})
             return _Slice(len(chunk), sql=typed, chunk=chunk)
     chunk = _pandas(chunk)
     batch_id, now = constants["batch_id"], constants["ingested_at"]
