@@ -31,8 +31,19 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.lib.contract import ModelContract
-from mlops_assets.storage.sources import BATCH_COLUMN, SourceSchemaError, quote_identifier
-from mlops_assets.storage.warehouse import Transaction, Warehouse, arrow_to_pandas, sql_file
+from mlops_assets.storage.sources import (
+    BATCH_COLUMN,
+    ArrowSlices,
+    SourceSchemaError,
+    quote_identifier,
+)
+from mlops_assets.storage.warehouse import (
+    Transaction,
+    Warehouse,
+    arrow_to_pandas,
+    query_arrow_over,
+    sql_file,
+)
 
 Kind = Literal["prediction", "label"]
 SCHEMA = "inference"
@@ -383,8 +394,10 @@ def _labels(values: pd.Series, plan: Layout) -> pd.Series:
     return labels
 
 
-def _check_columns(frame: pd.DataFrame, plan: Layout, kind: Kind, source: str) -> None:
-    missing = [c for c in plan.source_columns(kind) if c not in frame.columns]
+def _check_columns(frame: Any, plan: Layout, kind: Kind, source: str) -> None:
+    """`frame`: a pandas frame or an Arrow record batch."""
+    present = set(frame.schema.names if hasattr(frame, "schema") else frame.columns)
+    missing = [c for c in plan.source_columns(kind) if c not in present]
     if missing:
         raise SourceSchemaError(columns=missing, source=source, model=plan.model)
 
@@ -679,15 +692,21 @@ class _Store:
 
         text = _arrow_text(ids)
         hashes = self._hash(text) if hashes is None else np.asarray(hashes, dtype=np.uint64)
+        # Sorted, the hashes are looked up in order (binary searches that stay in cache) and
+        # merged as two sorted runs (a stable sort, timsort, merges them in linear time).
+        order = np.argsort(hashes)
+        ordered = hashes[order]
         hit = np.zeros(len(text), dtype=bool)
         if len(self._hashes):
-            where = np.searchsorted(self._hashes, hashes).clip(max=len(self._hashes) - 1)
-            hit = self._hashes[where] == hashes
+            where = np.searchsorted(self._hashes, ordered).clip(max=len(self._hashes) - 1)
+            hit[order] = self._hashes[where] == ordered
         if hit.any():  # a 64-bit hash can collide: confirm on the text itself
             seen = pa.chunked_array(self._ids, type=pa.string())
             confirmed = pc.is_in(text.filter(pa.array(hit)), value_set=seen.combine_chunks())
             hit[hit] = confirmed.to_numpy(zero_copy_only=False)
-        self._hashes = np.sort(np.concatenate([self._hashes, hashes]))
+        merged = np.concatenate([self._hashes, ordered])
+        merged.sort(kind="stable")
+        self._hashes = merged
         self._ids.append(text)
         return hit
 
@@ -919,21 +938,30 @@ class _SqlSlice:
     label_columns: dict[str, str] | None  # labels in the log: column -> SQL expression
     labelled: str  # the row carries a label
     label_bad: str
+    # What the checks and the bookkeeping need of every row (`scan`), computed while the
+    # slice before is written.
+    scanned: Any = None
 
     @classmethod
-    def of(cls, chunk: pd.DataFrame, plan: Layout) -> _SqlSlice | None:
+    def of(cls, chunk: pd.DataFrame | Any, plan: Layout) -> _SqlSlice | None:
+        """`chunk`: a pandas frame, or an Arrow record batch as a source read it."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         if plan.class_probability_columns:
             return None  # multiclass probabilities (argmax, sum to 1): the Python path
         names = plan.source_columns("prediction")
-        if BATCH_COLUMN in chunk.columns:
-            names.append(BATCH_COLUMN)
-        try:
-            raw = pa.Table.from_pandas(chunk[names], preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            return None  # mixed objects: the Python path types them value by value
+        if isinstance(chunk, pa.RecordBatch):
+            if BATCH_COLUMN in chunk.schema.names:
+                names.append(BATCH_COLUMN)
+            raw = pa.Table.from_batches([chunk]).select(names)
+        else:
+            if BATCH_COLUMN in chunk.columns:
+                names.append(BATCH_COLUMN)
+            try:
+                raw = pa.Table.from_pandas(chunk[names], preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                return None  # mixed objects: the Python path types them value by value
         raw = raw.replace_schema_metadata(None)
         kinds = {f.name: f.type for f in raw.schema}
         numeric = {n for n, k in plan.features.items() if k == "numeric"}
@@ -1053,6 +1081,17 @@ class _SqlSlice:
             }
         return cls(raw, columns, _any_of(bad), label_columns, labelled, label_bad)
 
+    def scan(self, params: Mapping[str, Any]) -> None:
+        ident = self.predictions["prediction_id"]
+        self.scanned = query_arrow_over(
+            {_SLICE_VIEW: self.raw},
+            f"SELECT {_ROW} AS row, {ident} AS id, hash({ident}) AS h, "  # noqa: S608
+            f"{self.bad} AS bad, {self.predictions['prediction_date']} AS day, "
+            f"({self.labelled}) AS labelled, ({self.labelled}) AND ({self.label_bad}) "
+            f"AS label_bad FROM {_SLICE_VIEW}",
+            params,
+        )
+
     def select(self, columns: Mapping[str, str], where: str, *, ordered: bool = False) -> str:
         listed = ", ".join(f"{e} AS {quote_identifier(c)}" for c, e in columns.items())
         order = f" ORDER BY {_ROW}" if ordered else ""
@@ -1068,7 +1107,9 @@ def _sql_bad_rows(
     columns: list[str] | None = None,
 ) -> pd.DataFrame | None:
     """The rows SQL found bad (their numbers in the slice), with `_validate`'s reasons; None
-    when `_validate` disagrees about one of them (the slice then takes the Python path)."""
+    when `_validate` disagrees about one of them (the slice then takes the Python path).
+    `chunk` is the slice as pandas: its dtypes are the whole slice's (an Arrow integer column
+    with a NULL is float there), so the quarantined originals read as the Python path's."""
     subset = chunk.iloc[np.sort(rows)]
     if columns is not None:
         subset = subset[[c for c in columns if c in subset.columns]]
@@ -1110,19 +1151,10 @@ def _write_sql_slice(
     assert typed is not None and chunk is not None
     batch_id, now = constants["batch_id"], constants["ingested_at"]
     params = {**constants, "classes": plan.classes}
-    ident = typed.predictions["prediction_id"]
-    good = f"NOT ({typed.bad})"
-    label_good = f"({typed.labelled}) AND NOT ({typed.label_bad})"
     with tx.registered(_SLICE_VIEW, typed.raw):  # type: ignore[attr-defined]
-        # One scan for what the checks and the bookkeeping need; the rows themselves go
-        # from the slice to the table in the INSERTs below.
-        scan = tx.query_arrow(  # type: ignore[attr-defined]
-            f"SELECT {_ROW} AS row, {ident} AS id, hash({ident}) AS h, "  # noqa: S608
-            f"{typed.bad} AS bad, {typed.predictions['prediction_date']} AS day, "
-            f"({typed.labelled}) AS labelled, ({typed.labelled}) AND ({typed.label_bad}) "
-            f"AS label_bad FROM {_SLICE_VIEW}",
-            params,
-        )
+        # The rows themselves go from the slice to the table in the INSERTs below.
+        scan = typed.scanned
+        assert scan is not None
         column = {n: scan.column(n) for n in scan.column_names}
         bad = column["bad"].to_numpy(zero_copy_only=False).astype(bool)
         labelled = column["labelled"].to_numpy(zero_copy_only=False).astype(bool)
@@ -1130,9 +1162,19 @@ def _write_sql_slice(
         number = column["row"].to_numpy()
         hashes = column["h"].to_numpy()
         kept, label_kept = ~bad, labelled & ~label_bad
-        if _twice(hashes[kept]) or _twice(hashes[label_kept]):
+        # The scan evaluated the checks over the same registered rows: where it found every
+        # row good (labelled), the INSERTs need not evaluate them a second time.
+        good = f"NOT ({typed.bad})" if bad.any() else "true"
+        label_good = (
+            "true" if label_kept.all() else f"({typed.labelled}) AND NOT ({typed.label_bad})"
+        )
+        # Usually the labels' ids are the predictions': then one check covers both.
+        twice_labelled = not np.array_equal(label_kept, kept) and _twice(hashes[label_kept])
+        if twice_labelled or _twice(hashes[kept]):
             return None  # which copy wins, and whether it is identical: the Python path
         quarantined = labels_quarantined = pd.DataFrame()
+        if bad.any() or label_bad.any():
+            chunk = _pandas(chunk)
         if bad.any():
             rejected = _sql_bad_rows(chunk, number[bad], contract, "prediction", features)
             if rejected is None:
@@ -1186,9 +1228,10 @@ class _Slice:
     labels: Any = None  # labels in the log: Arrow table of the labels table
     labels_quarantined: pd.DataFrame | None = None
     # The embedded engine's SQL path (`_SqlSlice`): the users' columns as Arrow, typed and
-    # validated by DuckDB while it writes them; `chunk` is kept for a fallback.
+    # validated by DuckDB while it writes them; `chunk` (pandas or Arrow) is kept for a
+    # fallback.
     sql: _SqlSlice | None = None
-    chunk: pd.DataFrame | None = None
+    chunk: Any = None
 
 
 class _SliceError(Exception):  # noqa: N818 - carries a preparation error across the thread
@@ -1198,10 +1241,11 @@ class _SliceError(Exception):  # noqa: N818 - carries a preparation error across
 
 
 def _ahead(
-    frame: pd.DataFrame | Iterable[pd.DataFrame], prepare: Callable[[pd.DataFrame], _Slice]
+    frame: pd.DataFrame | Iterable[Any], prepare: Callable[[Any], _Slice]
 ) -> Iterator[_Slice]:
-    """The prepared slices. A single frame is prepared here; slices from a source are read
-    and validated one slice ahead in a thread while this one writes the previous slice (the
+    """The prepared slices (of pandas frames, or of Arrow record batches for the embedded
+    engine's SQL path). A single frame is prepared here; slices from a source are read and
+    validated one slice ahead in a thread while this one writes the previous slice (the
     engines release the GIL while they work, so reading, validating and writing overlap).
     An error while preparing a slice comes out as _SliceError (with the slice's rows)."""
     if isinstance(frame, pd.DataFrame):
@@ -1257,21 +1301,29 @@ def _ahead(
         worker.join()
 
 
+def _pandas(chunk: pd.DataFrame | Any) -> pd.DataFrame:
+    """A slice as pandas, as the source's own iteration would have given it."""
+    return chunk if isinstance(chunk, pd.DataFrame) else arrow_to_pandas(chunk, split_blocks=True)
+
+
 def _prediction_slice(
-    chunk: pd.DataFrame,
+    chunk: pd.DataFrame | Any,
     contract: ModelContract,
     plan: Layout,
     features: Mapping[str, str] | None,
     constants: Mapping[str, Any],
     in_sql: bool = False,
 ) -> _Slice:
-    if chunk.empty:
+    """`chunk`: a pandas frame, or (`in_sql`) an Arrow record batch of `ArrowSlices`."""
+    if len(chunk) == 0:
         return _Slice(0)
     if in_sql:
         _check_columns(chunk, plan, "prediction", _source_name(contract, "prediction"))
         typed = _SqlSlice.of(chunk, plan)
         if typed is not None:
+            typed.scan({**constants, "classes": plan.classes})
             return _Slice(len(chunk), sql=typed, chunk=chunk)
+    chunk = _pandas(chunk)
     batch_id, now = constants["batch_id"], constants["ingested_at"]
     columns, drop, bad = _validate(chunk, contract, "prediction", features=features)
     rows = _arrow_rows(columns, drop, list(plan.prediction_types()), constants)
@@ -1339,6 +1391,9 @@ def ingest_predictions(
                 constants=constants,
             )
             in_sql = _in_sql(wh)
+            if in_sql and isinstance(frame, ArrowSlices):
+                # DuckDB reads the source's Arrow batches as they are (no pandas round trip).
+                frame = frame.arrow()
             for ahead in _ahead(frame, functools.partial(prepare, in_sql=in_sql)):
                 n_rows += ahead.n_rows
                 item = ahead

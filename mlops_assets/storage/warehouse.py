@@ -518,6 +518,25 @@ def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in params.items() if k in names}
 
 
+def query_arrow_over(
+    tables: Mapping[str, Any], sql: str, params: Mapping[str, Any] | None = None
+) -> Any:
+    """A query over Arrow tables (by name) on a private in-memory DuckDB connection, as an
+    Arrow table: work on rows in memory that need not hold a warehouse connection (the
+    inference log checks the next slice in its reading thread while the warehouse's
+    connection writes the one before)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        for name, table in tables.items():
+            con.register(name, table)
+        result = con.execute(_PLACEHOLDER.sub(r"$\1", sql), _used(sql, params))
+        return getattr(result, "to_arrow_table", result.arrow)()
+    finally:
+        con.close()
+
+
 def _names(rows: Any) -> list[str]:
     """Column names of a pandas frame or an Arrow table."""
     return list(rows.column_names) if hasattr(rows, "column_names") else list(rows.columns)

@@ -474,3 +474,61 @@ def test_sql_path_stores_what_the_python_path_stores(tmp_path, monkeypatch):
     quarantine = results[True]["quarantine"]
     assert {r["kind"] for r in quarantine} == {"prediction", "label"}
     assert len(results[True]['inference."credit__predictions"']) > 10
+
+
+def test_arrow_slices_store_what_pandas_slices_and_the_python_path_store(tmp_path, monkeypatch):
+    """A Parquet source's slices reach the embedded engine's SQL path as Arrow record batches
+    (no pandas round trip); the same files read as pandas frames, through the SQL path and
+    through the Python path, store the same rows, quarantine and batch records. The slices
+    it hands back (an id twice) and its bad rows take the pandas frame the source would give."""
+    import pyarrow as pa
+
+    from mlops_assets.lib.contract import Source
+    from mlops_assets.storage import inference_log
+    from mlops_assets.storage.sources import ArrowSlices, open_source
+    from mlops_assets.storage.warehouse import DuckDBWarehouse
+
+    folders = []
+    for i, delivery in enumerate(_awkward_batches()):
+        folder = tmp_path / f"delivery-{i}"
+        folder.mkdir()
+        for j, frame in enumerate(delivery):
+            frame.drop(columns=["_batch"], errors="ignore").to_parquet(
+                folder / f"slice-{j}.parquet", index=False
+            )
+        folders.append(folder)
+
+    chunks: list[tuple[str, bool, bool]] = []  # (variant, Arrow chunk, written in SQL)
+    real = inference_log._write_sql_slice
+    variant = ""
+
+    def counted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        chunks.append((variant, isinstance(args[1].chunk, pa.RecordBatch), result is not None))
+        return result
+
+    monkeypatch.setattr(inference_log, "_write_sql_slice", counted)
+    results = {}
+    for variant, in_sql in (("arrow", True), ("pandas", True), ("python", False)):
+        wh = DuckDBWarehouse(tmp_path / f"{variant}.duckdb")
+        wh.migrate()
+        contract = binary_contract(labels=None)
+        ensure_tables(wh, contract)
+        monkeypatch.setattr(inference_log, "_in_sql", lambda _wh, value=in_sql: value)
+        for i, folder in enumerate(folders):
+            reader = open_source(Source(parquet=str(folder)), wh, model=contract.name)
+            poll = reader.poll(None, cursor_column="", timestamp_column="ts")
+            columns = layout(contract).source_columns("prediction")
+            slices = reader.iter_new(poll, columns, cursor_column="", chunk_rows=5)
+            assert isinstance(slices, ArrowSlices)
+            frames = slices if variant != "pandas" else (frame for frame in slices)
+            ingest_predictions(wh, contract, frames, batch_id=f"b{i}", model_version="1")
+        results[variant] = _stored(wh, contract)
+    assert results["arrow"] == results["pandas"] == results["python"]
+    arrow = [(is_arrow, written) for v, is_arrow, written in chunks if v == "arrow"]
+    assert all(is_arrow for is_arrow, _ in arrow)
+    assert any(written for _, written in arrow) and not all(written for _, written in arrow)
+    assert not any(is_arrow for v, is_arrow, _ in chunks if v == "pandas")
+    quarantine = results["arrow"]["quarantine"]
+    assert {r["kind"] for r in quarantine} == {"prediction", "label"}
+    assert len(results["arrow"]['inference."credit__predictions"']) > 10

@@ -20,6 +20,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -77,6 +78,27 @@ class Poll:
     @property
     def empty(self) -> bool:
         return self.n_rows == 0
+
+
+class ArrowSlices(Iterator[pd.DataFrame]):
+    """A source's slices that are Arrow record batches underneath: iterated, pandas frames
+    (what every reader returns); `arrow()` hands over the batches themselves instead, for a
+    consumer that works on Arrow (the embedded engine's ingestion types and validates them
+    in DuckDB, where a pandas frame would only be converted back). Either way, once."""
+
+    def __init__(self, batches: Iterator[Any]):
+        self._batches = batches
+
+    def __next__(self) -> pd.DataFrame:
+        return arrow_to_pandas(next(self._batches), split_blocks=True)
+
+    def arrow(self) -> Iterator[Any]:
+        return self._batches
+
+    def close(self) -> None:
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
 
 
 class SourceReader(ABC):
@@ -169,6 +191,7 @@ def open_labels(source: Source, warehouse: Warehouse, *, model: str) -> SourceRe
 __all__ = [
     "BATCH_COLUMN",
     "CHUNK_ROWS",
+    "ArrowSlices",
     "Poll",
     "SourceError",
     "SourceReader",

@@ -23,6 +23,7 @@ from mlops_assets.lib.contract import Source
 from mlops_assets.storage.sources import (
     BATCH_COLUMN,
     CHUNK_ROWS,
+    ArrowSlices,
     Poll,
     SourceError,
     SourceReader,
@@ -87,7 +88,17 @@ class ParquetSource(SourceReader):
         where: str,
         params: dict[str, Any],
         chunk_rows: int,
-    ) -> Iterator[pd.DataFrame]:
+    ) -> ArrowSlices:
+        return ArrowSlices(self._batches(names, columns, where, params, chunk_rows))
+
+    def _batches(
+        self,
+        names: list[str],
+        columns: list[str],
+        where: str,
+        params: dict[str, Any],
+        chunk_rows: int,
+    ) -> Iterator[Any]:
         if not names:
             return
         import duckdb
@@ -107,7 +118,7 @@ class ParquetSource(SourceReader):
             batches = con.execute(sql, params).to_arrow_reader(chunk_rows)
             for batch in batches:
                 if batch.num_rows:
-                    yield arrow_to_pandas(batch, split_blocks=True)
+                    yield batch
         finally:
             con.close()
 
