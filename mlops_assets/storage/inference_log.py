@@ -1550,10 +1550,12 @@ def iter_for_metrics(
     features: Mapping[str, str] | None = None,
     probabilities_first: bool = False,
 ) -> Iterator[pd.DataFrame]:
-    """`read_for_metrics`'s frame; with `probabilities_first`, after the day's probabilities
-    (and odds) alone, of the same snapshot. Those need no labels, so they are read without
-    the join and given first: the caller estimates metrics from them while the engine joins
-    the labels (`Warehouse.read_frames`)."""
+    """`read_for_metrics`'s frame; with `probabilities_first` on a column store, after the
+    day's probabilities (and odds) alone, of the same snapshot. Those need no labels, so they
+    are read without the join and given first: the caller estimates metrics from them while
+    the engine joins the labels (`Warehouse.read_frames`). On PostgreSQL that first read
+    would scan the day's rows whole a second time, which costs more than the estimate it
+    would hide (1M rows: +0.9 s of reading to hide 0.4 s)."""
     plan = layout(contract, features)
     # A model nothing was logged for yet (or one that gained a feature) reads as empty rows.
     ensure_tables(wh, contract, features=features)
@@ -1579,7 +1581,7 @@ def iter_for_metrics(
         )
     ]
     unlabelled = [c for c in types if c not in ("y_true", "y_pred")]
-    if probabilities_first and unlabelled:
+    if probabilities_first and unlabelled and wh.columnar:
         columns = ", ".join(quote_identifier(c) for c in unlabelled)
         statements.insert(
             0,

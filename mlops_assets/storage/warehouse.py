@@ -387,6 +387,10 @@ class Warehouse(ABC):
         with self.transaction() as tx:
             return tx.select_frame(sql, params, types=types)
 
+    # Whether reading a few columns costs a fraction of reading the rows (a column store):
+    # then a second, narrow read of the same rows is worth making to overlap work with.
+    columnar = True
+
     # How many column groups a wide read (`read_frames`) is worth splitting into: 1 where the
     # read is not worth overlapping with the work on it (the embedded engine reads in this
     # process, on all cores).
@@ -1329,6 +1333,9 @@ class PostgresWarehouse(Warehouse):
     def transaction(self) -> Iterator[Transaction]:
         with self._connection(self._connect) as con, con.transaction():
             yield _PgTransaction(con)
+
+    # Every read scans the table's rows whole, whatever columns it keeps.
+    columnar = False
 
     # A day's 40 feature columns in about five reads: the first is not overlapped, the others
     # are read while the drift of the one before is computed.

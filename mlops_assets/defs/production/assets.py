@@ -214,13 +214,25 @@ def _business_frame(contract: ModelContract, frame):
     return frame.rename(columns={"odds": odds_column}, copy=False) if odds_column else frame
 
 
+def _estimates(contract: ModelContract, model, frame, outputs=None):
+    """(values, lower, upper) the calibrator estimates from the day's probabilities (the
+    frame's, or its `outputs` when the caller has them already)."""
+    from mlops_assets.defs.training.assets import _outputs
+    from mlops_assets.lib.evaluation import estimate_day
+
+    if outputs is None and len(frame):
+        outputs = _outputs(contract, frame)
+    if outputs is None or outputs.proba is None:
+        return {}, {}, {}
+    return estimate_day(contract, model.estimation, outputs, _business_frame(contract, frame))
+
+
 def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: set[str]):
     import pandas as pd
 
     from mlops_assets.defs.training.assets import _outputs
     from mlops_assets.lib.evaluation import (
         capped_estimate,
-        estimate_day,
         evaluate,
         judge,
         metric_levels,
@@ -238,25 +250,24 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
         laps.lap("read_model")
         # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
         # value while labels are missing, and kept beside the realised value once they arrive.
-        # Those are read first, without the labels, and estimated while the labels are joined.
+        # On a column store those are read first, without the labels, and estimated while the
+        # labels are joined; else from the one frame, after it is read.
         estimable = bool(contract.monitoring.estimate and model.estimation)
-        estimated: dict[str, float | None] = {}
-        lower: dict[str, float] = {}
-        upper: dict[str, float] = {}
+        estimates = None
         for part in inference_log.iter_for_metrics(
             wh, contract, day, features=model.features, probabilities_first=estimable
         ):
             laps.lap("read")
             if "y_true" in part:
                 frame = part
-                continue
-            outputs = _outputs(contract, part) if len(part) else None
-            if outputs is not None and outputs.proba is not None:
-                estimated, lower, upper = estimate_day(
-                    contract, model.estimation, outputs, _business_frame(contract, part)
-                )
-            del outputs, part
-            laps.lap("estimate")
+            else:
+                estimates = _estimates(contract, model, part)
+                laps.lap("estimate")
+    outputs_all = _outputs(contract, frame) if len(frame) else None
+    if estimable and estimates is None:
+        estimates = _estimates(contract, model, frame, outputs_all)
+        laps.lap("estimate")
+    estimated, lower, upper = estimates or ({}, {}, {})
     monitored = contract.monitored_metrics()
     levels = metric_levels(contract, model.metrics)
     n_predictions = len(frame)
@@ -268,7 +279,6 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}  # why a metric is undefined (e.g. labels-only model)
     business_frame = _business_frame(contract, frame)
-    outputs_all = _outputs(contract, frame) if n_predictions else None
     basis = "realised"
     if n_predictions == 0:
         note = "no predictions for this day"
