@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.lib.contract import ModelContract
+from mlops_assets.storage import packed
 from mlops_assets.storage.sources import (
     BATCH_COLUMN,
     ArrowSlices,
@@ -339,8 +340,18 @@ def ensure_tables(
     wh: Warehouse, contract: ModelContract, *, features: Mapping[str, str] | None = None
 ) -> list[str]:
     """Create the model's predictions and labels tables, or add the columns the contract
-    gained since (never drops or retypes one). Returns the columns created or added."""
+    gained since (never drops or retypes one). Returns the columns created or added. On a
+    row store (PostgreSQL) the features are also kept packed for the monitoring reads
+    (`storage.packed`)."""
+    return _ensure_tables(wh, contract, features)[0]
+
+
+def _ensure_tables(
+    wh: Warehouse, contract: ModelContract, features: Mapping[str, str] | None
+) -> tuple[list[str], packed.Packing | None]:
+    """`ensure_tables`, and the packed features' layout (None on a column store)."""
     plan = layout(contract, features)
+    packing = None
     with wh.transaction() as tx:
         tx.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         added = _ensure(tx, plan.predictions_table, plan.prediction_types())
@@ -352,7 +363,20 @@ def ensure_tables(
             tx.execute(
                 f"CREATE INDEX IF NOT EXISTS {index} ON {plan.predictions_table} (prediction_date)"
             )
-    return added
+        if not wh.columnar:
+            # Every feature the table has (a model version may read fewer), in its order.
+            name = plan.predictions_table.split(".", 1)[1].strip('"')
+            stored = {
+                c: "numeric" if _kind_of(t) == "number" else "categorical"
+                for c, t in _existing_columns(tx, name).items()
+                if c not in _FIXED and not c.startswith("proba__")
+            }
+            packing = packed.Packing(
+                numeric=tuple(c for c, k in stored.items() if k == "numeric"),
+                categorical=tuple(c for c, k in stored.items() if k == "categorical"),
+            )
+            packed.ensure(tx, plan.model, plan.predictions_table, packing)
+    return added, packing
 
 
 # --------------------------------------------------------------------------- validation
@@ -1426,6 +1450,9 @@ def ingest_predictions(
             labels.finish()
             result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
             _record(tx, contract, "prediction", batch_id, result, now)
+            if not wh.columnar:
+                # Days whose rows this batch changed or moved: their chunks made again.
+                packed.refresh(tx, plan.model)
             if n_good >= ANALYZE_MIN_ROWS:
                 tx.analyze(plan.predictions_table, ["prediction_id", "prediction_date"])
                 tx.analyze(plan.labels_table, ["prediction_id"])
@@ -1608,9 +1635,9 @@ def read_features(
     canonical spelling as `validate_rows` stored them (not spelled again here: that was a
     tenth of a million-row drift run)."""
     plan = layout(contract, features)
-    ensure_tables(wh, contract, features=features)  # as in read_for_metrics
-    types = _feature_types(plan)
-    return wh.read_frame(_features_sql(plan, list(types)), {"day": day}, types=types)
+    parts = list(iter_features(wh, contract, day, features=features))
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
+    return frame[list(plan.features)]
 
 
 def iter_features(
@@ -1620,18 +1647,38 @@ def iter_features(
     *,
     features: Mapping[str, str] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """`read_features` in groups of columns (`Warehouse.read_groups` of them), the rows in
-    the same order in every group: the engine reads the next group while the caller works
-    on the one before."""
+    """`read_features` in groups of columns, the categorical features, then each half of the
+    numeric ones, the rows in the same order in all: the engine reads a group while the
+    caller tests the one before (the categorical tests leave a core free; the numeric ones
+    sort on all cores). On a row store the features come from their chunks
+    (`storage.packed`), or from the predictions table while the day's chunks are stale."""
     plan = layout(contract, features)
-    ensure_tables(wh, contract, features=features)
+    packing = _ensure_tables(wh, contract, features)[1]
     types = _feature_types(plan)
-    names = list(types)
-    k = max(1, min(wh.read_groups, len(names)))
-    groups = [names[i * len(names) // k : (i + 1) * len(names) // k] for i in range(k)]
-    yield from wh.read_frames(
-        [(_features_sql(plan, group), {"day": day}) for group in groups], types=types
+    numeric = [n for n, k in plan.features.items() if k == "numeric"]
+    third = len(numeric) // 3
+    groups = [
+        [n for n, k in plan.features.items() if k == "categorical"],
+        numeric[:third],
+        numeric[third:],
+    ]
+    groups = [g for g in groups if g]
+    by_column = [(_features_sql(plan, g), {"day": day}) for g in groups]
+    if packing is None:
+        yield from wh.read_frames(by_column, types=types)
+        return
+    frames = wh.read_frames(
+        [(packed.select(plan.model, g), {"day": day}) for g in groups],
+        types=types,
+        decode=functools.partial(packed.decode, packing=packing),
     )
+    try:
+        first = next(frames)
+    except packed.StaleDay:  # rows changed since the day's chunks were made
+        yield from wh.read_frames(by_column, types=types)
+        return
+    yield first
+    yield from frames
 
 
 def _feature_types(plan: Layout) -> dict[str, str]:

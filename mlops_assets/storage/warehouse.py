@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
@@ -391,32 +391,34 @@ class Warehouse(ABC):
     # then a second, narrow read of the same rows is worth making to overlap work with.
     columnar = True
 
-    # How many column groups a wide read (`read_frames`) is worth splitting into: 1 where the
-    # read is not worth overlapping with the work on it (the embedded engine reads in this
-    # process, on all cores).
-    read_groups = 1
-
     def read_frames(
         self,
         statements: Sequence[tuple[str, Mapping[str, Any] | None]],
         *,
         types: Mapping[str, str],
+        decode: Callable[[Any], pd.DataFrame] | None = None,
     ) -> Iterator[pd.DataFrame]:
         """The results of a few SELECTs of committed rows, as `read_frame` gives them, all of
         one snapshot, each row at the same position in every result when the statements
         select the same rows of one table in the same way (different columns). `types` covers
-        the columns of them all. Each result but the last is handed over while the next is
-        read on a thread (the engine works beside the caller); the last once the transaction
-        (on the embedded engine, the file's lock) is closed, so that a caller's long work on
-        it does not hold it."""
+        the columns of them all. `decode`: makes each result's frame from its Arrow table
+        instead (on the reading thread), for columns no type here describes. Each result
+        but the last is handed over while the next is read on a thread (the engine works
+        beside the caller); the last once the transaction (on the embedded engine, the
+        file's lock) is closed, so that a caller's long work on it does not hold it."""
         from concurrent.futures import ThreadPoolExecutor
+
+        def read(tx: Transaction, sql: str, params: Mapping[str, Any] | None) -> pd.DataFrame:
+            if decode is None:
+                return tx.select_frame(sql, params, types=types)
+            return decode(tx.query_arrow(sql, params))  # type: ignore[attr-defined]
 
         with self.transaction() as tx, ThreadPoolExecutor(max_workers=1) as pool:
             # One connection, used by one thread at a time: the caller never touches it.
-            pending = pool.submit(tx.select_frame, *statements[0], types=types)
+            pending = pool.submit(read, tx, *statements[0])
             for following in statements[1:]:
                 frame = pending.result()
-                pending = pool.submit(tx.select_frame, *following, types=types)
+                pending = pool.submit(read, tx, *following)
                 yield frame
             last = pending.result()
         yield last
@@ -1238,9 +1240,15 @@ class _CopyStream(io.RawIOBase):
 
 
 def _adbc_read(
-    con: Any, sql: str, params: Mapping[str, Any] | None, arrow: dict, types: Mapping[str, str]
+    con: Any,
+    sql: str,
+    params: Mapping[str, Any] | None,
+    arrow: dict,
+    types: Mapping[str, str],
+    decode: Callable[[Any], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """One SELECT by ADBC (binary COPY into Arrow), typed as `select_frame` types results."""
+    """One SELECT by ADBC (binary COPY into Arrow), typed as `select_frame` types results
+    (or made a frame by `decode`)."""
     import adbc_driver_manager
     import pyarrow as pa
 
@@ -1260,6 +1268,8 @@ def _adbc_read(
             table = cur.fetch_arrow_table()
     except adbc_driver_manager.Error as error:
         raise WarehouseError(f"read failed: {_first_line(error)}") from error
+    if decode is not None:
+        return decode(table)
     missing = [c for c in table.column_names if c not in types]
     if missing:
         raise WarehouseError(f"read_frame: no type given for column(s) {', '.join(missing)}")
@@ -1337,10 +1347,6 @@ class PostgresWarehouse(Warehouse):
     # Every read scans the table's rows whole, whatever columns it keeps.
     columnar = False
 
-    # A day's 40 feature columns in about five reads: the first is not overlapped, the others
-    # are read while the drift of the one before is computed.
-    read_groups = 5
-
     def read_frame(
         self, sql: str, params: Mapping[str, Any] | None = None, *, types: Mapping[str, str]
     ) -> pd.DataFrame:
@@ -1354,6 +1360,7 @@ class PostgresWarehouse(Warehouse):
         statements: Sequence[tuple[str, Mapping[str, Any] | None]],
         *,
         types: Mapping[str, str],
+        decode: Callable[[Any], pd.DataFrame] | None = None,
     ) -> Iterator[pd.DataFrame]:
         """Each result is read on a thread while the caller works on the one before (the
         server and the decoding run beside the caller's computation). One connection, one
@@ -1389,12 +1396,12 @@ class PostgresWarehouse(Warehouse):
             ) from error
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = pool.submit(_adbc_read, con, *statements[0], arrow, types)
+                pending = pool.submit(_adbc_read, con, *statements[0], arrow, types, decode)
                 rows = None
                 for following in [*statements[1:], None]:
                     frame = pending.result()
                     if following is not None:
-                        pending = pool.submit(_adbc_read, con, *following, arrow, types)
+                        pending = pool.submit(_adbc_read, con, *following, arrow, types, decode)
                     if rows is not None and len(frame) != rows:
                         raise WarehouseError(
                             f"read_frames: results of {rows} and {len(frame)} rows (one snapshot "

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from mlops_assets.lib.contract import parse_contract
+from mlops_assets.storage import packed
 from mlops_assets.storage.inference_log import (
     InferenceLogError,
     canonical_categories,
@@ -240,10 +241,29 @@ def test_bad_rows_are_quarantined_and_good_rows_land(warehouse: Warehouse):
     assert batch == [{"n_rows": 10, "n_good": 4, "n_quarantined": 6, "days": '["2026-03-02"]'}]
 
 
+def _row_store_features(wh: Warehouse, contract, day: dt.date = DAY) -> pd.DataFrame:
+    """The day's features read column by column from the predictions table itself, in a
+    stable order (the packed copy keeps its own physical order)."""
+    plan = layout(contract)
+    columns = ", ".join(f'"{c}"' for c in plan.features)
+    types = {c: "double" if k == "numeric" else "text" for c, k in plan.features.items()}
+    frame = wh.read_frame(
+        f"SELECT {columns} FROM {plan.predictions_table} WHERE prediction_date = :day",  # noqa: S608
+        {"day": day},
+        types=types,
+    )
+    return _in_order(frame)
+
+
+def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(list(frame.columns), na_position="first").reset_index(drop=True)
+
+
 def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
-    """The drift asset reads the features in groups of columns (the next group while the
-    drift of the previous one is computed): put side by side they are `read_features`, row
-    for row, also after a re-delivery moved rows in the table and with another day beside."""
+    """The drift asset reads the features in two groups, categorical then numeric (the
+    numeric group while the categorical one is tested): put side by side they are
+    `read_features`, row for row, also after a re-delivery moved rows in the table and with
+    another day beside; and they are the rows the predictions table holds."""
     features = {"amount": "numeric", "region": "categorical", "score": "numeric", "n": "numeric"}
     contract = binary_contract(features=features)
     ensure_tables(warehouse, contract)
@@ -261,11 +281,87 @@ def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
     # A re-delivery of some rows with new values: their stored rows move in the table.
     ingest_predictions(warehouse, contract, batch(100, 3, 100), batch_id="c", model_version="1")
     whole = read_features(warehouse, contract, DAY)
-    warehouse.read_groups = 3  # three groups on both engines
     parts = list(iter_features(warehouse, contract, DAY))
-    assert [list(p.columns) for p in parts] == [["amount"], ["region"], ["score", "n"]]
-    pd.testing.assert_frame_equal(pd.concat(parts, axis=1), whole)
+    assert [list(p.columns) for p in parts] == [["region"], ["amount"], ["score", "n"]]
+    pd.testing.assert_frame_equal(pd.concat(parts, axis=1)[list(features)], whole)
     assert len(whole) == 300
+    pd.testing.assert_frame_equal(_in_order(whole), _row_store_features(warehouse, contract))
+
+
+@pytest.mark.postgres
+def test_packed_features_follow_every_write(request: pytest.FixtureRequest):
+    """On PostgreSQL the monitoring reads take the features from their packed copy, which
+    triggers keep: after a first delivery, a re-delivery that changes rows and moves one to
+    another day, a user's UPDATE and DELETE, NULLs, NaN, infinities, empty and non-ASCII
+    categories, a feature the model gained, a TRUNCATE and a predictions table made anew,
+    it reads what the predictions table holds."""
+    warehouse = request.getfixturevalue("_shared_pg")
+    with warehouse.transaction() as tx:
+        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    later = DAY + dt.timedelta(days=1)
+
+    def stale() -> set[dt.date]:
+        return {
+            r["prediction_date"] for r in warehouse.query('SELECT * FROM inference."credit__stale"')
+        }
+
+    def chunked_rows() -> int:
+        return _count(warehouse, 'inference."credit__packed"') and int(
+            warehouse.query('SELECT sum(n_rows) AS n FROM inference."credit__packed"')[0]["n"]
+        )
+
+    def same(grown=contract) -> None:
+        for day in (DAY, later):
+            packed_read = _in_order(read_features(warehouse, grown, day))
+            pd.testing.assert_frame_equal(packed_read, _row_store_features(warehouse, grown, day))
+
+    frame = prediction_frame(40, seed=5)
+    frame.loc[0:3, "amount"] = [np.nan, np.inf, -np.inf, 0.1 + 0.2]
+    frame.loc[4:7, "region"] = [None, "", "Zürich", " ö "]
+    ingest_predictions(warehouse, contract, frame, batch_id="a", model_version="1")
+    features = read_features(warehouse, contract, DAY)
+    assert features["amount"].isna().sum() == 1 and np.isinf(features["amount"]).sum() == 2
+    assert set(features["region"].dropna()) >= {"", "Zürich", "ö"}
+    assert features["region"].isna().sum() == 1
+    assert stale() == set() and chunked_rows() == 40
+    same()
+    # A re-delivery: rows 10-19 change, row 20 moves to the next day.
+    again = prediction_frame(40, seed=6).iloc[10:21].copy()
+    again.loc[20, "ts"] = pd.Timestamp(later) + pd.Timedelta(hours=3)
+    ingest_predictions(warehouse, contract, again, batch_id="b", model_version="1")
+    assert len(read_features(warehouse, contract, later)) == 1
+    assert stale() == set() and chunked_rows() == 40  # the ingestion made the days again
+    same()
+    plan = layout(contract)
+    with warehouse.transaction() as tx:
+        tx.execute(f"UPDATE {plan.predictions_table} SET amount = -5 WHERE prediction_id = 'id-30'")
+        tx.execute(
+            f"DELETE FROM {plan.predictions_table} WHERE prediction_id IN ('id-31', 'id-32')"
+        )
+    assert stale() == {DAY}  # read from the predictions table until refreshed
+    assert len(read_features(warehouse, contract, DAY)) == 37
+    same()
+    with warehouse.transaction() as tx:
+        assert packed.refresh(tx, "credit") == 1
+    assert stale() == set() and chunked_rows() == 38
+    same()
+    grown = binary_contract(
+        features={"amount": "numeric", "region": "categorical", "age": "numeric"}
+    )
+    assert ensure_tables(warehouse, grown) == ["age"]
+    assert read_features(warehouse, grown, DAY)["age"].isna().sum() == 37
+    same(grown)
+    warehouse.execute(f"TRUNCATE {plan.predictions_table}")
+    assert read_features(warehouse, grown, DAY).empty
+    # The predictions table made anew (moved aside by hand, say): the triggers come back.
+    warehouse.execute(f"DROP TABLE {plan.predictions_table}")
+    ensure_tables(warehouse, contract)
+    ingest_predictions(warehouse, contract, prediction_frame(12), batch_id="c", model_version="1")
+    assert len(read_features(warehouse, contract, DAY)) == 12
+    same()
 
 
 def test_a_missing_column_rejects_the_whole_batch(warehouse: Warehouse):
