@@ -688,9 +688,17 @@ class _Store:
     prediction id that skip identical rows (in SQL), and finds ids an earlier slice of the
     same batch wrote (in memory: 8 bytes per id plus the ids' Arrow text)."""
 
-    def __init__(self, tx: Transaction, table: str, types: dict[str, str]):
+    def __init__(
+        self,
+        tx: Transaction,
+        table: str,
+        types: dict[str, str],
+        written: Callable[[Any, bool], None] | None = None,
+    ):
         self.tx = tx
         self.table = table
+        # Told of each slice written (its Arrow rows, and whether they went in as they are).
+        self.written = written
         self.columns = list(types)
         self.kinds = {
             c: "text"
@@ -756,7 +764,9 @@ class _Store:
         return self.upserter.earlier(list(ids.astype(str)), self.columns, self.kinds)
 
     def write(self, rows: Any, *, replacing: bool = False) -> None:
-        self.upserter.write(rows, replacing=replacing)
+        as_is = self.upserter.write(rows, replacing=replacing)
+        if self.written is not None:
+            self.written(rows, as_is)
 
     def write_select(
         self, select: str, params: Mapping[str, Any], *, replacing: bool = False
@@ -1405,7 +1415,18 @@ def ingest_predictions(
     days: set[dt.date] = set()
     try:
         with wh.transaction() as tx:
-            predictions = _Store(tx, plan.predictions_table, plan.prediction_types())
+            # A row store keeps the features by column too: this writer appends the chunks
+            # of the rows it inserts (`storage.packed`).
+            packing = None if wh.columnar else packed.writer(tx, plan.model)
+            chunked = None
+            if packing is not None:
+
+                def chunked(rows: Any, as_is: bool) -> None:
+                    packed.written(tx, plan.model, packing, rows, as_is=as_is)
+
+            predictions = _Store(
+                tx, plan.predictions_table, plan.prediction_types(), written=chunked
+            )
             labels = _Store(tx, plan.labels_table, plan.label_types())
             prepare = functools.partial(
                 _prediction_slice,

@@ -151,9 +151,10 @@ def migrations() -> list[Migration]:
 
 class Upserter(ABC):
     @abstractmethod
-    def write(self, rows: Any, *, replacing: bool) -> None:
+    def write(self, rows: Any, *, replacing: bool) -> bool:
         """One slice (pandas or Arrow, keys unique within it); `replacing`: some of its keys
-        were in an earlier slice."""
+        were in an earlier slice. True when the rows went in as they are, every key new;
+        False when they were merged with stored rows (or that is not known)."""
 
     @abstractmethod
     def earlier(
@@ -730,15 +731,16 @@ class _DuckUpserter(Upserter):
         self.columns: list[str] | None = None  # set once something is staged
         self.empty_at_start: bool | None = None
 
-    def write(self, rows: Any, *, replacing: bool) -> None:
+    def write(self, rows: Any, *, replacing: bool) -> bool:
         if _empty(rows):
-            return
+            return True
         con = self.tx._con
         con.register("_incoming_slice", _as_arrow(rows))
         try:
             self._write_from("_incoming_slice", _names(rows), replacing=replacing)
         finally:
             con.unregister("_incoming_slice")
+        return False  # staged and merged at `finish`
 
     def write_select(
         self,
@@ -1134,13 +1136,14 @@ class _PgTransaction(Transaction):
                 if pending.num_rows or not yielded:
                     yield _typed(arrow_to_pandas(pending), types)
 
-    def upsert_frame(self, table: str, frame: Any, *, key: str, compare: Sequence[str]) -> None:
+    def upsert_frame(self, table: str, frame: Any, *, key: str, compare: Sequence[str]) -> bool:
         """Insert the rows; a stored key's row is rewritten only when a compared column
-        differs (an identical re-delivery writes nothing). Keys unique within the rows."""
+        differs (an identical re-delivery writes nothing). Keys unique within the rows. True
+        when they went in as they are (a plain COPY: every key new)."""
         import psycopg
 
         if _empty(frame):
-            return
+            return True
         if table not in self._conflicting:
             # A first delivery (the common case) is a plain COPY into the table. A key stored
             # already fails it; the savepoint undoes that slice alone, and this table's
@@ -1148,13 +1151,14 @@ class _PgTransaction(Transaction):
             try:
                 with self._con.transaction():
                     self.insert_frame(table, frame)
-                return
+                return True
             except psycopg.errors.UniqueViolation:
                 self._conflicting.add(table)
         staging = self._staging(table, _names(frame))
         self.insert_frame(f"pg_temp.{staging}", frame)
         self.execute(_upsert_sql(table, f"pg_temp.{staging}", _names(frame), key, compare))
         self.execute(f"TRUNCATE pg_temp.{staging}")
+        return False
 
     def _staging(self, table: str, columns: list[str]) -> str:
         """A temporary table of `table`'s `columns` (no constraint, no index, no WAL),
@@ -1187,8 +1191,8 @@ class _PgUpserter(Upserter):
     def __init__(self, tx: _PgTransaction, table: str, key: str, compare: Sequence[str]):
         self.tx, self.table, self.key, self.compare = tx, _check_table(table), key, compare
 
-    def write(self, rows: Any, *, replacing: bool) -> None:
-        self.tx.upsert_frame(self.table, rows, key=self.key, compare=self.compare)
+    def write(self, rows: Any, *, replacing: bool) -> bool:
+        return self.tx.upsert_frame(self.table, rows, key=self.key, compare=self.compare)
 
     def earlier(
         self, keys: Sequence[str], columns: Sequence[str], types: Mapping[str, str]

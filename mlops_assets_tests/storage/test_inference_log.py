@@ -348,11 +348,21 @@ def test_packed_features_follow_every_write(request: pytest.FixtureRequest):
         assert packed.refresh(tx, "credit") == 1
     assert stale() == set() and chunked_rows() == 38
     same()
+    with warehouse.transaction() as tx:  # a user's own INSERT: the trigger packs it
+        tx.execute(
+            f"INSERT INTO {plan.predictions_table} (prediction_id, prediction_date, "
+            "predicted_at, amount, region, y_pred, proba, ingested_at) "
+            "SELECT 'copy-' || prediction_id, prediction_date, predicted_at, amount, region, "
+            f"y_pred, proba, ingested_at FROM {plan.predictions_table} "
+            "WHERE prediction_id IN ('id-1', 'id-5')"
+        )
+    assert stale() == set() and chunked_rows() == 40
+    same()
     grown = binary_contract(
         features={"amount": "numeric", "region": "categorical", "age": "numeric"}
     )
     assert ensure_tables(warehouse, grown) == ["age"]
-    assert read_features(warehouse, grown, DAY)["age"].isna().sum() == 37
+    assert read_features(warehouse, grown, DAY)["age"].isna().sum() == 39
     same(grown)
     warehouse.execute(f"TRUNCATE {plan.predictions_table}")
     assert read_features(warehouse, grown, DAY).empty
@@ -362,6 +372,34 @@ def test_packed_features_follow_every_write(request: pytest.FixtureRequest):
     ingest_predictions(warehouse, contract, prediction_frame(12), batch_id="c", model_version="1")
     assert len(read_features(warehouse, contract, DAY)) == 12
     same()
+
+
+@pytest.mark.postgres
+def test_the_ingestion_packs_chunks_as_the_trigger_does(request: pytest.FixtureRequest):
+    """The ingestion appends the chunks of the rows it inserts itself (the trigger would
+    cost PostgreSQL more than the rows' COPY): byte for byte what the trigger makes of the
+    same rows inserted by plain SQL, NaN, infinities, NULLs and non-ASCII included."""
+    warehouse = request.getfixturevalue("_shared_pg")
+    with warehouse.transaction() as tx:
+        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+        tx.execute("DROP SCHEMA IF EXISTS serving CASCADE")
+        tx.execute("CREATE SCHEMA serving")
+    contract = binary_contract()
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(30, seed=3)
+    frame.loc[0:3, "amount"] = [np.nan, np.inf, -np.inf, -0.0]
+    frame.loc[4:6, "region"] = [None, "", "Zürich"]
+    ingest_predictions(warehouse, contract, frame, batch_id="a", model_version="1")
+    plan = layout(contract)
+    chunks = 'SELECT prediction_date, n_rows, amount, region FROM inference."credit__packed"'
+    by_ingestion = warehouse.query(chunks)
+    with warehouse.transaction() as tx:
+        tx.execute(f"CREATE TABLE serving.kept AS SELECT * FROM {plan.predictions_table}")
+        tx.execute(f"TRUNCATE {plan.predictions_table}")
+        tx.execute(f"INSERT INTO {plan.predictions_table} SELECT * FROM serving.kept")
+    by_trigger = warehouse.query(chunks)
+    assert len(by_ingestion) == 1 and by_ingestion[0]["n_rows"] == 30
+    assert by_trigger == by_ingestion
 
 
 def test_a_missing_column_rejects_the_whole_batch(warehouse: Warehouse):
