@@ -1471,7 +1471,7 @@ def ingest_predictions(
             labels.finish()
             result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
             _record(tx, contract, "prediction", batch_id, result, now)
-            if not wh.columnar:
+            if packing is not None:
                 # Days whose rows this batch changed or moved: their chunks made again.
                 packed.refresh(tx, plan.model)
             if n_good >= ANALYZE_MIN_ROWS:
@@ -1668,11 +1668,13 @@ def iter_features(
     *,
     features: Mapping[str, str] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """`read_features` in groups of columns, the categorical features, then each half of the
-    numeric ones, the rows in the same order in all: the engine reads a group while the
-    caller tests the one before (the categorical tests leave a core free; the numeric ones
-    sort on all cores). On a row store the features come from their chunks
-    (`storage.packed`), or from the predictions table while the day's chunks are stale."""
+    """`read_features` in groups of columns, the categorical features, then a third of the
+    numeric ones, then the rest, the rows in the same order in all: the engine reads a group
+    while the caller tests the one before (the categorical tests leave a core free, time
+    enough to read a third of the numbers; the numeric tests sort on all cores). On the
+    embedded engine the file stays locked until the last group is read. On a row store the
+    features come from their chunks (`storage.packed`), or from the predictions table while
+    the day's chunks are stale."""
     plan = layout(contract, features)
     packing = _ensure_tables(wh, contract, features)[1]
     types = _feature_types(plan)

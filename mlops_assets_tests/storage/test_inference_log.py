@@ -348,6 +348,15 @@ def test_packed_features_follow_every_write(request: pytest.FixtureRequest):
         assert packed.refresh(tx, "credit") == 1
     assert stale() == set() and chunked_rows() == 38
     same()
+    # A chunk that lacks a feature (written under the layout before one was added): read
+    # from the predictions table, and made again by the next refresh.
+    warehouse.execute('UPDATE inference."credit__packed" SET region = NULL')
+    same()
+    with warehouse.transaction() as tx:
+        assert packed.refresh(tx, "credit") == 2  # both days
+    assert chunked_rows() == 38 and _count(warehouse, 'inference."credit__packed"') == 2
+    assert warehouse.query('SELECT count(region) AS n FROM inference."credit__packed"')[0]["n"]
+    same()
     with warehouse.transaction() as tx:  # a user's own INSERT: the trigger packs it
         tx.execute(
             f"INSERT INTO {plan.predictions_table} (prediction_id, prediction_date, "
