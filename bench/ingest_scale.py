@@ -266,8 +266,7 @@ def plain_tables(wh: PostgresWarehouse, plan) -> None:
     bulk path's."""
     with wh.transaction() as tx:
         for event in ("insert", "update", "delete", "truncate"):
-            name = f'"{plan.model}__pack_{event}"'
-            tx.execute(f"DROP TRIGGER {name} ON {plan.predictions_table}")
+            tx.execute(f'DROP TRIGGER "mlops_pack_{event}" ON {plan.predictions_table}')
         left = tx.query(
             "SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = to_regclass(:t) "
             "AND NOT tgisinternal",

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 CHUNK_ROWS = 100_000
 _SEPARATOR = b"\x00"
 _NULL = b"\xff"
-_MARKER = "packed v4"
+_MARKER = "packed v5"
 # Set for its transaction by a writer that appends the chunks of the rows it inserts itself
 # (`writer`): from the rows in its memory, at a fraction of what the trigger's aggregation of
 # them costs PostgreSQL.
@@ -94,6 +94,12 @@ def _functions(model: str) -> tuple[str, str]:
     return f'inference."{model}__pack"', f'inference."{model}__refresh"'
 
 
+def _trigger(event: str) -> str:
+    """A trigger's name: one table's, so the model's name need not be in it (a long model
+    name would make it longer than the 63 bytes PostgreSQL keeps)."""
+    return f"mlops_pack_{event}"
+
+
 def _chunks_sql(packing: Packing, chunks: str, source: str) -> str:
     """INSERT of the chunks of the rows `source` gives (alias n)."""
     q = quote_identifier
@@ -124,7 +130,7 @@ def ensure(tx: Transaction, model: str, predictions_table: str, packing: Packing
         "(SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(:predictions) "
         "AND tgname = ANY(:triggers) AND tgenabled <> 'D') AS armed"
     )
-    triggers = [f"{model}__pack_{event}" for event in _EVENTS]
+    triggers = [_trigger(event) for event in _EVENTS]
     params = {"chunks": chunks, "predictions": predictions_table, "triggers": triggers}
 
     def ready() -> bool:
@@ -189,7 +195,7 @@ def ensure(tx: Transaction, model: str, predictions_table: str, packing: Packing
         "END $refresh$"
     )
     for event, clause in _EVENTS.items():
-        name = q(f"{model}__pack_{event}")
+        name = q(_trigger(event))
         tx.execute(f"DROP TRIGGER IF EXISTS {name} ON {predictions_table}")
         tx.execute(
             f"CREATE TRIGGER {name} AFTER {clause.format(t=predictions_table)} "

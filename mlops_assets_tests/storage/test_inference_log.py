@@ -411,6 +411,28 @@ def test_the_ingestion_packs_chunks_as_the_trigger_does(request: pytest.FixtureR
     assert by_trigger == by_ingestion
 
 
+@pytest.mark.postgres
+def test_the_chunks_are_made_once(request: pytest.FixtureRequest):
+    """A second `ensure_tables` finds the chunks, their functions and triggers as they are
+    and does not pack the table again, also for the longest model name the log takes
+    (PostgreSQL keeps 63 bytes of a name)."""
+    warehouse = request.getfixturevalue("_shared_pg")
+    warehouse.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+    contract = binary_contract(name="m" * 50)
+    ensure_tables(warehouse, contract)
+    chunks = f'inference."{"m" * 50}__packed"'
+
+    def made() -> int:
+        return warehouse.query(f"SELECT to_regclass('{chunks}')::oid AS oid")[0]["oid"]
+
+    first = made()
+    ingest_predictions(warehouse, contract, prediction_frame(8), batch_id="a", model_version="1")
+    ensure_tables(warehouse, contract)
+    assert made() == first
+    assert len(read_features(warehouse, contract, DAY)) == 8
+    assert int(warehouse.query(f"SELECT sum(n_rows) AS n FROM {chunks}")[0]["n"]) == 8
+
+
 def test_a_missing_column_rejects_the_whole_batch(warehouse: Warehouse):
     contract = binary_contract()
     ensure_tables(warehouse, contract)
