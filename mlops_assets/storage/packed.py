@@ -244,6 +244,7 @@ def written(tx: Transaction, model: str, packing: Packing, rows: Any, *, as_is: 
         return
     q = quote_identifier
     names = [*packing.numeric, *packing.categorical]
+    present = [n for n in names if n in rows.column_names]
     columns = ", ".join(q(n) for n in names)
     placeholders = ", ".join(f":c{i}" for i in range(len(names)))
     statement = (
@@ -253,10 +254,14 @@ def written(tx: Transaction, model: str, packing: Packing, rows: Any, *, as_is: 
     for value in days:
         where = np.flatnonzero(day_numbers == value)
         for start in range(0, len(where), CHUNK_ROWS):
-            part = rows.select(names).take(pa.array(where[start : start + CHUNK_ROWS]))
+            part = rows.select(present).take(pa.array(where[start : start + CHUNK_ROWS]))
             params: dict[str, Any] = {"day": value.item(), "n": part.num_rows}
             for i, name in enumerate(names):
-                params[f"c{i}"] = _pack(part.column(name), name in packing.numeric)
+                # A feature of the table that these rows lack (an older model version's) is
+                # NULL in them, as the table stores it.
+                kind = pa.float64() if name in packing.numeric else pa.string()
+                column = part.column(name) if name in present else pa.nulls(part.num_rows, kind)
+                params[f"c{i}"] = _pack(column, name in packing.numeric)
             tx.execute(statement, params)
 
 

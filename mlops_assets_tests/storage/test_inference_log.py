@@ -373,6 +373,15 @@ def test_packed_features_follow_every_write(request: pytest.FixtureRequest):
     assert ensure_tables(warehouse, grown) == ["age"]
     assert read_features(warehouse, grown, DAY)["age"].isna().sum() == 39
     same(grown)
+    # A model version that serves fewer features: the table keeps the others, NULL here.
+    fewer = binary_contract(features={"amount": "numeric"})
+    ensure_tables(warehouse, fewer)
+    ingest_predictions(
+        warehouse, fewer, prediction_frame(5, start=500), batch_id="d", model_version="2"
+    )
+    assert read_features(warehouse, grown, DAY)["region"].isna().sum() == 1 + 5
+    assert stale() == set()
+    same(grown)
     warehouse.execute(f"TRUNCATE {plan.predictions_table}")
     assert read_features(warehouse, grown, DAY).empty
     # The predictions table made anew (moved aside by hand, say): the triggers come back.
