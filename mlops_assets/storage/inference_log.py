@@ -371,11 +371,12 @@ def _ensure_tables(
                 for c, t in _existing_columns(tx, name).items()
                 if c not in _FIXED and not c.startswith("proba__")
             }
-            packing = packed.Packing(
-                numeric=tuple(c for c, k in stored.items() if k == "numeric"),
-                categorical=tuple(c for c, k in stored.items() if k == "categorical"),
-            )
-            packed.ensure(tx, plan.model, plan.predictions_table, packing)
+            if stored:  # a table without features has nothing to pack
+                packing = packed.Packing(
+                    numeric=tuple(c for c, k in stored.items() if k == "numeric"),
+                    categorical=tuple(c for c, k in stored.items() if k == "categorical"),
+                )
+                packed.ensure(tx, plan.model, plan.predictions_table, packing)
     return added, packing
 
 
