@@ -313,13 +313,15 @@ def _kind_of(sql_type: str) -> str:
     return {"double": "number", "text": "text", "varchar": "text"}.get(head, head)
 
 
-def _ensure(tx: Transaction, table: str, types: dict[str, str]) -> list[str]:
+def _ensure(tx: Transaction, table: str, types: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Creates `table` or adds the columns it lacks: (columns added, the table's columns and
+    their SQL kinds, in order, as they are now)."""
     name = table.split(".", 1)[1].strip('"')
     existing = _existing_columns(tx, name)
     columns = ", ".join(f"{quote_identifier(c)} {t}" for c, t in types.items())
     if not existing:
         tx.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-        return list(types)
+        return list(types), {c: t.split()[0].lower() for c, t in types.items()}
     added = []
     for column, sql_type in types.items():
         if column not in existing:
@@ -327,13 +329,14 @@ def _ensure(tx: Transaction, table: str, types: dict[str, str]) -> list[str]:
             plain = sql_type.replace(" PRIMARY KEY", "").replace(" NOT NULL", "")
             tx.execute(f"ALTER TABLE {table} ADD COLUMN {quote_identifier(column)} {plain}")
             added.append(column)
+            existing[column] = plain.split()[0].lower()
         elif _kind_of(sql_type) != _kind_of(existing[column]):
             raise InferenceLogError(
                 f"{table}: column {column!r} is {existing[column]} but the contract now makes "
                 f"it {sql_type.split()[0]}; the stored history is kept, so give the changed "
                 "feature a new name (or move the old table aside)"
             )
-    return added
+    return added, existing
 
 
 def ensure_tables(
@@ -354,8 +357,8 @@ def _ensure_tables(
     packing = None
     with wh.transaction() as tx:
         tx.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-        added = _ensure(tx, plan.predictions_table, plan.prediction_types())
-        added += _ensure(tx, plan.labels_table, plan.label_types())
+        added, columns = _ensure(tx, plan.predictions_table, plan.prediction_types())
+        added += _ensure(tx, plan.labels_table, plan.label_types())[0]
         if wh.engine == "postgres":
             # PostgreSQL needs it to read one day; DuckDB skips blocks by their min/max
             # (zonemaps) and an ART index there would only slow every insert.
@@ -365,10 +368,9 @@ def _ensure_tables(
             )
         if not wh.columnar:
             # Every feature the table has (a model version may read fewer), in its order.
-            name = plan.predictions_table.split(".", 1)[1].strip('"')
             stored = {
                 c: "numeric" if _kind_of(t) == "number" else "categorical"
-                for c, t in _existing_columns(tx, name).items()
+                for c, t in columns.items()
                 if c not in _FIXED and not c.startswith("proba__")
             }
             if stored:  # a table without features has nothing to pack
