@@ -262,17 +262,18 @@ def bulk_postgres(wh: PostgresWarehouse, contract, file: Path) -> dict:
 
 def plain_tables(wh: PostgresWarehouse, plan) -> None:
     """The reference's tables without what PostgreSQL keeps for our monitoring reads (the
-    feature chunks' triggers, `storage.packed`): they are our ingestion's cost, not the
-    bulk path's."""
+    chunks' triggers, `storage.packed`): they are our ingestion's cost, not the bulk
+    path's."""
     with wh.transaction() as tx:
         for event in ("insert", "update", "delete", "truncate"):
             tx.execute(f'DROP TRIGGER "mlops_pack_{event}" ON {plan.predictions_table}')
+            tx.execute(f'DROP TRIGGER "mlops_label_{event}" ON {plan.labels_table}')
         left = tx.query(
-            "SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = to_regclass(:t) "
-            "AND NOT tgisinternal",
-            {"t": plan.predictions_table},
+            "SELECT count(*) AS n FROM pg_trigger WHERE tgrelid IN "
+            "(to_regclass(:p), to_regclass(:l)) AND NOT tgisinternal",
+            {"p": plan.predictions_table, "l": plan.labels_table},
         )
-    assert left[0]["n"] == 0, "the bulk side's table still has triggers"
+    assert left[0]["n"] == 0, "the bulk side's tables still have triggers"
 
 
 def same_stored_result(wh: Warehouse, ours_contract, bulk_contract) -> None:

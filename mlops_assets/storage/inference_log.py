@@ -66,6 +66,8 @@ _FIXED = (
     "batch_id",
     "ingested_at",
 )
+# The model's outputs among them, which the metrics read.
+_OUTPUTS = ("y_pred", "proba", "odds")
 
 
 class InferenceLogError(ValueError):
@@ -367,18 +369,25 @@ def _ensure_tables(
                 f"CREATE INDEX IF NOT EXISTS {index} ON {plan.predictions_table} (prediction_date)"
             )
         if not wh.columnar:
-            # Every feature the table has (a model version may read fewer), in its order.
+            # Every feature the table has (a model version may read fewer), in its order,
+            # and the outputs the metrics read.
             stored = {
                 c: "numeric" if _kind_of(t) == "number" else "categorical"
                 for c, t in columns.items()
                 if c not in _FIXED and not c.startswith("proba__")
             }
             if stored:  # a table without features has nothing to pack
+                stored.update(
+                    (c, "numeric" if _kind_of(t) == "number" else "categorical")
+                    for c, t in columns.items()
+                    if c in _OUTPUTS or c.startswith("proba__")
+                )
                 packing = packed.Packing(
                     numeric=tuple(c for c, k in stored.items() if k == "numeric"),
                     categorical=tuple(c for c, k in stored.items() if k == "categorical"),
+                    label="categorical" if plan.classification else "numeric",
                 )
-                packed.ensure(tx, plan.model, plan.predictions_table, packing)
+                packed.ensure(tx, plan.model, plan.predictions_table, plan.labels_table, packing)
     return added, packing
 
 
@@ -1420,12 +1429,16 @@ def ingest_predictions(
         with wh.transaction() as tx:
             # A row store keeps the features by column too: this writer appends the chunks
             # of the rows it inserts (`storage.packed`).
-            packing = None if wh.columnar else packed.writer(tx, plan.model)
+            writing = None if wh.columnar else packed.writer(tx, plan.model)
             chunked = None
-            if packing is not None:
+            # The labels of the slice being written (labels in the log): packed with its rows.
+            slice_labels: list[Any] = [None]
+            if writing is not None:
 
                 def chunked(rows: Any, as_is: bool) -> None:
-                    packed.written(tx, plan.model, packing, rows, as_is=as_is)
+                    packed.written(
+                        tx, plan.model, writing, rows, as_is=as_is, labels=slice_labels[0]
+                    )
 
             predictions = _Store(
                 tx, plan.predictions_table, plan.prediction_types(), written=chunked
@@ -1457,6 +1470,7 @@ def ingest_predictions(
                     item = prepare(ahead.chunk)
                 if item.rows is None:
                     continue
+                slice_labels[0] = item.labels
                 identical, replaced = _write_slice(
                     predictions, item.rows, contract, plan, "prediction", batch_id, now
                 )
@@ -1470,11 +1484,14 @@ def ingest_predictions(
                     again = labels.earlier(item.labels.column("prediction_id"))
                     labels.write(item.labels, replacing=bool(again.any()))
                     _quarantine(tx, item.labels_quarantined)
+                    if writing is not None and again.any():
+                        # Labels of rows an earlier slice packed, of one of the batch's days.
+                        packed.mark_stale(tx, plan.model, sorted(days))
             predictions.finish()
             labels.finish()
             result = IngestResult(n_rows, n_good, n_bad, frozenset(days))
             _record(tx, contract, "prediction", batch_id, result, now)
-            if packing is not None:
+            if writing is not None:
                 # Days whose rows this batch changed or moved: their chunks made again.
                 packed.refresh(tx, plan.model)
             if n_good >= ANALYZE_MIN_ROWS:
@@ -1546,6 +1563,9 @@ def ingest_labels(
                 n_bad += item.n_bad + len(replaced)
             store.finish()
             days = _label_days(tx, plan, now, batches)
+            if not wh.columnar:
+                # The labels of the chunks of these days, cleared by the labels' trigger.
+                packed.refresh(tx, plan.model)
             result = IngestResult(n_rows, n_good, n_bad, days)
             _record(tx, contract, "label", batch_id, result, now)
             if n_good >= ANALYZE_MIN_ROWS:
@@ -1609,7 +1629,7 @@ def iter_for_metrics(
     would hide (1M rows: +0.9 s of reading to hide 0.4 s)."""
     plan = layout(contract, features)
     # A model nothing was logged for yet (or one that gained a feature) reads as empty rows.
-    ensure_tables(wh, contract, features=features)
+    packing = _ensure_tables(wh, contract, features)[1]
     label_kind = "text" if plan.classification else "double"
     types = {"y_true": label_kind, "y_pred": label_kind}
     # A model that serves labels only has an all-NULL proba column: not reading it leaves the
@@ -1641,11 +1661,37 @@ def iter_for_metrics(
                 {"day": day},
             ),
         )
-    for frame in wh.read_frames(statements, types=types):
+    for frame in _metrics_frames(wh, plan, day, statements, types, packing):
         if not plan.classification and "y_pred" in frame:
             # A regression model's prediction is its score (the name the task metrics read).
             frame["score"] = frame["y_pred"]
         yield frame
+
+
+def _metrics_frames(
+    wh: Warehouse,
+    plan: Layout,
+    day: dt.date,
+    statements: list[tuple[str, dict[str, Any]]],
+    types: dict[str, str],
+    packing: packed.Packing | None,
+) -> Iterator[pd.DataFrame]:
+    """The frames of `statements`; on a row store, from the day's chunks while they and
+    their labels are fresh."""
+    if packing is not None:
+        outputs = [c for c in types if c != "y_true"]
+        try:
+            (frame,) = wh.read_frames(
+                [(packed.select(plan.model, outputs, label=True), {"day": day})],
+                types=types,
+                decode=functools.partial(packed.decode, packing=packing),
+            )
+        except packed.StaleDay:  # rows or labels changed since the day's chunks were made
+            pass
+        else:
+            yield pd.DataFrame({c: frame[c] for c in types}, copy=False)
+            return
+    yield from wh.read_frames(statements, types=types)
 
 
 def read_features(

@@ -1,27 +1,41 @@
-"""A model's features kept column by column for the monitoring reads on a row store
-(PostgreSQL).
+"""A model's log kept column by column for the monitoring reads on a row store (PostgreSQL).
 
 PostgreSQL reads a day's 40 feature columns datum by datum: 1M rows took 5.8 s of server time,
 more than the drift tests themselves; even two packed values a row cost half a second of
 per-row work. `inference."<model>__packed"` holds the same rows in chunks of up to
-`CHUNK_ROWS` rows of one day, one BYTEA per feature and chunk: a numeric feature's values as
-8 bytes each (`float8send`, NULL as NaN), a categorical feature's as their UTF-8 bytes
-(`textsend`) joined by a NUL byte, which text cannot contain, NULL as the byte 0xFF, which
-UTF-8 cannot contain. The values of one chunk are in the same row order in every column.
+`CHUNK_ROWS` rows of one day, one BYTEA per column and chunk: a numeric column's values as 8
+bytes each (`float8send`, NULL as NaN), a text column's as their UTF-8 bytes (`textsend`)
+joined by a NUL byte, which text cannot contain, NULL as the byte 0xFF, which UTF-8 cannot
+contain. The values of one chunk are in the same row order in every column.
+
+The chunks hold the features and the outputs (`y_pred`, probabilities, odds) of the
+predictions table, the prediction ids (`"(ids)"`, a TEXT[] only SQL reads) and each row's
+label from the labels table (`"(y_true)"`): the metrics read of a day otherwise joins its
+million labels row by row, 1.8 s where all the metrics take 0.7 s in memory.
 
 It stays true inside the writer's transaction, whoever writes (ingestion's COPY and upserts,
-a user's SQL, a retention job): statement-level triggers on the predictions table append the
-inserted rows as chunks, and mark the days of updated or deleted rows stale in
-`inference."<model>__stale"`. The ingestion appends the chunks of the rows it inserts itself
-(`writer`, `written`): the trigger's aggregation cost PostgreSQL 7.7 s per million rows,
-packing the slice in memory a tenth of a second. A stale day's chunks are made again from the
-predictions table by `refresh` (the ingestion calls it at the end of each batch); until then
-readers see the day is stale (in the same snapshot) and read the predictions table itself.
-Which features the chunks hold is the table's comment: a layout that changed (a new feature)
-or a missing trigger (the predictions table made anew) makes all the chunks again (`ensure`).
+a user's SQL, a retention job):
+- statement-level triggers on the predictions table append the inserted rows as chunks (their
+  labels joined), and mark the days of updated or deleted rows stale in
+  `inference."<model>__stale"`;
+- statement-level triggers on the labels table clear the labels of the chunks of the days
+  whose labels changed (a NULL `"(y_true)"`), and keep the ids of labels that have no
+  prediction yet in `inference."<model>__orphans"`;
+- the ingestion appends the chunks of the rows it inserts itself (`writer`, `written`), their
+  labels from its memory: the trigger's aggregation cost PostgreSQL 7.7 s per million rows,
+  packing the slice in memory a tenth of a second. Its rows' labels are known only while no
+  label waits for its prediction (no orphans): else it leaves them to `refresh`.
+`refresh` (the ingestions call it at the end of each batch) makes the stale days' chunks
+again and packs the cleared labels (joined by id, about 5 s per million labels). Until then
+readers see, in the same snapshot, that the day is stale or its labels are, and read the
+tables themselves. Labels and predictions of one model are written under one advisory lock
+(per transaction): a label committed beside its prediction is never missed by both.
+Which columns the chunks hold is the table's comment: a layout that changed (a new feature)
+or a missing trigger (a table made anew) makes all the chunks again (`ensure`).
 
-The DDL cannot live in `sql/`: its columns are the model's features. It is generated from
-validated identifiers (letters, digits, _), always double-quoted.
+The DDL cannot live in `sql/`: its columns are the model's. It is generated from validated
+identifiers (letters, digits, _), always double-quoted; the chunks' own columns are named in
+parentheses, which no feature name can be.
 """
 
 from __future__ import annotations
@@ -44,12 +58,16 @@ if TYPE_CHECKING:
 CHUNK_ROWS = 100_000
 _SEPARATOR = b"\x00"
 _NULL = b"\xff"
-_MARKER = "packed v5"
+_MARKER = "packed v6"
+# The chunks' own columns: the rows' prediction ids and their labels.
+_IDS = '"(ids)"'
+_LABEL = '"(y_true)"'
+LABEL = "(y_true)"  # the label's name in a `select` result
 # Set for its transaction by a writer that appends the chunks of the rows it inserts itself
 # (`writer`): from the rows in its memory, at a fraction of what the trigger's aggregation of
-# them costs PostgreSQL.
+# them costs PostgreSQL. The labels it writes are its rows': it packs them too.
 _BY_WRITER = "mlops.packed_by_writer"
-# The triggers that pass the predictions table's writes on, by event.
+# The triggers that pass a table's writes on, by event.
 _EVENTS = {
     "insert": "INSERT ON {t} REFERENCING NEW TABLE AS new_rows",
     "update": "UPDATE ON {t} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
@@ -64,14 +82,15 @@ class StaleDay(Exception):  # noqa: N818 - a state the reader falls back from, n
 
 @dataclass(frozen=True)
 class Packing:
-    """Which features the chunks hold."""
+    """Which columns of the predictions table the chunks hold, and the label's kind."""
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    label: str = "categorical"  # or "numeric" (a regression's target)
 
     def marker(self) -> str:
         numeric, categorical = ",".join(self.numeric), ",".join(self.categorical)
-        return f"{_MARKER} numeric={numeric} categorical={categorical}"
+        return f"{_MARKER} numeric={numeric} categorical={categorical} label={self.label}"
 
     @classmethod
     def parse(cls, marker: str | None) -> Packing | None:
@@ -82,91 +101,153 @@ class Packing:
         return cls(
             numeric=tuple(n for n in fields["numeric"].split(",") if n),
             categorical=tuple(n for n in fields["categorical"].split(",") if n),
+            label=fields["label"],
         )
 
-
-def _tables(model: str) -> tuple[str, str]:
-    return f'inference."{model}__packed"', f'inference."{model}__stale"'
-
-
-def _functions(model: str) -> tuple[str, str]:
-    """The trigger function and the refresh function."""
-    return f'inference."{model}__pack"', f'inference."{model}__refresh"'
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.numeric, *self.categorical)
 
 
-def _trigger(event: str) -> str:
+@dataclass(frozen=True)
+class Writing:
+    """A writer's view of the chunks (`writer`)."""
+
+    packing: Packing
+    # No label waits for its prediction: the labels of new rows are the writer's own.
+    labels_known: bool
+
+
+def _tables(model: str) -> tuple[str, str, str]:
+    """The chunks, the stale days, the ids of labels without a prediction."""
+    return (
+        f'inference."{model}__packed"',
+        f'inference."{model}__stale"',
+        f'inference."{model}__orphans"',
+    )
+
+
+def _functions(model: str) -> tuple[str, str, str]:
+    """The predictions' trigger function, the labels', and the refresh function."""
+    return (
+        f'inference."{model}__pack"',
+        f'inference."{model}__label"',
+        f'inference."{model}__refresh"',
+    )
+
+
+def _trigger(event: str, labels: bool = False) -> str:
     """A trigger's name: one table's, so the model's name need not be in it (a long model
     name would make it longer than the 63 bytes PostgreSQL keeps)."""
-    return f"mlops_pack_{event}"
+    return f"mlops_{'label' if labels else 'pack'}_{event}"
 
 
-def _chunks_sql(packing: Packing, chunks: str, source: str) -> str:
-    """INSERT of the chunks of the rows `source` gives (alias n)."""
+def _aggregate(value: str, numeric: bool, order: str = "") -> str:
+    """The packing of `value` over a group's rows (SQL)."""
+    if numeric:
+        return f"string_agg(float8send(COALESCE({value}, 'NaN')), ''{order})"
+    return f"string_agg(COALESCE(textsend({value}), '\\xff'::bytea), '\\x00'::bytea{order})"
+
+
+def _chunks_sql(packing: Packing, chunks: str, source: str, labels: str) -> str:
+    """INSERT of the chunks of the rows `source` gives (a FROM item), their labels joined."""
     q = quote_identifier
-    values = [f"string_agg(float8send(COALESCE(n.{q(c)}, 'NaN')), '')" for c in packing.numeric]
-    values += [
-        f"string_agg(COALESCE(textsend(n.{q(c)}), '\\xff'::bytea), '\\x00'::bytea)"
-        for c in packing.categorical
-    ]
-    columns = ", ".join(q(c) for c in (*packing.numeric, *packing.categorical))
+    values = [_aggregate(f"n.{q(c)}", True) for c in packing.numeric]
+    values += [_aggregate(f"n.{q(c)}", False) for c in packing.categorical]
+    values.append(_aggregate('n."(label)"', packing.label == "numeric"))
+    columns = ", ".join(q(c) for c in packing.columns)
     # Every aggregate of a group takes the group's rows in the same order: one row order for
     # all the columns of a chunk.
     return (
-        f"INSERT INTO {chunks} (prediction_date, n_rows, {columns}) "  # noqa: S608
-        f"SELECT n.prediction_date, count(*), {', '.join(values)} "
-        f"FROM (SELECT *, (row_number() OVER ()) - 1 AS _row FROM {source}) n "
-        f"GROUP BY n.prediction_date, n._row / {CHUNK_ROWS}"
+        f"INSERT INTO {chunks} (prediction_date, n_rows, {_IDS}, {columns}, {_LABEL}) "  # noqa: S608
+        f"SELECT n.prediction_date, count(*), array_agg(n.prediction_id), {', '.join(values)} "
+        f'FROM (SELECT s.*, l.y_true AS "(label)", (row_number() OVER ()) - 1 AS "(row)" '
+        f"FROM {source} s LEFT JOIN {labels} l ON l.prediction_id = s.prediction_id) n "
+        f'GROUP BY n.prediction_date, n."(row)" / {CHUNK_ROWS}'
     )
 
 
-def ensure(tx: Transaction, model: str, predictions_table: str, packing: Packing) -> None:
-    """The chunks, their triggers on `predictions_table` and its functions, as `packing`
-    says: nothing to do when they are (one query), else made and filled from the
-    predictions."""
-    chunks, stale = _tables(model)
-    pack, refresh = _functions(model)
+def _labels_sql(packing: Packing, chunks: str, labels: str) -> str:
+    """UPDATE packing the labels of the chunks whose labels were cleared."""
+    value = _aggregate("l.y_true", packing.label == "numeric", " ORDER BY u.i")
+    return (
+        f"UPDATE {chunks} c SET {_LABEL} = (SELECT {value} "  # noqa: S608
+        f"FROM unnest(c.{_IDS}) WITH ORDINALITY u(id, i) "
+        f"LEFT JOIN {labels} l ON l.prediction_id = u.id) WHERE c.{_LABEL} IS NULL"
+    )
+
+
+def ensure(
+    tx: Transaction, model: str, predictions_table: str, labels_table: str, packing: Packing
+) -> None:
+    """The chunks, their triggers on the predictions and labels tables and their functions,
+    as `packing` says: nothing to do when they are (one query), else made and filled."""
+    chunks, stale, orphans = _tables(model)
+    pack, label, refresh = _functions(model)
     probe = (
         "SELECT obj_description(to_regclass(:chunks), 'pg_class') AS marker, "
-        "(SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(:predictions) "
-        "AND tgname = ANY(:triggers) AND tgenabled <> 'D') AS armed"
+        "(SELECT count(*) FROM pg_trigger WHERE (tgrelid = to_regclass(:predictions) "
+        "AND tgname = ANY(:triggers) OR tgrelid = to_regclass(:labels) "
+        "AND tgname = ANY(:label_triggers)) AND tgenabled <> 'D') AS armed"
     )
-    triggers = [_trigger(event) for event in _EVENTS]
-    params = {"chunks": chunks, "predictions": predictions_table, "triggers": triggers}
+    params = {
+        "chunks": chunks,
+        "predictions": predictions_table,
+        "labels": labels_table,
+        "triggers": [_trigger(event) for event in _EVENTS],
+        "label_triggers": [_trigger(event, labels=True) for event in _EVENTS],
+    }
 
     def ready() -> bool:
         state = tx.query(probe, params)[0]
-        return state["marker"] == packing.marker() and state["armed"] == len(_EVENTS)
+        return state["marker"] == packing.marker() and state["armed"] == 2 * len(_EVENTS)
 
     if ready():
         return
     # One process makes them; another that saw the same state waits here and finds it done.
+    lock = f"PERFORM pg_advisory_xact_lock(hashtext('{chunks}'))"
     tx.execute("SELECT pg_advisory_xact_lock(hashtext(:table))", {"table": chunks})
     if ready():
         return
     # Writers wait until this transaction ends: no row escapes the chunks made below.
-    tx.execute(f"LOCK TABLE {predictions_table} IN SHARE ROW EXCLUSIVE MODE")
+    for table in (predictions_table, labels_table):
+        tx.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
     q = quote_identifier
-    features = ", ".join(f"{q(c)} BYTEA" for c in (*packing.numeric, *packing.categorical))
+    columns = ", ".join(f"{q(c)} BYTEA" for c in packing.columns)
     tx.execute(f"DROP TABLE IF EXISTS {chunks}")
     tx.execute(
         f"CREATE TABLE {chunks} (prediction_date DATE NOT NULL, "
         "chunk BIGINT GENERATED ALWAYS AS IDENTITY, n_rows INTEGER NOT NULL, "
-        f"{features}, PRIMARY KEY (prediction_date, chunk))"
+        f"{_IDS} TEXT[], {columns}, {_LABEL} BYTEA, PRIMARY KEY (prediction_date, chunk))"
     )
-    for column in (*packing.numeric, *packing.categorical):
+    for column in (*(q(c) for c in packing.columns), _IDS, _LABEL):
         # Stored as they are: packed floats do not compress, and reading them back would
         # pay for the attempt.
-        tx.execute(f"ALTER TABLE {chunks} ALTER COLUMN {q(column)} SET STORAGE EXTERNAL")
+        tx.execute(f"ALTER TABLE {chunks} ALTER COLUMN {column} SET STORAGE EXTERNAL")
     tx.execute(f"CREATE TABLE IF NOT EXISTS {stale} (prediction_date DATE PRIMARY KEY)")
+    tx.execute(f"CREATE TABLE IF NOT EXISTS {orphans} (prediction_id TEXT PRIMARY KEY)")
+    # Ids of `rows` whose label now has no prediction (a prediction deleted, or its id changed).
+    orphaned = (
+        f"INSERT INTO {orphans} SELECT r.prediction_id FROM old_rows r "  # noqa: S608
+        f"JOIN {labels_table} l ON l.prediction_id = r.prediction_id WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {predictions_table} p WHERE p.prediction_id = r.prediction_id) "
+        "ON CONFLICT DO NOTHING"
+    )
     tx.execute(
         f"CREATE OR REPLACE FUNCTION {pack}() RETURNS trigger LANGUAGE plpgsql AS $pack$\n"
         "BEGIN\n"
-        f"  IF TG_OP = 'TRUNCATE' THEN TRUNCATE {chunks}, {stale}; RETURN NULL; END IF;\n"
+        f"  {lock};\n"
+        "  IF TG_OP = 'TRUNCATE' THEN\n"
+        f"    TRUNCATE {chunks}, {stale}, {orphans};\n"
+        f"    INSERT INTO {orphans} SELECT prediction_id FROM {labels_table};\n"
+        "    RETURN NULL;\n"
+        "  END IF;\n"
         f"  IF TG_OP = 'INSERT' AND current_setting('{_BY_WRITER}', true) IS DISTINCT FROM 'on'\n"
-        f"  THEN {_chunks_sql(packing, chunks, 'new_rows')}; END IF;\n"
+        f"  THEN {_chunks_sql(packing, chunks, 'new_rows', labels_table)}; END IF;\n"
         "  IF TG_OP IN ('UPDATE', 'DELETE') THEN\n"
         f"    INSERT INTO {stale} SELECT DISTINCT prediction_date FROM old_rows\n"
         "    ON CONFLICT DO NOTHING;\n"
+        f"    {orphaned};\n"
         "  END IF;\n"
         "  IF TG_OP = 'UPDATE' THEN\n"
         f"    INSERT INTO {stale} SELECT DISTINCT prediction_date FROM new_rows\n"
@@ -175,87 +256,165 @@ def ensure(tx: Transaction, model: str, predictions_table: str, packing: Packing
         "  RETURN NULL;\n"
         "END $pack$"
     )
-    incomplete = " OR ".join(f"{q(c)} IS NULL" for c in (*packing.numeric, *packing.categorical))
-    rebuild = _chunks_sql(packing, chunks, f"{predictions_table} WHERE prediction_date = ANY(days)")
+    # The days of `rows` (labels) whose prediction is stored: their chunks' labels cleared.
+    clear = (
+        f"UPDATE {chunks} SET {_LABEL} = NULL WHERE {_LABEL} IS NOT NULL AND "  # noqa: S608
+        f"prediction_date IN (SELECT p.prediction_date FROM {{rows}} r "
+        f"JOIN {predictions_table} p ON p.prediction_id = r.prediction_id)"
+    )
+    tx.execute(
+        f"CREATE OR REPLACE FUNCTION {label}() RETURNS trigger LANGUAGE plpgsql AS $label$\n"
+        "BEGIN\n"
+        # The ingestion of predictions packs the labels it writes with their rows.
+        f"  IF current_setting('{_BY_WRITER}', true) = 'on' THEN RETURN NULL; END IF;\n"
+        # After the lock, each statement sees the predictions committed before it: a
+        # prediction written beside this label is either seen here or sees the label.
+        f"  {lock};\n"
+        "  IF TG_OP = 'TRUNCATE' THEN\n"
+        f"    UPDATE {chunks} SET {_LABEL} = NULL WHERE {_LABEL} IS NOT NULL;\n"
+        f"    TRUNCATE {orphans};\n"
+        "    RETURN NULL;\n"
+        "  END IF;\n"
+        "  IF TG_OP IN ('INSERT', 'UPDATE') THEN\n"
+        f"    {clear.format(rows='new_rows')};\n"
+        f"    INSERT INTO {orphans} SELECT r.prediction_id FROM new_rows r WHERE NOT EXISTS\n"
+        f"    (SELECT 1 FROM {predictions_table} p WHERE p.prediction_id = r.prediction_id)\n"
+        "    ON CONFLICT DO NOTHING;\n"
+        "  END IF;\n"
+        "  IF TG_OP IN ('UPDATE', 'DELETE') THEN\n"
+        f"    {clear.format(rows='old_rows')};\n"
+        "  END IF;\n"
+        "  RETURN NULL;\n"
+        "END $label$"
+    )
+    incomplete = " OR ".join(f"{c} IS NULL" for c in (_IDS, *(q(c) for c in packing.columns)))
+    day_rows = f"(SELECT * FROM {predictions_table} WHERE prediction_date = ANY(days))"
     tx.execute(
         f"CREATE OR REPLACE FUNCTION {refresh}() RETURNS integer LANGUAGE plpgsql AS $refresh$\n"
-        "DECLARE days date[];\n"
+        "DECLARE days date[]; relabelled date[];\n"
         "BEGIN\n"
         # One refresh of a model at a time: the second sees the first's chunks and marks.
-        f"  PERFORM pg_advisory_xact_lock(hashtext('{chunks}'));\n"
-        # The stale days, and any with a chunk that lacks a feature (written under the
+        f"  {lock};\n"
+        # The stale days, and any with a chunk that lacks a column (written under the
         # layout before, while a feature was added).
         f"  SELECT array_agg(DISTINCT d) INTO days FROM (SELECT prediction_date AS d FROM {stale}\n"
         f"    UNION ALL SELECT prediction_date FROM {chunks} WHERE {incomplete}) s;\n"
-        "  IF days IS NULL THEN RETURN 0; END IF;\n"
-        f"  DELETE FROM {chunks} WHERE prediction_date = ANY(days);\n"
-        f"  {rebuild};\n"
-        f"  DELETE FROM {stale} WHERE prediction_date = ANY(days);\n"
-        "  RETURN cardinality(days);\n"
+        "  IF days IS NOT NULL THEN\n"
+        f"    DELETE FROM {chunks} WHERE prediction_date = ANY(days);\n"
+        f"    {_chunks_sql(packing, chunks, day_rows, labels_table)};\n"
+        f"    DELETE FROM {stale} WHERE prediction_date = ANY(days);\n"
+        "  END IF;\n"
+        f"  SELECT array_agg(DISTINCT prediction_date) INTO relabelled FROM {chunks}\n"
+        f"    WHERE {_LABEL} IS NULL;\n"
+        "  IF relabelled IS NOT NULL THEN\n"
+        f"    {_labels_sql(packing, chunks, labels_table)};\n"
+        "  END IF;\n"
+        f"  IF EXISTS (SELECT 1 FROM {orphans}) THEN\n"
+        f"    DELETE FROM {orphans} o USING {predictions_table} p\n"
+        "    WHERE p.prediction_id = o.prediction_id;\n"
+        "  END IF;\n"
+        "  RETURN (SELECT count(*) FROM (SELECT unnest(days) UNION SELECT unnest(relabelled)) s);\n"
         "END $refresh$"
     )
-    for event, clause in _EVENTS.items():
-        name = q(_trigger(event))
-        tx.execute(f"DROP TRIGGER IF EXISTS {name} ON {predictions_table}")
-        tx.execute(
-            f"CREATE TRIGGER {name} AFTER {clause.format(t=predictions_table)} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {pack}()"
-        )
-    tx.execute(f"TRUNCATE {stale}")
-    tx.execute(_chunks_sql(packing, chunks, predictions_table))
+    for table, function, labels in (
+        (predictions_table, pack, False),
+        (labels_table, label, True),
+    ):
+        for event, clause in _EVENTS.items():
+            name = q(_trigger(event, labels))
+            tx.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+            tx.execute(
+                f"CREATE TRIGGER {name} AFTER {clause.format(t=table)} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+            )
+    tx.execute(f"TRUNCATE {stale}, {orphans}")
+    tx.execute(_chunks_sql(packing, chunks, predictions_table, labels_table))
+    tx.execute(
+        f"INSERT INTO {orphans} SELECT l.prediction_id FROM {labels_table} l "  # noqa: S608
+        f"WHERE NOT EXISTS (SELECT 1 FROM {predictions_table} p "
+        "WHERE p.prediction_id = l.prediction_id)"
+    )
     tx.execute(f"COMMENT ON TABLE {chunks} IS '{packing.marker()}'")
 
 
-def writer(tx: Transaction, model: str) -> Packing | None:
-    """For a writer of the model's predictions: the chunks' layout, where the model has
-    chunks (after `ensure`; None on a column store), and the promise, for this transaction,
-    to call `written` after each slice: the insert trigger then leaves those rows to it."""
-    chunks, _ = _tables(model)
+def writer(tx: Transaction, model: str) -> Writing | None:
+    """For a writer of the model's predictions (and their labels): the chunks' layout,
+    where the model has chunks (after `ensure`; None on a column store), and the promise,
+    for this transaction, to call `written` after each slice of predictions: the triggers
+    then leave those rows and their labels to it. Holds the model's lock to the end of the
+    transaction (see the module's doc)."""
+    chunks, _, orphans = _tables(model)
     found = tx.query(
         "SELECT obj_description(to_regclass(:chunks), 'pg_class') AS marker", {"chunks": chunks}
     )
     packing = Packing.parse(found[0]["marker"])
-    if packing is not None:
-        tx.execute("SELECT set_config(:name, 'on', true)", {"name": _BY_WRITER})
-    return packing
+    if packing is None:
+        return None
+    tx.execute("SELECT set_config(:name, 'on', true)", {"name": _BY_WRITER})
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext(:table))", {"table": chunks})
+    waiting = tx.query(f"SELECT EXISTS (SELECT 1 FROM {orphans}) AS waiting")  # noqa: S608
+    return Writing(packing, labels_known=not waiting[0]["waiting"])
 
 
-def written(tx: Transaction, model: str, packing: Packing, rows: Any, *, as_is: bool) -> None:
-    """After `rows` (an Arrow table of predictions rows) were written by a `writer`: their
-    chunks, when they went in as they are (every id new); else their days marked stale (the
-    update trigger marked the days of the rows they changed), made again by `refresh`."""
+def written(
+    tx: Transaction,
+    model: str,
+    writing: Writing,
+    rows: Any,
+    *,
+    as_is: bool,
+    labels: Any = None,
+) -> None:
+    """After `rows` (an Arrow table of predictions rows) were written by a `writer`, with
+    `labels` (the Arrow labels the writer writes for them, if any): their chunks, when they
+    went in as they are (every id new); else their days marked stale (the update trigger
+    marked the days of the rows they changed), made again by `refresh`."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    chunks, _, orphans = _tables(model)
+    if labels is not None and labels.num_rows:
+        # Labels whose row was quarantined wait for their prediction like any other.
+        ids = labels.column("prediction_id")
+        waiting = ids.filter(pc.invert(pc.is_in(ids, value_set=rows.column("prediction_id"))))
+        if len(waiting):
+            tx.execute(
+                f"INSERT INTO {orphans} SELECT unnest(CAST(:ids AS TEXT[])) "  # noqa: S608
+                "ON CONFLICT DO NOTHING",
+                {"ids": _text_array(waiting)},
+            )
     if rows.num_rows == 0:
         return
-    chunks, stale = _tables(model)
     day = rows.column("prediction_date")
     if not pa.types.is_date32(day.type):
         day = pc.cast(day, pa.date32())
     day_numbers = day.to_numpy(zero_copy_only=False).astype("datetime64[D]")
     days = np.unique(day_numbers)
     if not as_is:
-        for value in days:
-            tx.execute(
-                f"INSERT INTO {stale} (prediction_date) VALUES (:day) ON CONFLICT DO NOTHING",
-                {"day": value.item()},
-            )
+        mark_stale(tx, model, [d.item() for d in days])
         return
+    packing = writing.packing
+    label = _row_labels(rows, labels) if writing.labels_known else None
     q = quote_identifier
-    names = [*packing.numeric, *packing.categorical]
+    names = packing.columns
     present = [n for n in names if n in rows.column_names]
     columns = ", ".join(q(n) for n in names)
     placeholders = ", ".join(f":c{i}" for i in range(len(names)))
     statement = (
-        f"INSERT INTO {chunks} (prediction_date, n_rows, {columns}) "  # noqa: S608
-        f"VALUES (:day, :n, {placeholders})"
+        f"INSERT INTO {chunks} (prediction_date, n_rows, {_IDS}, {columns}, {_LABEL}) "  # noqa: S608
+        f"VALUES (:day, :n, CAST(:ids AS TEXT[]), {placeholders}, :label)"
     )
     for value in days:
         where = np.flatnonzero(day_numbers == value)
         for start in range(0, len(where), CHUNK_ROWS):
-            part = rows.select(present).take(pa.array(where[start : start + CHUNK_ROWS]))
-            params: dict[str, Any] = {"day": value.item(), "n": part.num_rows}
+            take = pa.array(where[start : start + CHUNK_ROWS])
+            part = rows.select([*present, "prediction_id"]).take(take)
+            params: dict[str, Any] = {
+                "day": value.item(),
+                "n": part.num_rows,
+                "ids": _text_array(part.column("prediction_id")),
+                "label": None if label is None else _pack(label.take(take), _numeric(packing)),
+            }
             for i, name in enumerate(names):
                 # A feature of the table that these rows lack (an older model version's) is
                 # NULL in them, as the table stores it.
@@ -263,6 +422,45 @@ def written(tx: Transaction, model: str, packing: Packing, rows: Any, *, as_is: 
                 column = part.column(name) if name in present else pa.nulls(part.num_rows, kind)
                 params[f"c{i}"] = _pack(column, name in packing.numeric)
             tx.execute(statement, params)
+
+
+def mark_stale(tx: Transaction, model: str, days: Sequence[Any]) -> None:
+    """Mark these days' chunks to be made again by `refresh`."""
+    _, stale, _ = _tables(model)
+    for day in days:
+        tx.execute(
+            f"INSERT INTO {stale} (prediction_date) VALUES (:day) ON CONFLICT DO NOTHING",
+            {"day": day},
+        )
+
+
+def _numeric(packing: Packing) -> bool:
+    return packing.label == "numeric"
+
+
+def _row_labels(rows: Any, labels: Any) -> Any:
+    """Each row's label (NULL where it has none) from the writer's labels of these rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if labels is None or labels.num_rows == 0:
+        return pa.nulls(rows.num_rows, pa.string())
+    at = pc.index_in(rows.column("prediction_id"), value_set=labels.column("prediction_id"))
+    return labels.column("y_true").take(at)
+
+
+def _text_array(values: Any) -> str:
+    """A TEXT[] literal of Arrow strings (every element quoted, `\\` and `"` escaped)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.cast(values, pa.string())
+    text = pc.replace_substring(text, "\\", "\\\\")
+    text = pc.replace_substring(text, '"', '\\"')
+    quoted = pc.binary_join_element_wise('"', text, '"', "")
+    quoted = quoted.combine_chunks() if isinstance(quoted, pa.ChunkedArray) else quoted
+    one_list = pa.ListArray.from_arrays(pa.array([0, len(quoted)], pa.int32()), quoted)
+    return "{" + pc.binary_join(one_list, ",")[0].as_py() + "}"
 
 
 def _pack(values: Any, numeric: bool) -> bytes:
@@ -280,30 +478,31 @@ def _pack(values: Any, numeric: bool) -> bytes:
 
 
 def refresh(tx: Transaction, model: str) -> int:
-    """Make the chunks of the model's stale days again; how many days. Nothing to do (and
-    nothing called) where the model has no chunks (a column store)."""
-    _, refresh_function = _functions(model)
+    """Make the chunks of the model's stale days again and pack the labels that were
+    cleared; how many days. Nothing to do (and nothing called) where the model has no
+    chunks (a column store)."""
+    *_, refresh_function = _functions(model)
     found = tx.query("SELECT to_regproc(:name) IS NOT NULL AS made", {"name": refresh_function})
     if not found[0]["made"]:
         return 0
     return int(tx.query(f"SELECT {refresh_function}() AS days")[0]["days"])
 
 
-def select(model: str, features: Sequence[str]) -> str:
-    """The day's chunks of these features, in order, after whether the day is stale (one
-    row even for a day without chunks, its columns NULL); the day is bound."""
-    chunks, stale = _tables(model)
-    columns = ", ".join(f"c.{quote_identifier(f)}" for f in features)
+def select(model: str, columns: Sequence[str], *, label: bool = False) -> str:
+    """The day's chunks of these columns (and the label), in order, after whether the day
+    is stale (one row even for a day without chunks, its columns NULL); the day is bound."""
+    chunks, stale, _ = _tables(model)
+    listed = [f"c.{quote_identifier(c)}" for c in columns] + ([f"c.{_LABEL}"] if label else [])
     return (  # noqa: S608 - validated identifiers; the day is bound
-        f"SELECT s.stale, c.n_rows, {columns} FROM "
+        f"SELECT s.stale, c.n_rows, {', '.join(listed)} FROM "
         f"(SELECT EXISTS (SELECT 1 FROM {stale} WHERE prediction_date = :day) AS stale) s "
         f"LEFT JOIN {chunks} c ON c.prediction_date = :day ORDER BY c.chunk"
     )
 
 
 def decode(table: Any, packing: Packing) -> pd.DataFrame:
-    """The features of one `select` result as a frame: numeric float64, categorical pandas
-    strings (NULL where NULL). Raises StaleDay for a stale day."""
+    """The columns of one `select` result as a frame: numeric float64, text pandas strings
+    (NULL where NULL), the label named y_true. Raises StaleDay for a stale day or labels."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -318,22 +517,24 @@ def decode(table: Any, packing: Packing) -> pd.DataFrame:
     for name in table.column_names[2:]:
         values = table.column(name).combine_chunks()
         if values.null_count:
-            # A chunk written under an older layout while a feature was added: the
-            # predictions table has the day right.
+            # Labels cleared for `refresh`, or a chunk written under an older layout while
+            # a feature was added: the tables have the day right.
             raise StaleDay
-        if name in packing.numeric:
+        numeric = _numeric(packing) if name == LABEL else name in packing.numeric
+        key = "y_true" if name == LABEL else name
+        if numeric:
             data = _bytes(values)
             if len(data) != 8 * n:
                 raise ValueError(f"packed {name}: {len(data)} bytes for {n} rows")
-            columns[name] = np.frombuffer(data, dtype=">f8").astype(np.float64)
+            columns[key] = np.frombuffer(data, dtype=">f8").astype(np.float64)
         else:
-            columns[name] = _strings(values, n, name)
-    numeric = {k: v for k, v in columns.items() if isinstance(v, np.ndarray)}
-    text = {k: v for k, v in columns.items() if k not in numeric}
-    frame = pd.DataFrame(numeric, index=pd.RangeIndex(n), copy=False)
+            columns[key] = _strings(values, n, name)
+    numbers = {k: v for k, v in columns.items() if isinstance(v, np.ndarray)}
+    text = {k: v for k, v in columns.items() if k not in numbers}
+    frame = pd.DataFrame(numbers, index=pd.RangeIndex(n), copy=False)
     if text:
         strings = arrow_to_pandas(pa.table(text), owned=True)
-        frame = pd.concat([frame, strings], axis=1) if numeric else strings
+        frame = pd.concat([frame, strings], axis=1) if numbers else strings
     return frame[list(columns)]
 
 

@@ -395,29 +395,57 @@ def test_packed_features_follow_every_write(request: pytest.FixtureRequest):
 @pytest.mark.postgres
 def test_the_ingestion_packs_chunks_as_the_trigger_does(request: pytest.FixtureRequest):
     """The ingestion appends the chunks of the rows it inserts itself (the trigger would
-    cost PostgreSQL more than the rows' COPY): byte for byte what the trigger makes of the
-    same rows inserted by plain SQL, NaN, infinities, NULLs and non-ASCII included."""
+    cost PostgreSQL more than the rows' COPY): row for row what the trigger makes of the
+    same rows inserted by plain SQL, NaN, infinities, -0.0, NULLs and non-ASCII included,
+    each with its id and its label (from the ingestion's memory; joined by the trigger)."""
     warehouse = request.getfixturevalue("_shared_pg")
     with warehouse.transaction() as tx:
         tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
         tx.execute("DROP SCHEMA IF EXISTS serving CASCADE")
         tx.execute("CREATE SCHEMA serving")
-    contract = binary_contract()
+    contract = binary_contract(labels=None)  # the targets in the log: packed from memory
     ensure_tables(warehouse, contract)
     frame = prediction_frame(30, seed=3)
     frame.loc[0:3, "amount"] = [np.nan, np.inf, -np.inf, -0.0]
     frame.loc[4:6, "region"] = [None, "", "Zürich"]
+    frame["defaulted"] = pd.array([1, None, 0] * 10, dtype="Int64")
     ingest_predictions(warehouse, contract, frame, batch_id="a", model_version="1")
     plan = layout(contract)
-    chunks = 'SELECT prediction_date, n_rows, amount, region FROM inference."credit__packed"'
-    by_ingestion = warehouse.query(chunks)
+    packing = packed.Packing.parse(
+        warehouse.query(
+            "SELECT obj_description(to_regclass('inference.\"credit__packed\"'), 'pg_class') AS m"
+        )[0]["m"]
+    )
+    assert packing is not None
+
+    def chunk_rows() -> pd.DataFrame:
+        """The chunks' rows, each with its id, in id order."""
+        (frame,) = warehouse.read_frames(
+            [
+                (
+                    packed.select("credit", ["amount", "region", "y_pred", "proba"], label=True),
+                    {"day": DAY},
+                )
+            ],
+            types={},
+            decode=lambda table: packed.decode(table, packing),
+        )
+        ids = warehouse.query(
+            'SELECT "(ids)" AS ids FROM inference."credit__packed" ORDER BY chunk'
+        )
+        frame.insert(0, "id", [i for row in ids for i in row["ids"]])
+        return frame.sort_values("id").reset_index(drop=True)
+
+    by_ingestion = chunk_rows()
     with warehouse.transaction() as tx:
         tx.execute(f"CREATE TABLE serving.kept AS SELECT * FROM {plan.predictions_table}")
         tx.execute(f"TRUNCATE {plan.predictions_table}")
         tx.execute(f"INSERT INTO {plan.predictions_table} SELECT * FROM serving.kept")
-    by_trigger = warehouse.query(chunks)
-    assert len(by_ingestion) == 1 and by_ingestion[0]["n_rows"] == 30
-    assert by_trigger == by_ingestion
+    by_trigger = chunk_rows()
+    assert len(by_ingestion) == 30 and by_ingestion["y_true"].notna().sum() == 20
+    assert by_ingestion["amount"].isna().sum() == 1  # NaN read back as NaN, -0.0 as -0.0
+    pd.testing.assert_frame_equal(by_trigger, by_ingestion)
+    assert np.signbit(by_trigger.set_index("id").loc["id-3", "amount"])
 
 
 @pytest.mark.postgres
@@ -440,6 +468,200 @@ def test_the_chunks_are_made_once(request: pytest.FixtureRequest):
     assert made() == first
     assert len(read_features(warehouse, contract, DAY)) == 8
     assert int(warehouse.query(f"SELECT sum(n_rows) AS n FROM {chunks}")[0]["n"]) == 8
+
+
+def _chunked_outcomes(wh: Warehouse, contract, day: dt.date = DAY) -> pd.DataFrame | None:
+    """The day's outputs and labels from the chunks alone; None while they are stale."""
+    plan = layout(contract)
+    found = wh.query(
+        f"SELECT obj_description(to_regclass('inference.\"{plan.model}__packed\"'), "
+        "'pg_class') AS marker"
+    )
+    layout_of = packed.Packing.parse(found[0]["marker"])
+    assert layout_of is not None
+    columns = ["y_pred", "proba"]
+    try:
+        (frame,) = wh.read_frames(
+            [(packed.select(plan.model, columns, label=True), {"day": day})],
+            types={},
+            decode=lambda table: packed.decode(table, layout_of),
+        )
+    except packed.StaleDay:
+        return None
+    return _in_order(frame[["y_true", *columns]])
+
+
+def _joined_outcomes(wh: Warehouse, contract, day: dt.date = DAY) -> pd.DataFrame:
+    """The day's outputs and labels joined row by row in SQL."""
+    plan = layout(contract)
+    frame = wh.read_frame(
+        f"SELECT l.y_true, p.y_pred, p.proba FROM {plan.predictions_table} p "  # noqa: S608
+        f"LEFT JOIN {plan.labels_table} l ON l.prediction_id = p.prediction_id "
+        "WHERE p.prediction_date = :day",
+        {"day": day},
+        types={"y_true": "text", "y_pred": "text", "proba": "double"},
+    )
+    return _in_order(frame)
+
+
+@pytest.mark.postgres
+def test_packed_labels_follow_every_write(request: pytest.FixtureRequest):
+    """On PostgreSQL the metrics read takes the outputs and labels from the chunks too. They
+    hold what the tables join to after: predictions first and labels two days later, a label
+    that comes before its prediction, a user's INSERT, UPDATE and DELETE of labels, a
+    prediction deleted and delivered again, a TRUNCATE of the labels; while the labels wait
+    for `refresh`, the metrics read joins the tables."""
+    warehouse = request.getfixturevalue("_shared_pg")
+    with warehouse.transaction() as tx:
+        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+    contract = binary_contract()
+    plan = layout(contract)
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(60, seed=4)
+    ingest_predictions(warehouse, contract, frame, batch_id="a", model_version="1")
+
+    def fresh() -> pd.DataFrame:
+        """The chunks' outcomes, fresh and equal to the join, and what the metrics read."""
+        chunked = _chunked_outcomes(warehouse, contract)
+        assert chunked is not None, "the day's labels wait for refresh"
+        joined = _joined_outcomes(warehouse, contract)
+        pd.testing.assert_frame_equal(chunked, joined)
+        metrics = _in_order(read_for_metrics(warehouse, contract, DAY)[list(joined.columns)])
+        pd.testing.assert_frame_equal(metrics, joined)
+        return chunked
+
+    assert fresh()["y_true"].isna().all()
+    labels = pd.DataFrame({"pid": frame["pid"][:30], "defaulted": [1, 0] * 15})
+    ingest_labels(warehouse, contract, labels, batch_id="late")
+    assert fresh()["y_true"].notna().sum() == 30
+    # Labels before their predictions: kept aside, and packed when the rows come.
+    early = pd.DataFrame({"pid": ["id-500", "id-501"], "defaulted": [1, 1]})
+    ingest_labels(warehouse, contract, early, batch_id="early")
+    assert {
+        r["prediction_id"]
+        for r in warehouse.query('SELECT prediction_id FROM inference."credit__orphans"')
+    } == {"id-500", "id-501"}
+    ingest_predictions(
+        warehouse, contract, prediction_frame(3, start=500), batch_id="b", model_version="1"
+    )
+    assert fresh()["y_true"].notna().sum() == 32
+    assert warehouse.query('SELECT count(*) AS n FROM inference."credit__orphans"')[0]["n"] == 0
+    # A user's own SQL on the labels: the day's labels are read by the join until refreshed.
+    with warehouse.transaction() as tx:
+        tx.execute(
+            f"INSERT INTO {plan.labels_table} (prediction_id, y_true, labelled_at) "
+            "VALUES ('id-40', '1', now())"
+        )
+        tx.execute(f"UPDATE {plan.labels_table} SET y_true = '0' WHERE prediction_id = 'id-0'")
+        tx.execute(f"DELETE FROM {plan.labels_table} WHERE prediction_id = 'id-1'")
+    assert _chunked_outcomes(warehouse, contract) is None
+    joined = _in_order(read_for_metrics(warehouse, contract, DAY)[["y_true", "y_pred", "proba"]])
+    pd.testing.assert_frame_equal(joined, _joined_outcomes(warehouse, contract))
+    with warehouse.transaction() as tx:
+        assert packed.refresh(tx, "credit") == 1
+    assert fresh()["y_true"].notna().sum() == 32
+    # A labelled prediction deleted, then delivered again: its label is still its own.
+    warehouse.execute(f"DELETE FROM {plan.predictions_table} WHERE prediction_id = 'id-2'")
+    ingest_predictions(warehouse, contract, frame.iloc[[2]], batch_id="c", model_version="1")
+    assert fresh()["y_true"].notna().sum() == 32
+    warehouse.execute(f"TRUNCATE {plan.labels_table}")
+    assert _chunked_outcomes(warehouse, contract) is None
+    with warehouse.transaction() as tx:
+        packed.refresh(tx, "credit")
+    assert fresh()["y_true"].isna().all()
+
+
+@pytest.mark.postgres
+def test_the_ingestion_packs_the_labels_in_its_rows(request: pytest.FixtureRequest):
+    """A model whose targets come in its predictions: the ingestion packs each row's label
+    from its memory, as the join would find it (a row without a target unlabelled); a
+    quarantined row's label waits for its prediction, which takes it when it comes without
+    a target; a re-delivery that changes labels of stored rows is packed again."""
+    warehouse = request.getfixturevalue("_shared_pg")
+    with warehouse.transaction() as tx:
+        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+    contract = binary_contract(labels=None)
+    ensure_tables(warehouse, contract)
+    frame = prediction_frame(40, seed=8)
+    frame["defaulted"] = pd.array([1, 0, None, 1] * 10, dtype="Int64")
+    frame.loc[5, "p"] = 1.5  # quarantined; its label is kept, waiting for its prediction
+    ingest_predictions(warehouse, contract, frame, batch_id="a", model_version="1")
+    plan = layout(contract)
+
+    def fresh() -> pd.DataFrame:
+        chunked = _chunked_outcomes(warehouse, contract)
+        assert chunked is not None
+        pd.testing.assert_frame_equal(chunked, _joined_outcomes(warehouse, contract))
+        return chunked
+
+    def orphans() -> set[str]:
+        rows = warehouse.query('SELECT prediction_id FROM inference."credit__orphans"')
+        return {r["prediction_id"] for r in rows}
+
+    chunked = fresh()
+    assert len(chunked) == 39 and chunked["y_true"].notna().sum() == 29
+    assert _count(warehouse, plan.labels_table) == 30 and orphans() == {"id-5"}
+    # The row delivered again, mended and without its target: the label that waited is its.
+    mended = frame.iloc[[5]].assign(p=0.3, defaulted=pd.array([None], dtype="Int64"))
+    ingest_predictions(warehouse, contract, mended, batch_id="b", model_version="1")
+    assert fresh()["y_true"].notna().sum() == 30 and orphans() == set()
+    # Labels of stored rows changed by a re-delivery.
+    again = frame.iloc[[0, 2]].copy()
+    again["defaulted"] = pd.array([0, 1], dtype="Int64")
+    ingest_predictions(warehouse, contract, again, batch_id="c", model_version="1")
+    assert fresh()["y_true"].notna().sum() == 31
+
+
+@pytest.mark.postgres
+def test_a_label_written_beside_its_prediction_is_packed(request: pytest.FixtureRequest):
+    """A user's label committed while the ingestion of its prediction runs: the ingestion
+    waits for the label's transaction, then packs it (the triggers and the writer share one
+    lock per model)."""
+    import threading
+
+    import psycopg
+
+    warehouse = request.getfixturevalue("_shared_pg")
+    with warehouse.transaction() as tx:
+        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+    contract = binary_contract()
+    plan = layout(contract)
+    ensure_tables(warehouse, contract)
+    ingest_predictions(warehouse, contract, prediction_frame(10), batch_id="a", model_version="1")
+    with psycopg.connect(warehouse.dsn) as con:
+        con.execute(
+            f"INSERT INTO {plan.labels_table} (prediction_id, y_true, labelled_at) "
+            "VALUES ('id-20', '1', now())"
+        )
+        done: list[BaseException | None] = []
+
+        def ingest() -> None:
+            try:
+                ingest_predictions(
+                    warehouse,
+                    contract,
+                    prediction_frame(1, start=20),
+                    batch_id="b",
+                    model_version="1",
+                )
+                done.append(None)
+            except BaseException as error:  # noqa: BLE001 - handed to the test's thread
+                done.append(error)
+
+        thread = threading.Thread(target=ingest)
+        thread.start()
+        thread.join(timeout=2)
+        assert thread.is_alive(), "the ingestion waits for the label's transaction"
+        con.commit()
+    thread.join(timeout=60)
+    assert done == [None]
+    chunked = _chunked_outcomes(warehouse, contract)
+    assert chunked is not None
+    assert chunked["y_true"].notna().sum() == 1
+    pd.testing.assert_frame_equal(chunked, _joined_outcomes(warehouse, contract))
 
 
 def test_a_missing_column_rejects_the_whole_batch(warehouse: Warehouse):
