@@ -265,7 +265,7 @@ def plain_tables(wh: PostgresWarehouse, plan) -> None:
     chunks' triggers, `storage.packed`): they are our ingestion's cost, not the bulk
     path's."""
     with wh.transaction() as tx:
-        for event in ("insert", "update", "delete", "truncate"):
+        for event in ("insert", "inserted", "update", "delete", "truncate"):
             tx.execute(f'DROP TRIGGER "mlops_pack_{event}" ON {plan.predictions_table}')
             tx.execute(f'DROP TRIGGER "mlops_label_{event}" ON {plan.labels_table}')
         left = tx.query(

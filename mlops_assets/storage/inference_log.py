@@ -1542,6 +1542,9 @@ def ingest_labels(
     batches: set[str] = set()
     try:
         with wh.transaction() as tx:
+            # A row store keeps the labels by column too: this writer clears the packed labels
+            # of the days it labels (`storage.packed`).
+            writing = None if wh.columnar else packed.writer(tx, plan.model)
             store = _Store(tx, plan.labels_table, plan.label_types())
             prepare = functools.partial(
                 _label_slice,
@@ -1563,8 +1566,11 @@ def ingest_labels(
                 n_bad += item.n_bad + len(replaced)
             store.finish()
             days = _label_days(tx, plan, now, batches)
-            if not wh.columnar:
-                # The labels of the chunks of these days, cleared by the labels' trigger.
+            if writing is not None:
+                written = {"labelled_at": now, "batches": sorted(batches)}
+                packed.labelled(
+                    tx, plan.model, plan.predictions_table, plan.labels_table, sorted(days), written
+                )
                 packed.refresh(tx, plan.model)
             result = IngestResult(n_rows, n_good, n_bad, days)
             _record(tx, contract, "label", batch_id, result, now)

@@ -15,21 +15,25 @@ million labels row by row, 1.8 s where all the metrics take 0.7 s in memory.
 
 It stays true inside the writer's transaction, whoever writes (ingestion's COPY and upserts,
 a user's SQL, a retention job):
-- statement-level triggers on the predictions table append the inserted rows as chunks (their
+- the ingestions (`writer`) account for what they write themselves: the ingestion of
+  predictions appends the chunks of the rows it inserts, their labels from its memory (the
+  trigger's aggregation cost PostgreSQL 7.7 s per million rows, packing the slice in memory a
+  tenth of a second); that of labels clears the packed labels of the days it labels
+  (`labelled`). The rows' labels are known to the former only while no label waits for its
+  prediction: else it leaves them to `refresh`;
+- triggers on the predictions table append the rows anyone else inserts as chunks (their
   labels joined), and mark the days of updated or deleted rows stale in
   `inference."<model>__stale"`;
-- statement-level triggers on the labels table clear the labels of the chunks of the days
-  whose labels changed (a NULL `"(y_true)"`), and keep the ids of labels that have no
-  prediction yet in `inference."<model>__orphans"`;
-- the ingestion appends the chunks of the rows it inserts itself (`writer`, `written`), their
-  labels from its memory: the trigger's aggregation cost PostgreSQL 7.7 s per million rows,
-  packing the slice in memory a tenth of a second. Its rows' labels are known only while no
-  label waits for its prediction (no orphans): else it leaves them to `refresh`.
-`refresh` (the ingestions call it at the end of each batch) makes the stale days' chunks
-again and packs the cleared labels (joined by id, about 5 s per million labels). Until then
-readers see, in the same snapshot, that the day is stale or its labels are, and read the
-tables themselves. Labels and predictions of one model are written under one advisory lock
-(per transaction): a label committed beside its prediction is never missed by both.
+- triggers on the labels table clear the packed labels of the days whose labels changed
+  (a NULL `"(y_true)"`);
+- labels that have no prediction yet are noted in `inference."<model>__orphans"`.
+The triggers on inserts note the rows one by one (`"<model>__pending"`) and act at the
+statement's end; a WHEN clause skips them for the ingestions' own rows. `refresh` (the
+ingestions call it at the end of each batch) makes the stale days' chunks again and packs the
+cleared labels (joined by id, about 5 s per million labels). Until then readers see, in the
+same snapshot, that the day or its labels are stale, and read the tables themselves. Labels
+and predictions of one model are written under one advisory lock (per transaction): a label
+committed beside its prediction is never missed by both.
 Which columns the chunks hold is the table's comment: a layout that changed (a new feature)
 or a missing trigger (a table made anew) makes all the chunks again (`ensure`).
 
@@ -40,7 +44,7 @@ parentheses, which no feature name can be.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,13 +71,24 @@ LABEL = "(y_true)"  # the label's name in a `select` result
 # (`writer`): from the rows in its memory, at a fraction of what the trigger's aggregation of
 # them costs PostgreSQL. The labels it writes are its rows': it packs them too.
 _BY_WRITER = "mlops.packed_by_writer"
-# The triggers that pass a table's writes on, by event.
-_EVENTS = {
-    "insert": "INSERT ON {t} REFERENCING NEW TABLE AS new_rows",
-    "update": "UPDATE ON {t} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-    "delete": "DELETE ON {t} REFERENCING OLD TABLE AS old_rows",
-    "truncate": "TRUNCATE ON {t}",
-}
+# Whether a statement's rows are the writer's (`writer`), as a trigger's WHEN tests it.
+_NOT_WRITER = f"current_setting('{_BY_WRITER}', true) IS DISTINCT FROM 'on'"
+# The triggers that pass a table's writes on: (name suffix, timing and event, level).
+# Inserted rows are noted one by one in `"<model>__pending"` and handled at the statement's
+# end: a transition table would keep a copy of every inserted row, also the writer's, for
+# which the trigger does nothing (PostgreSQL spills it to disk: +25 % on a million-row COPY
+# of 40 columns), whereas a row trigger whose WHEN is false costs next to nothing.
+_TRIGGERS = (
+    ("insert", "INSERT ON {t}", f"ROW WHEN ({_NOT_WRITER})"),
+    ("inserted", "INSERT ON {t}", f"STATEMENT WHEN ({_NOT_WRITER})"),
+    (
+        "update",
+        "UPDATE ON {t} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        "STATEMENT",
+    ),
+    ("delete", "DELETE ON {t} REFERENCING OLD TABLE AS old_rows", "STATEMENT"),
+    ("truncate", "TRUNCATE ON {t}", "STATEMENT"),
+)
 
 
 class StaleDay(Exception):  # noqa: N818 - a state the reader falls back from, not an error
@@ -118,20 +133,24 @@ class Writing:
     labels_known: bool
 
 
-def _tables(model: str) -> tuple[str, str, str]:
-    """The chunks, the stale days, the ids of labels without a prediction."""
+def _tables(model: str) -> tuple[str, str, str, str]:
+    """The chunks, the stale days, the ids of labels without a prediction, the rows a
+    statement inserted (until its end)."""
     return (
         f'inference."{model}__packed"',
         f'inference."{model}__stale"',
         f'inference."{model}__orphans"',
+        f'inference."{model}__pending"',
     )
 
 
-def _functions(model: str) -> tuple[str, str, str]:
-    """The predictions' trigger function, the labels', and the refresh function."""
+def _functions(model: str) -> tuple[str, str, str, str]:
+    """The predictions' trigger function, the labels', the one noting inserted rows, and
+    the refresh function."""
     return (
         f'inference."{model}__pack"',
         f'inference."{model}__label"',
+        f'inference."{model}__note"',
         f'inference."{model}__refresh"',
     )
 
@@ -182,8 +201,8 @@ def ensure(
 ) -> None:
     """The chunks, their triggers on the predictions and labels tables and their functions,
     as `packing` says: nothing to do when they are (one query), else made and filled."""
-    chunks, stale, orphans = _tables(model)
-    pack, label, refresh = _functions(model)
+    chunks, stale, orphans, pending = _tables(model)
+    pack, label, note, refresh = _functions(model)
     probe = (
         "SELECT obj_description(to_regclass(:chunks), 'pg_class') AS marker, "
         "(SELECT count(*) FROM pg_trigger WHERE (tgrelid = to_regclass(:predictions) "
@@ -194,13 +213,13 @@ def ensure(
         "chunks": chunks,
         "predictions": predictions_table,
         "labels": labels_table,
-        "triggers": [_trigger(event) for event in _EVENTS],
-        "label_triggers": [_trigger(event, labels=True) for event in _EVENTS],
+        "triggers": [_trigger(event) for event, *_ in _TRIGGERS],
+        "label_triggers": [_trigger(event, labels=True) for event, *_ in _TRIGGERS],
     }
 
     def ready() -> bool:
         state = tx.query(probe, params)[0]
-        return state["marker"] == packing.marker() and state["armed"] == 2 * len(_EVENTS)
+        return state["marker"] == packing.marker() and state["armed"] == 2 * len(_TRIGGERS)
 
     if ready():
         return
@@ -226,12 +245,28 @@ def ensure(
         tx.execute(f"ALTER TABLE {chunks} ALTER COLUMN {column} SET STORAGE EXTERNAL")
     tx.execute(f"CREATE TABLE IF NOT EXISTS {stale} (prediction_date DATE PRIMARY KEY)")
     tx.execute(f"CREATE TABLE IF NOT EXISTS {orphans} (prediction_id TEXT PRIMARY KEY)")
+    tx.execute(
+        f"CREATE TABLE IF NOT EXISTS {pending} (labels BOOLEAN NOT NULL, "
+        "prediction_id TEXT NOT NULL, PRIMARY KEY (labels, prediction_id))"
+    )
+    tx.execute(
+        f"CREATE OR REPLACE FUNCTION {note}() RETURNS trigger LANGUAGE plpgsql AS $note$\n"
+        "BEGIN\n"
+        f"  INSERT INTO {pending} VALUES (TG_ARGV[0] = 'labels', NEW.prediction_id)\n"
+        "  ON CONFLICT DO NOTHING;\n"
+        "  RETURN NULL;\n"
+        "END $note$"
+    )
     # Ids of `rows` whose label now has no prediction (a prediction deleted, or its id changed).
     orphaned = (
         f"INSERT INTO {orphans} SELECT r.prediction_id FROM old_rows r "  # noqa: S608
         f"JOIN {labels_table} l ON l.prediction_id = r.prediction_id WHERE NOT EXISTS "
         f"(SELECT 1 FROM {predictions_table} p WHERE p.prediction_id = r.prediction_id) "
         "ON CONFLICT DO NOTHING"
+    )
+    inserted = (  # the rows this statement inserted, as they are stored
+        f"(SELECT p.* FROM {predictions_table} p JOIN {pending} w "
+        "ON w.prediction_id = p.prediction_id AND NOT w.labels)"
     )
     tx.execute(
         f"CREATE OR REPLACE FUNCTION {pack}() RETURNS trigger LANGUAGE plpgsql AS $pack$\n"
@@ -242,13 +277,14 @@ def ensure(
         f"    INSERT INTO {orphans} SELECT prediction_id FROM {labels_table};\n"
         "    RETURN NULL;\n"
         "  END IF;\n"
-        f"  IF TG_OP = 'INSERT' AND current_setting('{_BY_WRITER}', true) IS DISTINCT FROM 'on'\n"
-        f"  THEN {_chunks_sql(packing, chunks, 'new_rows', labels_table)}; END IF;\n"
-        "  IF TG_OP IN ('UPDATE', 'DELETE') THEN\n"
-        f"    INSERT INTO {stale} SELECT DISTINCT prediction_date FROM old_rows\n"
-        "    ON CONFLICT DO NOTHING;\n"
-        f"    {orphaned};\n"
+        "  IF TG_OP = 'INSERT' THEN\n"
+        f"    {_chunks_sql(packing, chunks, inserted, labels_table)};\n"
+        f"    DELETE FROM {pending} WHERE NOT labels;\n"
+        "    RETURN NULL;\n"
         "  END IF;\n"
+        f"  INSERT INTO {stale} SELECT DISTINCT prediction_date FROM old_rows\n"
+        "  ON CONFLICT DO NOTHING;\n"
+        f"  {orphaned};\n"
         "  IF TG_OP = 'UPDATE' THEN\n"
         f"    INSERT INTO {stale} SELECT DISTINCT prediction_date FROM new_rows\n"
         "    ON CONFLICT DO NOTHING;\n"
@@ -262,11 +298,12 @@ def ensure(
         f"prediction_date IN (SELECT p.prediction_date FROM {{rows}} r "
         f"JOIN {predictions_table} p ON p.prediction_id = r.prediction_id)"
     )
+    new_labels = f"(SELECT prediction_id FROM {pending} WHERE labels)"
     tx.execute(
         f"CREATE OR REPLACE FUNCTION {label}() RETURNS trigger LANGUAGE plpgsql AS $label$\n"
         "BEGIN\n"
-        # The ingestion of predictions packs the labels it writes with their rows.
-        f"  IF current_setting('{_BY_WRITER}', true) = 'on' THEN RETURN NULL; END IF;\n"
+        # A writer (`writer`) accounts for the labels it writes itself.
+        f"  IF NOT ({_NOT_WRITER}) THEN RETURN NULL; END IF;\n"
         # After the lock, each statement sees the predictions committed before it: a
         # prediction written beside this label is either seen here or sees the label.
         f"  {lock};\n"
@@ -275,14 +312,20 @@ def ensure(
         f"    TRUNCATE {orphans};\n"
         "    RETURN NULL;\n"
         "  END IF;\n"
-        "  IF TG_OP IN ('INSERT', 'UPDATE') THEN\n"
+        "  IF TG_OP = 'INSERT' THEN\n"
+        f"    {clear.format(rows=new_labels)};\n"
+        f"    INSERT INTO {orphans} SELECT r.prediction_id FROM {new_labels} r WHERE NOT EXISTS\n"
+        f"    (SELECT 1 FROM {predictions_table} p WHERE p.prediction_id = r.prediction_id)\n"
+        "    ON CONFLICT DO NOTHING;\n"
+        f"    DELETE FROM {pending} WHERE labels;\n"
+        "    RETURN NULL;\n"
+        "  END IF;\n"
+        f"  {clear.format(rows='old_rows')};\n"
+        "  IF TG_OP = 'UPDATE' THEN\n"
         f"    {clear.format(rows='new_rows')};\n"
         f"    INSERT INTO {orphans} SELECT r.prediction_id FROM new_rows r WHERE NOT EXISTS\n"
         f"    (SELECT 1 FROM {predictions_table} p WHERE p.prediction_id = r.prediction_id)\n"
         "    ON CONFLICT DO NOTHING;\n"
-        "  END IF;\n"
-        "  IF TG_OP IN ('UPDATE', 'DELETE') THEN\n"
-        f"    {clear.format(rows='old_rows')};\n"
         "  END IF;\n"
         "  RETURN NULL;\n"
         "END $label$"
@@ -304,14 +347,17 @@ def ensure(
         f"    {_chunks_sql(packing, chunks, day_rows, labels_table)};\n"
         f"    DELETE FROM {stale} WHERE prediction_date = ANY(days);\n"
         "  END IF;\n"
+        # Labels noted as waiting whose prediction is stored now: packed with it below
+        # (its chunk may have been packed without them).
+        f"  IF EXISTS (SELECT 1 FROM {orphans}) THEN\n"
+        f"    {clear.format(rows=orphans)};\n"
+        f"    DELETE FROM {orphans} o USING {predictions_table} p\n"
+        "    WHERE p.prediction_id = o.prediction_id;\n"
+        "  END IF;\n"
         f"  SELECT array_agg(DISTINCT prediction_date) INTO relabelled FROM {chunks}\n"
         f"    WHERE {_LABEL} IS NULL;\n"
         "  IF relabelled IS NOT NULL THEN\n"
         f"    {_labels_sql(packing, chunks, labels_table)};\n"
-        "  END IF;\n"
-        f"  IF EXISTS (SELECT 1 FROM {orphans}) THEN\n"
-        f"    DELETE FROM {orphans} o USING {predictions_table} p\n"
-        "    WHERE p.prediction_id = o.prediction_id;\n"
         "  END IF;\n"
         "  RETURN (SELECT count(*) FROM (SELECT unnest(days) UNION SELECT unnest(relabelled)) s);\n"
         "END $refresh$"
@@ -320,14 +366,19 @@ def ensure(
         (predictions_table, pack, False),
         (labels_table, label, True),
     ):
-        for event, clause in _EVENTS.items():
+        for event, clause, level in _TRIGGERS:
             name = q(_trigger(event, labels))
+            call = (
+                f"{note}('{'labels' if labels else 'predictions'}')"
+                if event == "insert"
+                else f"{function}()"
+            )
             tx.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
             tx.execute(
                 f"CREATE TRIGGER {name} AFTER {clause.format(t=table)} "
-                f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+                f"FOR EACH {level} EXECUTE FUNCTION {call}"
             )
-    tx.execute(f"TRUNCATE {stale}, {orphans}")
+    tx.execute(f"TRUNCATE {stale}, {orphans}, {pending}")
     tx.execute(_chunks_sql(packing, chunks, predictions_table, labels_table))
     tx.execute(
         f"INSERT INTO {orphans} SELECT l.prediction_id FROM {labels_table} l "  # noqa: S608
@@ -338,12 +389,12 @@ def ensure(
 
 
 def writer(tx: Transaction, model: str) -> Writing | None:
-    """For a writer of the model's predictions (and their labels): the chunks' layout,
-    where the model has chunks (after `ensure`; None on a column store), and the promise,
-    for this transaction, to call `written` after each slice of predictions: the triggers
-    then leave those rows and their labels to it. Holds the model's lock to the end of the
-    transaction (see the module's doc)."""
-    chunks, _, orphans = _tables(model)
+    """For a writer of the model's predictions (and their labels) or of labels alone: the
+    chunks' layout, where the model has chunks (after `ensure`; None on a column store), and
+    the promise, for this transaction, to call `written` after each slice of predictions, or
+    `labelled` after the labels: the triggers then leave its rows to it. Holds the model's
+    lock to the end of the transaction (see the module's doc)."""
+    chunks, _, orphans, _ = _tables(model)
     found = tx.query(
         "SELECT obj_description(to_regclass(:chunks), 'pg_class') AS marker", {"chunks": chunks}
     )
@@ -372,7 +423,7 @@ def written(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    chunks, _, orphans = _tables(model)
+    chunks, _, orphans, _ = _tables(model)
     if labels is not None and labels.num_rows:
         # Labels whose row was quarantined wait for their prediction like any other.
         ids = labels.column("prediction_id")
@@ -424,9 +475,37 @@ def written(
             tx.execute(statement, params)
 
 
+def labelled(
+    tx: Transaction,
+    model: str,
+    predictions_table: str,
+    labels_table: str,
+    days: Sequence[Any],
+    written: Mapping[str, Any],
+) -> None:
+    """After a `writer` of labels alone wrote them: the packed labels of `days` (those of
+    the labels' stored predictions) cleared for `refresh`, and the labels whose prediction
+    is not stored noted as waiting. `written`: `labelled_at` and `batches`, which select
+    the labels written (new or changed)."""
+    chunks, _, orphans, _ = _tables(model)
+    if days:
+        tx.execute(
+            f"UPDATE {chunks} SET {_LABEL} = NULL "  # noqa: S608
+            f"WHERE {_LABEL} IS NOT NULL AND prediction_date = ANY(:days)",
+            {"days": list(days)},
+        )
+    tx.execute(
+        f"INSERT INTO {orphans} SELECT l.prediction_id FROM {labels_table} l "  # noqa: S608
+        "WHERE l.labelled_at = :labelled_at AND l.batch_id = ANY(:batches) AND NOT EXISTS "
+        f"(SELECT 1 FROM {predictions_table} p WHERE p.prediction_id = l.prediction_id) "
+        "ON CONFLICT DO NOTHING",
+        dict(written),
+    )
+
+
 def mark_stale(tx: Transaction, model: str, days: Sequence[Any]) -> None:
     """Mark these days' chunks to be made again by `refresh`."""
-    _, stale, _ = _tables(model)
+    stale = _tables(model)[1]
     for day in days:
         tx.execute(
             f"INSERT INTO {stale} (prediction_date) VALUES (:day) ON CONFLICT DO NOTHING",
@@ -491,7 +570,7 @@ def refresh(tx: Transaction, model: str) -> int:
 def select(model: str, columns: Sequence[str], *, label: bool = False) -> str:
     """The day's chunks of these columns (and the label), in order, after whether the day
     is stale (one row even for a day without chunks, its columns NULL); the day is bound."""
-    chunks, stale, _ = _tables(model)
+    chunks, stale, *_ = _tables(model)
     listed = [f"c.{quote_identifier(c)}" for c in columns] + ([f"c.{_LABEL}"] if label else [])
     return (  # noqa: S608 - validated identifiers; the day is bound
         f"SELECT s.stale, c.n_rows, {', '.join(listed)} FROM "

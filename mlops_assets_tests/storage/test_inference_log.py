@@ -548,19 +548,24 @@ def test_packed_labels_follow_every_write(request: pytest.FixtureRequest):
     assert fresh()["y_true"].notna().sum() == 32
     assert warehouse.query('SELECT count(*) AS n FROM inference."credit__orphans"')[0]["n"] == 0
     # A user's own SQL on the labels: the day's labels are read by the join until refreshed.
-    with warehouse.transaction() as tx:
-        tx.execute(
-            f"INSERT INTO {plan.labels_table} (prediction_id, y_true, labelled_at) "
-            "VALUES ('id-40', '1', now())"
-        )
-        tx.execute(f"UPDATE {plan.labels_table} SET y_true = '0' WHERE prediction_id = 'id-0'")
-        tx.execute(f"DELETE FROM {plan.labels_table} WHERE prediction_id = 'id-1'")
-    assert _chunked_outcomes(warehouse, contract) is None
-    joined = _in_order(read_for_metrics(warehouse, contract, DAY)[["y_true", "y_pred", "proba"]])
-    pd.testing.assert_frame_equal(joined, _joined_outcomes(warehouse, contract))
-    with warehouse.transaction() as tx:
-        assert packed.refresh(tx, "credit") == 1
-    assert fresh()["y_true"].notna().sum() == 32
+    for statement, labelled in (
+        (
+            "INSERT INTO {t} (prediction_id, y_true, labelled_at) VALUES ('id-40', '1', now())",
+            33,
+        ),
+        ("UPDATE {t} SET y_true = '0' WHERE prediction_id = 'id-0'", 33),
+        (
+            "DELETE FROM {t} WHERE prediction_id = 'id-1'",
+            32,
+        ),
+    ):
+        warehouse.execute(statement.format(t=plan.labels_table))
+        assert _chunked_outcomes(warehouse, contract) is None, statement
+        joined = read_for_metrics(warehouse, contract, DAY)[["y_true", "y_pred", "proba"]]
+        pd.testing.assert_frame_equal(_in_order(joined), _joined_outcomes(warehouse, contract))
+        with warehouse.transaction() as tx:
+            assert packed.refresh(tx, "credit") == 1
+        assert fresh()["y_true"].notna().sum() == labelled
     # A labelled prediction deleted, then delivered again: its label is still its own.
     warehouse.execute(f"DELETE FROM {plan.predictions_table} WHERE prediction_id = 'id-2'")
     ingest_predictions(warehouse, contract, frame.iloc[[2]], batch_id="c", model_version="1")
