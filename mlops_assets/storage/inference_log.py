@@ -1627,12 +1627,13 @@ def iter_for_metrics(
     features: Mapping[str, str] | None = None,
     probabilities_first: bool = False,
 ) -> Iterator[pd.DataFrame]:
-    """`read_for_metrics`'s frame; with `probabilities_first` on a column store, after the
-    day's probabilities (and odds) alone, of the same snapshot. Those need no labels, so they
-    are read without the join and given first: the caller estimates metrics from them while
-    the engine joins the labels (`Warehouse.read_frames`). On PostgreSQL that first read
-    would scan the day's rows whole a second time, which costs more than the estimate it
-    would hide (1M rows: +0.9 s of reading to hide 0.4 s)."""
+    """`read_for_metrics`'s frame; with `probabilities_first`, after the day's probabilities
+    (and odds) alone, of the same snapshot. Those need no labels, so they are read without
+    the join and given first: the caller estimates metrics from them while the engine joins
+    the labels (`Warehouse.read_frames`). On PostgreSQL they come from the day's chunks
+    (`storage.packed`); while those are stale, the join alone is read: a first read of the
+    row store would scan the day's rows whole a second time, which costs more than the
+    estimate it would hide (1M rows: +0.9 s of reading to hide 0.4 s)."""
     plan = layout(contract, features)
     # A model nothing was logged for yet (or one that gained a feature) reads as empty rows.
     packing = _ensure_tables(wh, contract, features)[1]
@@ -1658,7 +1659,9 @@ def iter_for_metrics(
         )
     ]
     unlabelled = [c for c in types if c not in ("y_true", "y_pred")]
-    if probabilities_first and unlabelled and wh.columnar:
+    if not probabilities_first:
+        unlabelled = []
+    if unlabelled and wh.columnar:
         columns = ", ".join(quote_identifier(c) for c in unlabelled)
         statements.insert(
             0,
@@ -1667,7 +1670,7 @@ def iter_for_metrics(
                 {"day": day},
             ),
         )
-    for frame in _metrics_frames(wh, plan, day, statements, types, packing):
+    for frame in _metrics_frames(wh, plan, day, statements, types, packing, unlabelled):
         if not plan.classification and "y_pred" in frame:
             # A regression model's prediction is its score (the name the task metrics read).
             frame["score"] = frame["y_pred"]
@@ -1681,23 +1684,31 @@ def _metrics_frames(
     statements: list[tuple[str, dict[str, Any]]],
     types: dict[str, str],
     packing: packed.Packing | None,
+    unlabelled: list[str],
 ) -> Iterator[pd.DataFrame]:
     """The frames of `statements`; on a row store, from the day's chunks while they and
-    their labels are fresh."""
-    if packing is not None:
-        outputs = [c for c in types if c != "y_true"]
-        try:
-            (frame,) = wh.read_frames(
-                [(packed.select(plan.model, outputs, label=True), {"day": day})],
-                types=types,
-                decode=functools.partial(packed.decode, packing=packing),
-            )
-        except packed.StaleDay:  # rows or labels changed since the day's chunks were made
-            pass
-        else:
-            yield pd.DataFrame({c: frame[c] for c in types}, copy=False)
-            return
-    yield from wh.read_frames(statements, types=types)
+    their labels are fresh, the `unlabelled` columns first when asked (from chunks they
+    cost a few megabytes, not a second scan of the day)."""
+    if packing is None:
+        yield from wh.read_frames(statements, types=types)
+        return
+    outputs = [c for c in types if c != "y_true"]
+    chunked = [(packed.select(plan.model, outputs, label=True), {"day": day})]
+    if unlabelled:
+        # Fresh only if the second read will be: the day's chunks hold all it reads.
+        complete = [*outputs, packed.LABEL]
+        first = packed.select(plan.model, unlabelled, complete=complete)
+        chunked.insert(0, (first, {"day": day}))
+    frames = wh.read_frames(
+        chunked, types=types, decode=functools.partial(packed.decode, packing=packing)
+    )
+    try:
+        for frame in frames:
+            yield pd.DataFrame({c: frame[c] for c in types if c in frame}, copy=False)
+    except packed.StaleDay:  # rows or labels changed since the day's chunks were made
+        # The join on the row store, alone (its probabilities read first would cost a
+        # second scan of the day).
+        yield from wh.read_frames(statements[-1:], types=types)
 
 
 def read_features(

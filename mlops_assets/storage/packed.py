@@ -567,14 +567,26 @@ def refresh(tx: Transaction, model: str) -> int:
     return int(tx.query(f"SELECT {refresh_function}() AS days")[0]["days"])
 
 
-def select(model: str, columns: Sequence[str], *, label: bool = False) -> str:
+def select(
+    model: str, columns: Sequence[str], *, label: bool = False, complete: Sequence[str] = ()
+) -> str:
     """The day's chunks of these columns (and the label), in order, after whether the day
-    is stale (one row even for a day without chunks, its columns NULL); the day is bound."""
+    is stale (one row even for a day without chunks, its columns NULL); the day is bound.
+    `complete`: columns (and "(y_true)" for the label) of which a chunk lacking one also
+    makes the day stale: a read in parts learns from its first that the others will do."""
     chunks, stale, *_ = _tables(model)
     listed = [f"c.{quote_identifier(c)}" for c in columns] + ([f"c.{_LABEL}"] if label else [])
+    lacking = " OR ".join(
+        f"{_LABEL if c == LABEL else quote_identifier(c)} IS NULL" for c in complete
+    )
+    also = (
+        f" OR EXISTS (SELECT 1 FROM {chunks} WHERE prediction_date = :day AND ({lacking}))"
+        if complete
+        else ""
+    )
     return (  # noqa: S608 - validated identifiers; the day is bound
         f"SELECT s.stale, c.n_rows, {', '.join(listed)} FROM "
-        f"(SELECT EXISTS (SELECT 1 FROM {stale} WHERE prediction_date = :day) AS stale) s "
+        f"(SELECT EXISTS (SELECT 1 FROM {stale} WHERE prediction_date = :day){also} AS stale) s "
         f"LEFT JOIN {chunks} c ON c.prediction_date = :day ORDER BY c.chunk"
     )
 
