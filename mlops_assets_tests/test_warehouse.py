@@ -479,3 +479,31 @@ def test_an_embedded_session_keeps_the_file_only_while_it_lasts(tmp_path: Path):
     # Other processes wait for the file while a session holds it, and get it right after.
     assert during.returncode != 0 and "lock" in during.stderr.lower(), during.stderr
     assert after.returncode == 0, after.stderr
+
+
+@pytest.mark.postgres
+def test_reads_reuse_a_checked_connection(pg_dsn: str):
+    """A finished read's connection serves the process's next read of the database (the
+    driver's connect costs ~80 ms), each read in a snapshot of its own; one the server
+    closed meanwhile is replaced, and the read succeeds."""
+    import psycopg
+
+    wh = PostgresWarehouse(pg_dsn)
+    wh.migrate()
+    wh.execute("CREATE TABLE mlops.reads (n INTEGER)")
+
+    def read() -> tuple[int, int]:
+        (frame,) = wh.read_frames(
+            [("SELECT pg_backend_pid() AS pid, (SELECT count(*) FROM mlops.reads) AS n", None)],
+            types={"pid": "double", "n": "double"},
+        )
+        return int(frame["pid"].iloc[0]), int(frame["n"].iloc[0])
+
+    first = read()
+    wh.execute("INSERT INTO mlops.reads VALUES (1)")
+    second = read()
+    assert second == (first[0], 1)  # the same connection, a new snapshot
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute("SELECT pg_terminate_backend(%s)", (second[0],))
+    third = read()
+    assert third[0] != second[0] and third[1] == 1

@@ -10,10 +10,12 @@ the daemon, the webserver and run workers are separate processes.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib.resources
 import io
+import os
 import random
 import re
 import threading
@@ -1314,6 +1316,63 @@ def _frame_to_csv(frame: Any) -> bytes | None:
     return buffer.getvalue()
 
 
+class _IdleReaders:
+    """The ADBC connections `PostgresWarehouse.read_frames` finished with, kept open for
+    this process's next read of the same database: the driver's connect costs about 80 ms
+    (it loads the server's types), more than a day's metrics columns take to read. A few at
+    most per database; a connection is checked with a round trip before it is used again,
+    never handed to a forked child, and closed at exit."""
+
+    KEEP = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[int, str], list[Any]] = {}
+
+    def take(self, dsn: str) -> Any:
+        while True:
+            with self._lock:
+                idle = self._idle.get((os.getpid(), dsn))
+                con = idle.pop() if idle else None
+            if con is None:
+                return None
+            try:  # a server restart, say, leaves it closed
+                with con.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    cur.fetchall()
+                con.rollback()
+                return con
+            except Exception:  # noqa: BLE001 - any failure: this one is not used again
+                with contextlib.suppress(Exception):
+                    con.close()
+
+    def give(self, dsn: str, con: Any) -> None:
+        try:
+            con.rollback()  # the read's snapshot ends here
+        except Exception:  # noqa: BLE001 - not kept
+            with contextlib.suppress(Exception):
+                con.close()
+            return
+        with self._lock:
+            idle = self._idle.setdefault((os.getpid(), dsn), [])
+            if len(idle) < self.KEEP:
+                idle.append(con)
+                return
+        con.close()
+
+    def close(self) -> None:
+        with self._lock:
+            mine = [c for (pid, _), cons in self._idle.items() if pid == os.getpid() for c in cons]
+            self._idle.clear()
+        for con in mine:
+            with contextlib.suppress(Exception):
+                con.close()
+
+
+_IDLE_READERS = _IdleReaders()
+atexit.register(_IDLE_READERS.close)
+
+
 class PostgresWarehouse(Warehouse):
     engine = "postgres"
 
@@ -1390,14 +1449,17 @@ class PostgresWarehouse(Warehouse):
                 "-c synchronize_seqscans=off -c max_parallel_workers_per_gather=0",
             ]
         ).strip()
-        try:
-            con = adbc.connect(
-                make_conninfo(self.dsn, connect_timeout=self.connect_timeout, options=settings)
-            )
-        except adbc_driver_manager.Error as error:
-            raise WarehouseError(
-                f"could not connect to {self.describe()}: {redact(error)}"
-            ) from error
+        con = _IDLE_READERS.take(self.dsn)
+        if con is None:
+            try:
+                con = adbc.connect(
+                    make_conninfo(self.dsn, connect_timeout=self.connect_timeout, options=settings)
+                )
+            except adbc_driver_manager.Error as error:
+                raise WarehouseError(
+                    f"could not connect to {self.describe()}: {redact(error)}"
+                ) from error
+        done = False
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending = pool.submit(_adbc_read, con, *statements[0], arrow, types, decode)
@@ -1413,8 +1475,12 @@ class PostgresWarehouse(Warehouse):
                         )
                     rows = len(frame)
                     yield frame
+            done = True
         finally:
-            con.close()
+            if done:
+                _IDLE_READERS.give(self.dsn, con)
+            else:
+                con.close()
 
     def query_readonly(
         self, sql: str, *, timeout: float = QUERY_TIMEOUT_SECONDS
