@@ -458,13 +458,19 @@ def written(
     for value in days:
         where = np.flatnonzero(day_numbers == value)
         for start in range(0, len(where), CHUNK_ROWS):
-            take = pa.array(where[start : start + CHUNK_ROWS])
-            part = rows.select([*present, "prediction_id"]).take(take)
+            at = where[start : start + CHUNK_ROWS]
+            chosen = rows.select([*present, "prediction_id"])
+            if at[-1] - at[0] == len(at) - 1:  # a run of rows (a one-day slice): no copy
+                part = chosen.slice(int(at[0]), len(at))
+                labels_of = None if label is None else label.slice(int(at[0]), len(at))
+            else:
+                part = chosen.take(pa.array(at))
+                labels_of = None if label is None else label.take(pa.array(at))
             params: dict[str, Any] = {
                 "day": value.item(),
                 "n": part.num_rows,
                 "ids": _text_array(part.column("prediction_id")),
-                "label": None if label is None else _pack(label.take(take), _numeric(packing)),
+                "label": None if labels_of is None else _pack(labels_of, _numeric(packing)),
             }
             for i, name in enumerate(names):
                 # A feature of the table that these rows lack (an older model version's) is

@@ -413,6 +413,9 @@ def test_the_ingestion_packs_chunks_as_the_trigger_does(request: pytest.FixtureR
     frame.loc[0:3, "amount"] = [np.nan, np.inf, -np.inf, -0.0]
     frame.loc[4:6, "region"] = [None, "", "Zürich"]
     frame["defaulted"] = pd.array([1, None, 0] * 10, dtype="Int64")
+    # Every fourth row a day later: each day's rows are picked from the slice, not a run.
+    later = DAY + dt.timedelta(days=1)
+    frame.loc[frame.index % 4 == 1, "ts"] = pd.Timestamp(later) + pd.Timedelta(hours=1)
     ingest_predictions(warehouse, contract, frame, batch_id="a", model_version="1")
     plan = layout(contract)
     packing = packed.Packing.parse(
@@ -423,22 +426,29 @@ def test_the_ingestion_packs_chunks_as_the_trigger_does(request: pytest.FixtureR
     assert packing is not None
 
     def chunk_rows() -> pd.DataFrame:
-        """The chunks' rows, each with its id, in id order."""
-        (frame,) = warehouse.read_frames(
-            [
-                (
-                    packed.select("credit", ["amount", "region", "y_pred", "proba"], label=True),
-                    {"day": DAY},
-                )
-            ],
-            types={},
-            decode=lambda table: packed.decode(table, packing),
-        )
-        ids = warehouse.query(
-            'SELECT "(ids)" AS ids FROM inference."credit__packed" ORDER BY chunk'
-        )
-        frame.insert(0, "id", [i for row in ids for i in row["ids"]])
-        return frame.sort_values("id").reset_index(drop=True)
+        """The chunks' rows of both days, each with its id, in id order."""
+        days = []
+        for day in (DAY, later):
+            (frame,) = warehouse.read_frames(
+                [
+                    (
+                        packed.select(
+                            "credit", ["amount", "region", "y_pred", "proba"], label=True
+                        ),
+                        {"day": day},
+                    )
+                ],
+                types={},
+                decode=lambda table: packed.decode(table, packing),
+            )
+            ids = warehouse.query(
+                'SELECT "(ids)" AS ids FROM inference."credit__packed" '
+                "WHERE prediction_date = :day ORDER BY chunk",
+                {"day": day},
+            )
+            frame.insert(0, "id", [i for row in ids for i in row["ids"]])
+            days.append(frame)
+        return pd.concat(days).sort_values("id").reset_index(drop=True)
 
     by_ingestion = chunk_rows()
     with warehouse.transaction() as tx:
