@@ -1565,12 +1565,15 @@ def ingest_labels(
                 n_good += item.rows.num_rows - identical - len(replaced)
                 n_bad += item.n_bad + len(replaced)
             store.finish()
-            days = _label_days(tx, plan, now, batches)
-            if writing is not None:
+            if writing is None:
+                days = _label_days(tx, plan, now, batches)
+            else:
+                # The same days, their packed labels cleared in the same pass.
                 written = {"labelled_at": now, "batches": sorted(batches)}
-                packed.labelled(
-                    tx, plan.model, plan.predictions_table, plan.labels_table, sorted(days), written
+                found = packed.labelled(
+                    tx, plan.model, plan.predictions_table, plan.labels_table, written
                 )
+                days = frozenset(_date(d) for d in found)
                 packed.refresh(tx, plan.model)
             result = IngestResult(n_rows, n_good, n_bad, days)
             _record(tx, contract, "label", batch_id, result, now)
@@ -1597,9 +1600,11 @@ def _label_days(
         "WHERE l.labelled_at = :labelled_at AND l.batch_id = ANY(:batches)",
         {"labelled_at": labelled_at, "batches": sorted(batches)},
     )
-    return frozenset(
-        r["day"].date() if isinstance(r["day"], dt.datetime) else r["day"] for r in found
-    )
+    return frozenset(_date(r["day"]) for r in found)
+
+
+def _date(value: dt.date) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
 
 
 # --------------------------------------------------------------------------- reading

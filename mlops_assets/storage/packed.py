@@ -486,27 +486,28 @@ def labelled(
     model: str,
     predictions_table: str,
     labels_table: str,
-    days: Sequence[Any],
     written: Mapping[str, Any],
-) -> None:
-    """After a `writer` of labels alone wrote them: the packed labels of `days` (those of
-    the labels' stored predictions) cleared for `refresh`, and the labels whose prediction
-    is not stored noted as waiting. `written`: `labelled_at` and `batches`, which select
-    the labels written (new or changed)."""
+) -> list[Any]:
+    """After a `writer` of labels alone wrote them: the days of the labels' stored
+    predictions, whose packed labels are cleared for `refresh`; the labels whose prediction
+    is not stored are noted as waiting. `written`: `labelled_at` and `batches`, which select
+    the labels written (new or changed). One pass over the labels table, which has no index
+    on those."""
+    if not written["batches"]:  # nothing was written
+        return []
     chunks, _, orphans, _ = _tables(model)
-    if days:
-        tx.execute(
-            f"UPDATE {chunks} SET {_LABEL} = NULL "  # noqa: S608
-            f"WHERE {_LABEL} IS NOT NULL AND prediction_date = ANY(:days)",
-            {"days": list(days)},
-        )
-    tx.execute(
-        f"INSERT INTO {orphans} SELECT l.prediction_id FROM {labels_table} l "  # noqa: S608
-        "WHERE l.labelled_at = :labelled_at AND l.batch_id = ANY(:batches) AND NOT EXISTS "
-        f"(SELECT 1 FROM {predictions_table} p WHERE p.prediction_id = l.prediction_id) "
-        "ON CONFLICT DO NOTHING",
+    found = tx.query(
+        f"WITH written AS (SELECT l.prediction_id, p.prediction_date FROM {labels_table} l "  # noqa: S608
+        f"LEFT JOIN {predictions_table} p ON p.prediction_id = l.prediction_id "
+        "WHERE l.labelled_at = :labelled_at AND l.batch_id = ANY(:batches)), "
+        f"waiting AS (INSERT INTO {orphans} SELECT prediction_id FROM written "
+        "WHERE prediction_date IS NULL ON CONFLICT DO NOTHING), "
+        f"cleared AS (UPDATE {chunks} SET {_LABEL} = NULL WHERE {_LABEL} IS NOT NULL "
+        "AND prediction_date IN (SELECT prediction_date FROM written)) "
+        "SELECT DISTINCT prediction_date AS day FROM written WHERE prediction_date IS NOT NULL",
         dict(written),
     )
+    return [r["day"] for r in found]
 
 
 def mark_stale(tx: Transaction, model: str, days: Sequence[Any]) -> None:
