@@ -1739,30 +1739,41 @@ def iter_features(
     *,
     features: Mapping[str, str] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """`read_features` in groups of columns, the categorical features, then a third of the
-    numeric ones, then the rest, the rows in the same order in all: the engine reads a group
-    while the caller tests the one before (the categorical tests leave a core free, time
-    enough to read a third of the numbers; the numeric tests sort on all cores). On the
-    embedded engine the file stays locked until the last group is read. On a row store the
-    features come from their chunks (`storage.packed`), or from the predictions table while
-    the day's chunks are stale."""
+    """`read_features` in groups of columns, the rows in the same order in all: the engine
+    reads a group while the caller tests the one before. Nothing is tested while the first
+    group is read, so it is small and quick to decode: three numeric features. Then the
+    categorical ones (their text takes longest to decode; read while the first group is
+    tested), then the rest of the numeric ones in two halves. On PostgreSQL this order made
+    the read and tests of 1M rows x 40 features 1.0x the tests alone, against 1.1-1.3x with
+    the categorical features first; on the embedded engine the order made no difference.
+    On the embedded engine the file stays locked until the last group is read. On a row
+    store the features come from their chunks (`storage.packed`), or from the predictions
+    table while the day's chunks are stale."""
     plan = layout(contract, features)
     packing = _ensure_tables(wh, contract, features)[1]
     types = _feature_types(plan)
     numeric = [n for n, k in plan.features.items() if k == "numeric"]
-    third = len(numeric) // 3
+    half = 3 + (len(numeric) - 3) // 2
     groups = [
+        numeric[:3],
         [n for n, k in plan.features.items() if k == "categorical"],
-        numeric[:third],
-        numeric[third:],
+        numeric[3:half],
+        numeric[half:],
     ]
     groups = [g for g in groups if g]
     by_column = [(_features_sql(plan, g), {"day": day}) for g in groups]
     if packing is None:
         yield from wh.read_frames(by_column, types=types)
         return
+    # The first group's read tells whether the chunks hold every group's columns (a chunk
+    # made before the model gained a feature lacks it): then all are read from them.
+    everything = [n for g in groups for n in g]
+    chunked = [
+        packed.select(plan.model, g, complete=everything if i == 0 else ())
+        for i, g in enumerate(groups)
+    ]
     frames = wh.read_frames(
-        [(packed.select(plan.model, g), {"day": day}) for g in groups],
+        [(statement, {"day": day}) for statement in chunked],
         types=types,
         decode=functools.partial(packed.decode, packing=packing),
     )

@@ -58,14 +58,22 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
         shutil.copy(request.getfixturevalue("_migrated_duckdb"), path)
         wh: Warehouse = DuckDBWarehouse(path)
     else:
-        wh = request.getfixturevalue("_shared_pg")
-        with wh.transaction() as tx:
-            tx.execute("DROP SCHEMA IF EXISTS serving CASCADE")
-            tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
-            tx.execute("CREATE SCHEMA inference")
-            tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+        return request.getfixturevalue("pg_warehouse")
     wh.execute("CREATE SCHEMA IF NOT EXISTS serving")
     return wh
+
+
+@pytest.fixture
+def pg_warehouse(_shared_pg: PostgresWarehouse) -> PostgresWarehouse:
+    """The session's PostgreSQL warehouse, its `serving` and `inference` schemas empty and
+    its shared tables of ingestion truncated."""
+    with _shared_pg.transaction() as tx:
+        tx.execute("DROP SCHEMA IF EXISTS serving CASCADE")
+        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+        tx.execute("CREATE SCHEMA inference")
+        tx.execute("CREATE SCHEMA serving")
+        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+    return _shared_pg
 
 
 def binary_contract(

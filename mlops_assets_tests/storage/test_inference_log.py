@@ -26,7 +26,7 @@ from mlops_assets.storage.inference_log import (
     validate_rows,
 )
 from mlops_assets.storage.sources import SourceSchemaError
-from mlops_assets.storage.warehouse import Warehouse
+from mlops_assets.storage.warehouse import PostgresWarehouse, Warehouse
 from mlops_assets_tests.storage.conftest import DAY, binary_contract, prediction_frame
 
 LABELS = {"table": "serving.labels"}
@@ -264,18 +264,32 @@ def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
-    """The drift asset reads the features in two groups, categorical then numeric (the
-    numeric group while the categorical one is tested): put side by side they are
-    `read_features`, row for row, also after a re-delivery moved rows in the table and with
-    another day beside; and they are the rows the predictions table holds."""
-    features = {"amount": "numeric", "region": "categorical", "score": "numeric", "n": "numeric"}
+    """The drift asset reads the features in groups (each while the one before is tested):
+    three numeric, the categorical, then the other numeric in two halves. Put side by side
+    they are `read_features`, row for row, also after a re-delivery moved rows in the table
+    and with another day beside; and they are the rows the predictions table holds."""
+    features = {
+        "amount": "numeric",
+        "region": "categorical",
+        "score": "numeric",
+        "n": "numeric",
+        "m": "numeric",
+        "k": "numeric",
+        "j": "numeric",
+    }
     contract = binary_contract(features=features)
     ensure_tables(warehouse, contract)
 
     def batch(n: int, seed: int, start: int = 0, day: dt.date = DAY) -> pd.DataFrame:
         frame = prediction_frame(n, seed=seed, start=start, day=day)
         rng = np.random.default_rng(seed + 1)
-        return frame.assign(score=rng.normal(size=n), n=rng.integers(0, 9, n).astype(float))
+        return frame.assign(
+            score=rng.normal(size=n),
+            n=rng.integers(0, 9, n).astype(float),
+            m=rng.normal(size=n),
+            k=rng.uniform(size=n),
+            j=rng.integers(-5, 5, n).astype(float),
+        )
 
     ingest_predictions(warehouse, contract, batch(300, 1), batch_id="a", model_version="1")
     later = DAY + dt.timedelta(days=1)
@@ -286,23 +300,21 @@ def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
     ingest_predictions(warehouse, contract, batch(100, 3, 100), batch_id="c", model_version="1")
     whole = read_features(warehouse, contract, DAY)
     parts = list(iter_features(warehouse, contract, DAY))
-    assert [list(p.columns) for p in parts] == [["region"], ["amount"], ["score", "n"]]
+    groups = [["amount", "score", "n"], ["region"], ["m"], ["k", "j"]]
+    assert [list(p.columns) for p in parts] == groups
     pd.testing.assert_frame_equal(pd.concat(parts, axis=1)[list(features)], whole)
     assert len(whole) == 300
     pd.testing.assert_frame_equal(_in_order(whole), _row_store_features(warehouse, contract))
 
 
 @pytest.mark.postgres
-def test_packed_features_follow_every_write(request: pytest.FixtureRequest):
+def test_packed_features_follow_every_write(pg_warehouse: PostgresWarehouse):
     """On PostgreSQL the monitoring reads take the features from their packed copy, which
     triggers keep: after a first delivery, a re-delivery that changes rows and moves one to
     another day, a user's UPDATE and DELETE, NULLs, NaN, infinities, empty and non-ASCII
     categories, a feature the model gained, a TRUNCATE and a predictions table made anew,
     it reads what the predictions table holds."""
-    warehouse = request.getfixturevalue("_shared_pg")
-    with warehouse.transaction() as tx:
-        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
-        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+    warehouse = pg_warehouse
     contract = binary_contract()
     ensure_tables(warehouse, contract)
     later = DAY + dt.timedelta(days=1)
@@ -397,16 +409,12 @@ def test_packed_features_follow_every_write(request: pytest.FixtureRequest):
 
 
 @pytest.mark.postgres
-def test_the_ingestion_packs_chunks_as_the_trigger_does(request: pytest.FixtureRequest):
+def test_the_ingestion_packs_chunks_as_the_trigger_does(pg_warehouse: PostgresWarehouse):
     """The ingestion appends the chunks of the rows it inserts itself (the trigger would
     cost PostgreSQL more than the rows' COPY): row for row what the trigger makes of the
     same rows inserted by plain SQL, NaN, infinities, -0.0, NULLs and non-ASCII included,
     each with its id and its label (from the ingestion's memory; joined by the trigger)."""
-    warehouse = request.getfixturevalue("_shared_pg")
-    with warehouse.transaction() as tx:
-        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
-        tx.execute("DROP SCHEMA IF EXISTS serving CASCADE")
-        tx.execute("CREATE SCHEMA serving")
+    warehouse = pg_warehouse
     contract = binary_contract(labels=None)  # the targets in the log: packed from memory
     ensure_tables(warehouse, contract)
     frame = prediction_frame(30, seed=3)
@@ -463,12 +471,11 @@ def test_the_ingestion_packs_chunks_as_the_trigger_does(request: pytest.FixtureR
 
 
 @pytest.mark.postgres
-def test_the_chunks_are_made_once(request: pytest.FixtureRequest):
+def test_the_chunks_are_made_once(pg_warehouse: PostgresWarehouse):
     """A second `ensure_tables` finds the chunks, their functions and triggers as they are
     and does not pack the table again, also for the longest model name the log takes
     (PostgreSQL keeps 63 bytes of a name)."""
-    warehouse = request.getfixturevalue("_shared_pg")
-    warehouse.execute("DROP SCHEMA IF EXISTS inference CASCADE")
+    warehouse = pg_warehouse
     contract = binary_contract(name="m" * 50)
     ensure_tables(warehouse, contract)
     chunks = f'inference."{"m" * 50}__packed"'
@@ -519,16 +526,13 @@ def _joined_outcomes(wh: Warehouse, contract, day: dt.date = DAY) -> pd.DataFram
 
 
 @pytest.mark.postgres
-def test_packed_labels_follow_every_write(request: pytest.FixtureRequest):
+def test_packed_labels_follow_every_write(pg_warehouse: PostgresWarehouse):
     """On PostgreSQL the metrics read takes the outputs and labels from the chunks too. They
     hold what the tables join to after: predictions first and labels two days later, a label
     that comes before its prediction, a user's INSERT, UPDATE and DELETE of labels, a
     prediction deleted and delivered again, a TRUNCATE of the labels; while the labels wait
     for `refresh`, the metrics read joins the tables."""
-    warehouse = request.getfixturevalue("_shared_pg")
-    with warehouse.transaction() as tx:
-        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
-        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+    warehouse = pg_warehouse
     contract = binary_contract()
     plan = layout(contract)
     ensure_tables(warehouse, contract)
@@ -592,15 +596,12 @@ def test_packed_labels_follow_every_write(request: pytest.FixtureRequest):
 
 
 @pytest.mark.postgres
-def test_the_ingestion_packs_the_labels_in_its_rows(request: pytest.FixtureRequest):
+def test_the_ingestion_packs_the_labels_in_its_rows(pg_warehouse: PostgresWarehouse):
     """A model whose targets come in its predictions: the ingestion packs each row's label
     from its memory, as the join would find it (a row without a target unlabelled); a
     quarantined row's label waits for its prediction, which takes it when it comes without
     a target; a re-delivery that changes labels of stored rows is packed again."""
-    warehouse = request.getfixturevalue("_shared_pg")
-    with warehouse.transaction() as tx:
-        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
-        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
+    warehouse = pg_warehouse
     contract = binary_contract(labels=None)
     ensure_tables(warehouse, contract)
     frame = prediction_frame(40, seed=8)
@@ -634,18 +635,15 @@ def test_the_ingestion_packs_the_labels_in_its_rows(request: pytest.FixtureReque
 
 
 @pytest.mark.postgres
-def test_a_label_written_beside_its_prediction_is_packed(request: pytest.FixtureRequest):
+def test_a_label_written_beside_its_prediction_is_packed(pg_warehouse: PostgresWarehouse):
     """A user's label committed while the ingestion of its prediction runs: the ingestion
     waits for the label's transaction, then packs it (the triggers and the writer share one
     lock per model)."""
+    warehouse = pg_warehouse
     import threading
 
     import psycopg
 
-    warehouse = request.getfixturevalue("_shared_pg")
-    with warehouse.transaction() as tx:
-        tx.execute("DROP SCHEMA IF EXISTS inference CASCADE")
-        tx.execute("TRUNCATE mlops.quarantine, mlops.ingest_batches")
     contract = binary_contract()
     plan = layout(contract)
     ensure_tables(warehouse, contract)

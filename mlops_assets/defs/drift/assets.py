@@ -71,9 +71,8 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         p_value=config.p_value,
         drift_share=config.drift_share,
     )
-    # The day's columns group by group (one group on the embedded engine): the features of
-    # one group are tested while the warehouse reads the next. The report is the one
-    # `compute_drift` gives on the whole frame.
+    # The day's columns group by group: the features of one group are tested while the
+    # warehouse reads the next. The report is the one `compute_drift` gives on the whole frame.
     parts: list[pd.DataFrame] = []
     run = None
     try:
