@@ -318,7 +318,8 @@ def _prepare_numeric(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared:
 def _sort_numeric(
     jobs: Sequence[tuple[_Prepared, np.ndarray | None, np.ndarray | None]],
 ) -> None:
-    """Sort numeric features' values into the given arrays (fresh ones where None).
+    """Sort numeric features' values into the given arrays (fresh ones where None; the
+    values themselves, an owned column, are sorted in place).
 
     Every numeric statistic here works on sorted samples, so each column is sorted once;
     copying into storage this module owns also keeps the caller's frame untouched. numpy
@@ -336,7 +337,8 @@ def _sort_numeric(
 
     def sort_one(task: tuple[np.ndarray, np.ndarray]) -> None:
         values, out = task
-        out[:] = values
+        if out is not values:
+            out[:] = values
         out.sort()
 
     threads = min(SORT_THREADS, len(tasks))
@@ -346,6 +348,11 @@ def _sort_numeric(
     else:
         for task in tasks:
             sort_one(task)
+
+
+def _own(values: np.ndarray | None) -> np.ndarray | None:
+    """The array itself, to sort in place, where it may be written (else None: a copy)."""
+    return values if values is not None and values.flags.writeable else None
 
 
 def _prepare_categorical(name: str, ref: pd.Series, cur: pd.Series) -> _Prepared:
@@ -824,8 +831,11 @@ class DriftRun:
         self._chi2: dict[str, tuple[float, float]] = {}
         self._wasserstein: dict[str, float] = {}
 
-    def add(self, current: pd.DataFrame) -> None:
-        """Test the features among ``current``'s columns (each once)."""
+    def add(self, current: pd.DataFrame, *, owned: bool = False) -> None:
+        """Test the features among ``current``'s columns (each once). ``owned``: the caller
+        hands the frame over and will not read it again: its numeric columns are sorted
+        where they are instead of copied first (a day of 1M rows x 30 numeric features is
+        240 MB not allocated, faulted in and copied)."""
         if not isinstance(current, pd.DataFrame):
             raise DriftInputError("reference and current must be pandas DataFrames")
         if len(current) != self.n_current:
@@ -847,7 +857,9 @@ class DriftRun:
             part.append(prep)
         if self.config.engine == "alibi":
             return  # alibi-detect tests all features in one detector: in `finish`
-        _sort_numeric([(p, None, None) for p in part if p.kind == "numeric"])
+        _sort_numeric(
+            [(p, None, _own(p.cur_values) if owned else None) for p in part if p.kind == "numeric"]
+        )
         testable = [p for p in part if p.reason is None]
         self._chi2.update(_chi2_tests([p for p in testable if p.kind == "categorical"]))
         for p in testable:

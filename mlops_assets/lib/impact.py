@@ -56,6 +56,16 @@ def _restore(
     return ref[rng.integers(0, ref.size, size=cur.size)]
 
 
+def sample_rows(n_rows: int, max_rows: int = DEFAULT_MAX_ROWS, seed: int = 0) -> np.ndarray | None:
+    """The rows (in order) `rank_feature_impact` scores of a frame of ``n_rows`` rows with
+    this ``max_rows`` and ``seed``; None for all of them. A caller that keeps only these
+    rows of a large day and passes them gets the impacts of the whole day."""
+    if n_rows <= max_rows:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_rows, size=int(max_rows), replace=False))
+
+
 def rank_feature_impact(
     predict_proba: Callable[[pd.DataFrame], object],
     calibrator: Calibrator,
@@ -100,12 +110,11 @@ def rank_feature_impact(
     if method not in ("quantile", "resample"):
         raise ImpactError(f"method must be 'quantile' or 'resample', got {method!r}")
 
-    rng = np.random.default_rng(seed)
-    if len(current) > max_rows:
-        rows = np.sort(rng.choice(len(current), size=int(max_rows), replace=False))
-        sample = current.iloc[rows].reset_index(drop=True)
-    else:
-        sample = current.reset_index(drop=True)
+    rows = sample_rows(len(current), max_rows, seed)
+    sample = (current if rows is None else current.iloc[rows]).reset_index(drop=True)
+    # Its own generator: the rows drawn above do not change the values restored below, so a
+    # caller that passes the rows `sample_rows` chose gets the same impacts.
+    rng = np.random.default_rng([seed, 1])
 
     def score(frame: pd.DataFrame) -> float:
         try:
@@ -136,4 +145,10 @@ def rank_feature_impact(
     return sorted(impacts, key=lambda item: item.impact, reverse=True)
 
 
-__all__ = ["DEFAULT_MAX_ROWS", "FeatureImpact", "ImpactError", "rank_feature_impact"]
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "FeatureImpact",
+    "ImpactError",
+    "rank_feature_impact",
+    "sample_rows",
+]

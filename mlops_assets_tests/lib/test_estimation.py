@@ -23,7 +23,7 @@ from mlops_assets.lib.estimation import (
     realised_metrics,
     reference_band,
 )
-from mlops_assets.lib.impact import ImpactError, rank_feature_impact
+from mlops_assets.lib.impact import ImpactError, rank_feature_impact, sample_rows
 
 WEIGHTS = np.array([2.0, 1.0, -0.5])
 
@@ -363,6 +363,35 @@ def test_impact_ranks_the_shifted_important_feature_first() -> None:
         max_rows=2000,
     )
     assert by_auc[0].feature == "a" and by_auc[0].impact > 0.02
+
+
+def test_impact_of_the_kept_sample_is_the_impact_of_the_day() -> None:
+    """The drift asset keeps only the rows `sample_rows` chooses of a large day (its tests
+    sort the day's columns in place): ranked on those rows, the impacts are the ones of
+    the whole day, the categorical restore's random draws included."""
+    rng = np.random.default_rng(5)
+    n = 3000
+
+    def frame(shift: float, p: list[float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "a": rng.normal(shift, 1, n),
+                "b": rng.normal(0, 1, n),
+                "c": rng.normal(0, 1, n),
+                "team": rng.choice(["x", "y", "z"], n, p=p),
+            }
+        )
+
+    reference, current = frame(0, [0.4, 0.3, 0.3]), frame(0.8, [0.8, 0.1, 0.1])
+    y_ref = (rng.uniform(size=n) < _impact_model(reference)).astype(int)
+    calibrator = fit_calibrator(y_ref, _impact_model(reference))
+    options = {"max_rows": 700, "method": "resample", "seed": 3}
+    whole = rank_feature_impact(_impact_model, calibrator, reference, current, **options)
+    rows = sample_rows(len(current), 700, seed=3)
+    assert rows is not None and len(rows) == 700 and (np.diff(rows) > 0).all()
+    kept = current.iloc[rows]
+    assert rank_feature_impact(_impact_model, calibrator, reference, kept, **options) == whole
+    assert sample_rows(700, 700) is None  # a small day is kept whole
 
 
 def test_impact_rejects_unknown_features_and_metrics() -> None:

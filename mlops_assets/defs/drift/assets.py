@@ -51,6 +51,7 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
 
     from mlops_assets.lib.drift import DriftConfig, DriftInputError, DriftRun
     from mlops_assets.lib.drift_html import render_html
+    from mlops_assets.lib.impact import sample_rows
     from mlops_assets.storage import inference_log
 
     try:  # the contract first: an undeclared model's partition fails naming the declared ones
@@ -73,22 +74,25 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     )
     # The day's columns group by group: the features of one group are tested while the
     # warehouse reads the next. The report is the one `compute_drift` gives on the whole frame.
-    parts: list[pd.DataFrame] = []
-    run = None
+    # A drifted day's impact ranking scores a sample of its rows (`sample_rows`): only those
+    # are kept, so the tests may sort the day's numeric columns where they are.
+    samples: list[pd.DataFrame] = []
+    run = rows = None
     try:
         for part in inference_log.iter_features(wh, contract, day, features=model.features):
             if run is None:
                 run = DriftRun(reference, model.features, drift_config, n_current=len(part))
-            run.add(part)
-            parts.append(part)
+                rows = sample_rows(len(part))
+            samples.append(part.copy() if rows is None else part.iloc[rows])
+            run.add(part, owned=True)
         assert run is not None  # iter_features yields at least one group
         laps.lap("read_and_test")  # each group read while the one before is tested
         report = run.finish()
     except DriftInputError as error:
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
     laps.lap("test")
-    impacts, impact_note = _impact_ranking(contract, model, report, reference, parts, mlflow)
-    del parts  # the day's rows are not needed any more: the report has what it draws
+    impacts, impact_note = _impact_ranking(contract, model, report, reference, samples, mlflow)
+    del samples
     laps.lap("impact")
     tracker = mlflow.tracker()
     # The report's home is MLflow: its own run per model version and day (through the buffer,
@@ -201,7 +205,7 @@ def _drift_rows(
 
 def _impact_ranking(contract, model, report, reference, parts, mlflow):
     """Drifted features -> how much of the estimated accuracy restoring each one recovers.
-    `parts`: the day's rows, as groups of columns.
+    `parts`: the day's rows `sample_rows` chose, as groups of columns.
 
     Needs the model's calibrator (classification) and the model (this host's cache, rebuilt from
     the MLflow registry when missing); without them the report is ranked by significance only,
@@ -234,7 +238,6 @@ def _impact_ranking(contract, model, report, reference, parts, mlflow):
         return {}, "not ranked: the model is not reachable (pending replay, or MLflow down)"
     import pandas as pd
 
-    # The groups side by side (a copy of the day's rows): only a day that drifted pays it.
     current = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
     try:
         ranked = rank_feature_impact(
