@@ -34,7 +34,8 @@ x (numeric + categorical) features. Per engine, in one run:
   instance (here SQLite: about 0.3-0.5 s whatever the rows).
 - Both sides warmed alike: each partition runs twice in a fresh process and the second run
   is timed, its computation in memory runs once untimed first; then `--repeats` of each
-  (a fresh process per partition run), medians. Peak RSS covers both runs of a process.
+  (a fresh process per partition run), each partition run beside its computation in
+  memory, the order alternating, medians. Peak RSS covers both runs of a process.
 - peak_rss_mb: the largest peak RSS of the asset runs (production_predictions,
   production_metrics, feature_drift_report), each run alone in a fresh Python subprocess
   (`dg.materialize` of that asset for the day, the code location from MLOPS_MODELS_PATH),
@@ -391,8 +392,8 @@ TIMED = ("production_metrics", "feature_drift_report")
 
 
 def assets_vs_memory(root: Path, contract, engine: str, dsn: str | None, repeats: int) -> dict:
-    """Train, run each asset for DAY in its own process, and time the in-memory equivalents,
-    `repeats` times each, medians."""
+    """Train, ingest, then run each timed asset for DAY in its own process and its
+    equivalent in memory, `repeats` times each, interleaved, medians."""
     import yaml
 
     from mlops_assets.defs.training.assets import _outputs
@@ -425,17 +426,8 @@ def assets_vs_memory(root: Path, contract, engine: str, dsn: str | None, repeats
     if dsn:
         env["MLOPS_WAREHOUSE_DSN"] = dsn
     run_child("train", env)
-    # Each asset run `repeats` times (fresh process each), the median partition kept, as the
-    # computation in memory below is timed `repeats` times.
-    runs = {}
-    for name in ASSETS:
-        tries = [run_child(name, env) for _ in range(repeats if name in TIMED else 1)]
-        key = "partition_s" if name in TIMED else "step_s"
-        median = statistics.median(t[key] for t in tries)
-        runs[name] = min(tries, key=lambda t: abs(t[key] - median)) | {
-            "tries": [round(t[key], 2) for t in tries],
-            "peak_rss_mb": max(t["peak_rss_mb"] for t in tries),
-        }
+    runs = {"production_predictions": run_child("production_predictions", env)}
+    runs["production_predictions"]["tries"] = [runs["production_predictions"]["step_s"]]
 
     # The same frames the assets read, read here untimed; then the computation alone.
     wh = build_runtime(load_settings(home=str(home), backend=engine, dsn=dsn)).warehouse
@@ -448,27 +440,51 @@ def assets_vs_memory(root: Path, contract, engine: str, dsn: str | None, repeats
         p_value=contract.drift.p_value,
         drift_share=contract.drift.drift_share,
     )
-    compute_drift(reference, current, model.features, config)  # warm-up, as the asset's
-    compute_times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        compute_drift(reference, current, model.features, config)
-        compute_times.append(time.perf_counter() - started)
     frame = inference_log.read_for_metrics(wh, contract, DAY, features=model.features)
     labelled = frame[frame["y_true"].notna()]
     assert len(labelled) == len(frame), "every row of the batch carries its outcome"
     # The metrics the partition writes: realised on the labelled rows and, for a model with a
     # calibrator, estimated from all the day's probabilities (stored beside them).
     assert model.estimation and contract.monitoring.estimate, "the asset estimates too"
-    evaluate_times, memory_times = [], []
-    for _ in range(repeats + 1):  # the first untimed: warmed, as the asset's
+
+    def drift_in_memory() -> dict:
+        started = time.perf_counter()
+        compute_drift(reference, current, model.features, config)
+        return {"drift_compute_s": time.perf_counter() - started}
+
+    def metrics_in_memory() -> dict:
         started = time.perf_counter()
         outputs = _outputs(contract, labelled)
         evaluate(contract, y_true_of(contract, labelled["y_true"]), outputs)
-        evaluate_times.append(time.perf_counter() - started)
+        evaluated = time.perf_counter() - started
         estimate_day(contract, model.estimation, outputs)
-        memory_times.append(time.perf_counter() - started)
-    del evaluate_times[0], memory_times[0]
+        return {"metrics_evaluate_s": evaluated, "metrics_memory_s": time.perf_counter() - started}
+
+    in_memory = {"feature_drift_report": drift_in_memory, "production_metrics": metrics_in_memory}
+    # Warmed alike: the computation in memory once untimed, as each asset's process runs its
+    # partition once before the timed run. Then `repeats` of each side, interleaved, the
+    # order alternating, so both sides see the same machine (its load drifts over minutes).
+    for compute in in_memory.values():
+        compute()
+    tries: dict[str, list[dict]] = {name: [] for name in TIMED}
+    memory: dict[str, list[float]] = {}
+    for repeat in range(repeats):
+        for name in TIMED:
+            for side in ("asset", "memory") if repeat % 2 == 0 else ("memory", "asset"):
+                if side == "asset":
+                    tries[name].append(run_child(name, env))
+                else:
+                    for key, value in in_memory[name]().items():
+                        memory.setdefault(key, []).append(value)
+    for name in TIMED:
+        median = statistics.median(t["partition_s"] for t in tries[name])
+        runs[name] = min(tries[name], key=lambda t: abs(t["partition_s"] - median)) | {
+            "tries": [round(t["partition_s"], 2) for t in tries[name]],
+            "peak_rss_mb": max(t["peak_rss_mb"] for t in tries[name]),
+        }
+    compute_times = memory["drift_compute_s"]
+    memory_times = memory["metrics_memory_s"]
+    evaluate_times = memory["metrics_evaluate_s"]
     return {
         "runs": runs,
         "drift_compute_s": statistics.median(compute_times),

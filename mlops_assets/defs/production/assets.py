@@ -6,6 +6,7 @@ import datetime as dt
 import math
 import warnings
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
 
@@ -250,10 +251,12 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
         laps.lap("read_model")
         # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
         # value while labels are missing, and kept beside the realised value once they arrive.
-        # On a column store those are read first, without the labels, and estimated while the
-        # labels are joined; else from the one frame, after it is read.
+        # Estimated on a thread, beside the read of the labels and the realised metrics here
+        # (numpy leaves the GIL while it works): from the probabilities, read first, or else
+        # from the one frame.
         estimable = bool(contract.monitoring.estimate and model.estimation)
-        estimates = None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="estimate")
+        estimating: Future | None = None
         for part in inference_log.iter_for_metrics(
             wh, contract, day, features=model.features, probabilities_first=estimable
         ):
@@ -261,13 +264,15 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
             if "y_true" in part:
                 frame = part
             else:
-                estimates = _estimates(contract, model, part)
-                laps.lap("estimate")
+                estimating = pool.submit(_estimates, contract, model, part)
     outputs_all = _outputs(contract, frame) if len(frame) else None
-    if estimable and estimates is None:
-        estimates = _estimates(contract, model, frame, outputs_all)
-        laps.lap("estimate")
-    estimated, lower, upper = estimates or ({}, {}, {})
+    if estimable and estimating is None:
+        estimating = pool.submit(_estimates, contract, model, frame, outputs_all)
+    pool.shutdown(wait=False)  # the estimate, if any, goes on; `estimates()` waits for it
+
+    def estimates() -> tuple[dict, dict, dict]:
+        return (estimating.result() if estimating is not None else None) or ({}, {}, {})
+
     monitored = contract.monitored_metrics()
     levels = metric_levels(contract, model.metrics)
     n_predictions = len(frame)
@@ -283,9 +288,9 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
     if n_predictions == 0:
         note = "no predictions for this day"
     elif len(labelled) < min_labelled:
-        if estimated and n_predictions >= min_labelled:
+        if estimates()[0] and n_predictions >= min_labelled:
             basis = "estimated"
-            values = estimated
+            values = estimates()[0]
             note = None
         else:
             note = f"only {len(labelled)} labelled rows (< {min_labelled}): no verdict"
@@ -306,6 +311,8 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
                 metadata={"model": contract.name, "day": day_key},
             ) from error
     laps.lap("compute")
+    estimated, lower, upper = estimates()
+    laps.lap("estimate")  # what the estimate took beyond the computation beside it
     run_link = mlflow.runtime().mlflow_config.run_link(
         model.mlflow_experiment_id, model.mlflow_run_id
     )
