@@ -1273,6 +1273,7 @@ class _Slice:
     days: frozenset[dt.date] = frozenset()
     labels: Any = None  # labels in the log: Arrow table of the labels table
     labels_quarantined: pd.DataFrame | None = None
+    chunks: list[dict[str, Any]] | None = None  # `packed.chunks_of` the rows, made ahead
     # The embedded engine's SQL path (`_SqlSlice`): the users' columns as Arrow, typed and
     # validated by DuckDB while it writes them; `chunk` (pandas or Arrow) is kept for a
     # fallback.
@@ -1359,8 +1360,10 @@ def _prediction_slice(
     features: Mapping[str, str] | None,
     constants: Mapping[str, Any],
     in_sql: bool = False,
+    writing: packed.Writing | None = None,
 ) -> _Slice:
-    """`chunk`: a pandas frame, or (`in_sql`) an Arrow record batch of `ArrowSlices`."""
+    """`chunk`: a pandas frame, or (`in_sql`) an Arrow record batch of `ArrowSlices`.
+    `writing`: the rows' chunks are made here too (on the preparing thread)."""
     if len(chunk) == 0:
         return _Slice(0)
     if in_sql:
@@ -1391,6 +1394,8 @@ def _prediction_slice(
         label_constants = {"batch_id": batch_id, "labelled_at": now}
         item.labels = _arrow_rows(columns, drop, list(plan.label_types()), label_constants)
         item.labels_quarantined = _quarantine_rows(contract, "label", bad, batch_id, now)
+    if writing is not None:
+        item.chunks = packed.chunks_of(writing, rows, item.labels)
     return item
 
 
@@ -1431,13 +1436,20 @@ def ingest_predictions(
             # of the rows it inserts (`storage.packed`).
             writing = None if wh.columnar else packed.writer(tx, plan.model)
             chunked = None
-            # The labels of the slice being written (labels in the log): packed with its rows.
-            slice_labels: list[Any] = [None]
+            # The slice being written: its labels (labels in the log) and its chunks.
+            writes: list[_Slice] = []
             if writing is not None:
 
                 def chunked(rows: Any, as_is: bool) -> None:
+                    item = writes[-1]
                     packed.written(
-                        tx, plan.model, writing, rows, as_is=as_is, labels=slice_labels[0]
+                        tx,
+                        plan.model,
+                        writing,
+                        rows,
+                        as_is=as_is,
+                        labels=item.labels,
+                        chunks=item.chunks if rows is item.rows else None,
                     )
 
             predictions = _Store(
@@ -1450,6 +1462,7 @@ def ingest_predictions(
                 plan=plan,
                 features=features,
                 constants=constants,
+                writing=writing,
             )
             in_sql = _in_sql(wh)
             if in_sql and isinstance(frame, ArrowSlices):
@@ -1470,7 +1483,7 @@ def ingest_predictions(
                     item = prepare(ahead.chunk)
                 if item.rows is None:
                     continue
-                slice_labels[0] = item.labels
+                writes[:] = [item]
                 identical, replaced = _write_slice(
                     predictions, item.rows, contract, plan, "prediction", batch_id, now
                 )

@@ -407,59 +407,26 @@ def writer(tx: Transaction, model: str) -> Writing | None:
     return Writing(packing, labels_known=not waiting[0]["waiting"])
 
 
-def written(
-    tx: Transaction,
-    model: str,
-    writing: Writing,
-    rows: Any,
-    *,
-    as_is: bool,
-    labels: Any = None,
-) -> None:
-    """After `rows` (an Arrow table of predictions rows) were written by a `writer`, with
-    `labels` (the Arrow labels the writer writes for them, if any): their chunks, when they
-    went in as they are (every id new); else their days marked stale (the update trigger
-    marked the days of the rows they changed), made again by `refresh`."""
+def chunks_of(writing: Writing, rows: Any, labels: Any = None) -> list[dict[str, Any]]:
+    """The chunks of `rows` (an Arrow table of predictions rows) as `written` inserts them,
+    with `labels` (the Arrow labels written for them, if any) where the writer knows the
+    rows' labels. The ingestion makes them on its preparing thread, beside the write of the
+    slice before: packing a million rows takes a second of Python."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    chunks, _, orphans, _ = _tables(model)
-    if labels is not None and labels.num_rows:
-        # Labels whose row was quarantined wait for their prediction like any other.
-        ids = labels.column("prediction_id")
-        waiting = ids.filter(pc.invert(pc.is_in(ids, value_set=rows.column("prediction_id"))))
-        if len(waiting):
-            tx.execute(
-                f"INSERT INTO {orphans} SELECT unnest(CAST(:ids AS TEXT[])) "  # noqa: S608
-                "ON CONFLICT DO NOTHING",
-                {"ids": _text_array(waiting)},
-            )
     if rows.num_rows == 0:
-        return
-    day = rows.column("prediction_date")
-    if not pa.types.is_date32(day.type):
-        day = pc.cast(day, pa.date32())
-    day_numbers = day.to_numpy(zero_copy_only=False).astype("datetime64[D]")
-    days = np.unique(day_numbers)
-    if not as_is:
-        mark_stale(tx, model, [d.item() for d in days])
-        return
+        return []
     packing = writing.packing
     label = _row_labels(rows, labels) if writing.labels_known else None
-    q = quote_identifier
     names = packing.columns
     present = [n for n in names if n in rows.column_names]
-    columns = ", ".join(q(n) for n in names)
-    placeholders = ", ".join(f":c{i}" for i in range(len(names)))
-    statement = (
-        f"INSERT INTO {chunks} (prediction_date, n_rows, {_IDS}, {columns}, {_LABEL}) "  # noqa: S608
-        f"VALUES (:day, :n, CAST(:ids AS TEXT[]), {placeholders}, :label)"
-    )
-    for value in days:
+    chosen = rows.select([*present, "prediction_id"])
+    day_numbers = _day_numbers(rows)
+    chunks = []
+    for value in np.unique(day_numbers):
         where = np.flatnonzero(day_numbers == value)
         for start in range(0, len(where), CHUNK_ROWS):
             at = where[start : start + CHUNK_ROWS]
-            chosen = rows.select([*present, "prediction_id"])
             if at[-1] - at[0] == len(at) - 1:  # a run of rows (a one-day slice): no copy
                 part = chosen.slice(int(at[0]), len(at))
                 labels_of = None if label is None else label.slice(int(at[0]), len(at))
@@ -478,7 +445,62 @@ def written(
                 kind = pa.float64() if name in packing.numeric else pa.string()
                 column = part.column(name) if name in present else pa.nulls(part.num_rows, kind)
                 params[f"c{i}"] = _pack(column, name in packing.numeric)
-            tx.execute(statement, params)
+            chunks.append(params)
+    return chunks
+
+
+def _day_numbers(rows: Any) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    day = rows.column("prediction_date")
+    if not pa.types.is_date32(day.type):
+        day = pc.cast(day, pa.date32())
+    return day.to_numpy(zero_copy_only=False).astype("datetime64[D]")
+
+
+def written(
+    tx: Transaction,
+    model: str,
+    writing: Writing,
+    rows: Any,
+    *,
+    as_is: bool,
+    labels: Any = None,
+    chunks: list[dict[str, Any]] | None = None,
+) -> None:
+    """After `rows` (an Arrow table of predictions rows) were written by a `writer`, with
+    `labels` (the Arrow labels the writer writes for them, if any): their chunks
+    (`chunks_of`, or `chunks` made ahead), when they went in as they are (every id new);
+    else their days marked stale (the update trigger marked the days of the rows they
+    changed), made again by `refresh`."""
+    import pyarrow.compute as pc
+
+    chunks_table, _, orphans, _ = _tables(model)
+    if labels is not None and labels.num_rows:
+        # Labels whose row was quarantined wait for their prediction like any other.
+        ids = labels.column("prediction_id")
+        waiting = ids.filter(pc.invert(pc.is_in(ids, value_set=rows.column("prediction_id"))))
+        if len(waiting):
+            tx.execute(
+                f"INSERT INTO {orphans} SELECT unnest(CAST(:ids AS TEXT[])) "  # noqa: S608
+                "ON CONFLICT DO NOTHING",
+                {"ids": _text_array(waiting)},
+            )
+    if rows.num_rows == 0:
+        return
+    if not as_is:
+        mark_stale(tx, model, [d.item() for d in np.unique(_day_numbers(rows))])
+        return
+    names = writing.packing.columns
+    columns = ", ".join(quote_identifier(n) for n in names)
+    placeholders = ", ".join(f":c{i}" for i in range(len(names)))
+    statement = (
+        f"INSERT INTO {chunks_table} (prediction_date, n_rows, {_IDS}, {columns}, {_LABEL}) "  # noqa: S608
+        f"VALUES (:day, :n, CAST(:ids AS TEXT[]), {placeholders}, :label)"
+    )
+    for params in chunks if chunks is not None else chunks_of(writing, rows, labels):
+        tx.execute(statement, params)
 
 
 def labelled(
