@@ -250,7 +250,9 @@ def test_an_empty_day_has_no_verdict_and_no_zero_metrics(platform):
     assert not set(MONITORABLE) & set(metadata)
     # Where the partition's time went, from the first read to the rows written.
     seconds = metadata["seconds"]
-    assert list(seconds) == ["read_model", "read", "compute", "estimate", "write", "total"]
+    # The estimate's lap comes after the computation when it ran on a thread beside it.
+    assert list(seconds)[:2] == ["read_model", "read"] and list(seconds)[-2:] == ["write", "total"]
+    assert set(seconds) == {"read_model", "read", "estimate", "compute", "write", "total"}
     assert seconds["total"] == pytest.approx(sum(seconds.values()) - seconds["total"], abs=0.01)
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
