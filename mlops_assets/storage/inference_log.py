@@ -1449,7 +1449,7 @@ def ingest_predictions(
                         rows,
                         as_is=as_is,
                         labels=item.labels,
-                        chunks=item.chunks if rows is item.rows else None,
+                        chunks=item.chunks or (),
                     )
 
             predictions = _Store(

@@ -467,12 +467,12 @@ def written(
     *,
     as_is: bool,
     labels: Any = None,
-    chunks: list[dict[str, Any]] | None = None,
+    chunks: Sequence[dict[str, Any]] = (),
 ) -> None:
     """After `rows` (an Arrow table of predictions rows) were written by a `writer`, with
-    `labels` (the Arrow labels the writer writes for them, if any): their chunks
-    (`chunks_of`, or `chunks` made ahead), when they went in as they are (every id new);
-    else their days marked stale (the update trigger marked the days of the rows they
+    `labels` (the Arrow labels the writer writes for them, if any): their `chunks`
+    (`chunks_of` the rows and labels, made ahead), when they went in as they are (every id
+    new); else their days marked stale (the update trigger marked the days of the rows they
     changed), made again by `refresh`."""
     import pyarrow.compute as pc
 
@@ -499,7 +499,7 @@ def written(
         f"INSERT INTO {chunks_table} (prediction_date, n_rows, {_IDS}, {columns}, {_LABEL}) "  # noqa: S608
         f"VALUES (:day, :n, CAST(:ids AS TEXT[]), {placeholders}, :label)"
     )
-    for params in chunks if chunks is not None else chunks_of(writing, rows, labels):
+    for params in chunks:
         tx.execute(statement, params)
 
 
