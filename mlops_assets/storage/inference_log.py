@@ -1680,19 +1680,53 @@ def iter_for_metrics(
     if not probabilities_first:
         unlabelled = []
     if unlabelled and wh.columnar:
-        columns = ", ".join(quote_identifier(c) for c in unlabelled)
-        statements.insert(
-            0,
-            (  # noqa: S608 - validated identifiers; the day is bound
-                f"SELECT {columns} FROM {plan.predictions_table} WHERE prediction_date = :day",
-                {"day": day},
-            ),
-        )
-    for frame in _metrics_frames(wh, plan, day, statements, types, packing, unlabelled):
+        frames = _joined_last(wh, plan, day, types)
+    else:
+        frames = _metrics_frames(wh, plan, day, statements, types, packing, unlabelled)
+    for frame in frames:
         if not plan.classification and "y_pred" in frame:
             # A regression model's prediction is its score (the name the task metrics read).
             frame["score"] = frame["y_pred"]
         yield frame
+
+
+def _joined_last(
+    wh: Warehouse, plan: Layout, day: dt.date, types: dict[str, str]
+) -> Iterator[pd.DataFrame]:
+    """DuckDB: the day's outputs (every column but y_true), then the whole frame. The
+    outputs are read without the join; the labels alone are joined while the caller works
+    on them. The join builds its table on one side and gives rows in the other's order, so
+    it is ordered by the predictions' rowid: the order of the plain scan (DuckDB keeps a
+    table's insertion order, which is its rowid order). The rowids of both reads are
+    compared all the same: rows put beside the wrong labels would be wrong metrics."""
+    outputs = [c for c in types if c != "y_true"]
+    columns = ", ".join(quote_identifier(c) for c in outputs)
+    statements = [
+        (  # noqa: S608 - validated identifiers; the day is bound
+            f"SELECT rowid AS _row, {columns} FROM {plan.predictions_table} "
+            "WHERE prediction_date = :day",
+            {"day": day},
+        ),
+        (  # noqa: S608 - validated identifiers; the day is bound
+            f"SELECT p.rowid AS _row, l.y_true FROM {plan.predictions_table} p "
+            f"LEFT JOIN {plan.labels_table} l ON l.prediction_id = p.prediction_id "
+            "WHERE p.prediction_date = :day ORDER BY p.rowid",
+            {"day": day},
+        ),
+    ]
+    frames = wh.read_frames(statements, types={**types, "_row": "bigint"})
+    first = next(frames)
+    rows = first.pop("_row").to_numpy(dtype="int64")
+    yield first
+    labels = next(frames)
+    if not np.array_equal(rows, labels["_row"].to_numpy(dtype="int64")):
+        raise InferenceLogError(
+            f"{plan.predictions_table}: the day's labels came back in another row order than "
+            "its predictions; nothing was computed from them"
+        )
+    frame = first.copy(deep=False)
+    frame.insert(0, "y_true", labels["y_true"].array)
+    yield frame
 
 
 def _metrics_frames(

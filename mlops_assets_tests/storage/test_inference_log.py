@@ -140,20 +140,32 @@ def test_a_large_batch_refreshes_the_planner_statistics(warehouse: Warehouse, mo
     ]
 
 
-def test_probabilities_come_first_from_the_same_snapshot(warehouse: Warehouse):
-    """The probabilities alone first (no join), then what metrics need, the same rows in
-    both; on PostgreSQL from the day's chunks, and while their labels wait for a refresh,
-    the join alone (a second scan of the row store would cost more than it hides)."""
+def test_outputs_come_first_from_the_same_snapshot(warehouse: Warehouse):
+    """What the estimate needs first, no join, then what metrics need, the same rows in the
+    same order in both. On DuckDB that is every output (the labels alone are joined after,
+    in the predictions' order, whatever order the labels came in); on PostgreSQL the
+    probabilities from the day's chunks, and while their labels wait for a refresh, the join
+    alone (a second scan of the row store would cost more than it hides)."""
     contract = binary_contract(labels=LABELS)
     ensure_tables(warehouse, contract)
     frame = prediction_frame(40)
     ingest_predictions(warehouse, contract, frame, batch_id="p", model_version="1")
-    labels = pd.DataFrame({"pid": frame["pid"][:25], "defaulted": 1})
+    # Labelled backwards, so a join probing the labels would give their order, every third
+    # one positive.
+    late = frame.iloc[::-1][:25]
+    labels = pd.DataFrame({"pid": late["pid"], "defaulted": (late.index % 3 == 0).astype(int)})
     ingest_labels(warehouse, contract, labels, batch_id="l")
     first, joined = iter_for_metrics(warehouse, contract, DAY, probabilities_first=True)
-    assert list(first.columns) == ["proba"]
+    outputs = ["y_pred", "proba"] if warehouse.columnar else ["proba"]
+    assert list(first.columns) == outputs
     assert list(joined.columns) == ["y_true", "y_pred", "proba"]
     assert sorted(first["proba"]) == sorted(joined["proba"]) == sorted(frame["p"])
+    if warehouse.columnar:
+        assert first.equals(joined[outputs])
+    # Each row's label is its prediction's (the probabilities are distinct).
+    truth = dict(zip(frame["p"], [str(int(i % 3 == 0)) for i in frame.index], strict=True))
+    expected = [truth[p] if p in set(late["p"]) else None for p in joined["proba"]]
+    assert [None if pd.isna(y) else y for y in joined["y_true"]] == expected
     assert joined["y_true"].notna().sum() == 25
     [only] = iter_for_metrics(warehouse, contract, DAY)
     assert (
@@ -164,11 +176,11 @@ def test_probabilities_come_first_from_the_same_snapshot(warehouse: Warehouse):
     if not warehouse.columnar:
         plan = layout(contract)
         warehouse.execute(
-            f"UPDATE {plan.labels_table} SET y_true = '0' WHERE prediction_id = 'id-0'"
+            f"UPDATE {plan.labels_table} SET y_true = '0' WHERE prediction_id = 'id-39'"
         )
         [joined] = iter_for_metrics(warehouse, contract, DAY, probabilities_first=True)
         assert list(joined.columns) == ["y_true", "y_pred", "proba"]
-        assert joined["y_true"].notna().sum() == 25 and (joined["y_true"] == "0").sum() == 1
+        assert joined["y_true"].notna().sum() == 25 and (joined["y_true"] == "0").sum() == 17
 
 
 def test_labels_before_their_predictions_are_kept(warehouse: Warehouse):

@@ -268,15 +268,21 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
             return done
 
         estimating: Future | None = None
+        outputs_all = None
         for part in inference_log.iter_for_metrics(
             wh, contract, day, features=model.features, probabilities_first=estimable
         ):
             laps.lap("read")
             if "y_true" in part:
                 frame = part
-            else:
-                estimating = estimate(part)
-    outputs_all = _outputs(contract, frame) if len(frame) else None
+                continue
+            if "y_pred" in part and len(part):
+                # Every output came first (DuckDB, while it joins the labels): the realised
+                # metrics read the same outputs as the estimate.
+                outputs_all = _outputs(contract, part)
+            estimating = estimate(part, outputs_all)
+    if outputs_all is None and len(frame):
+        outputs_all = _outputs(contract, frame)
     if estimable and estimating is None:
         estimating = estimate(frame, outputs_all)
     pool.shutdown(wait=False)  # the estimate, if any, goes on; `estimates()` waits for it
