@@ -1796,10 +1796,10 @@ def iter_features(
     order made no difference.
     On the embedded engine the file stays locked until the last group is read. On a row
     store the features come from their chunks (`storage.packed`), or from the predictions
-    table while the day's chunks are stale."""
+    table while the day's chunks are stale.
+    The tables' check and the read share one connection: on the embedded engine, one open
+    of the file instead of two (a new one starts with none of it cached)."""
     plan = layout(contract, features)
-    packing = _ensure_tables(wh, contract, features)[1]
-    types = _feature_types(plan)
     numeric = [n for n, k in plan.features.items() if k == "numeric"]
     half = 3 + (len(numeric) - 3) // 2
     groups = [
@@ -1809,6 +1809,28 @@ def iter_features(
         numeric[half:],
     ]
     groups = [g for g in groups if g]
+    with wh.session():
+        frames = _feature_frames(wh, contract, features, plan, day, groups)
+        try:
+            for _ in groups[1:]:
+                yield next(frames)
+            last = next(frames)
+        finally:
+            frames.close()
+    yield last  # once the session is closed: the caller's tests of it hold no file lock
+
+
+def _feature_frames(
+    wh: Warehouse,
+    contract: ModelContract,
+    features: Mapping[str, str] | None,
+    plan: Layout,
+    day: dt.date,
+    groups: list[list[str]],
+) -> Iterator[pd.DataFrame]:
+    """`iter_features`' frames, one per group."""
+    packing = _ensure_tables(wh, contract, features)[1]
+    types = _feature_types(plan)
     by_column = [(_features_sql(plan, g), {"day": day}) for g in groups]
     if packing is None:
         yield from wh.read_frames(by_column, types=types)
