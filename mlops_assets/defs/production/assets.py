@@ -251,22 +251,14 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
         laps.lap("read_model")
         # Estimated metrics from the calibrated probabilities of ALL the day's predictions: the
         # value while labels are missing, and kept beside the realised value once they arrive.
-        # From the probabilities, read first, or else from the one frame. On a row store the
-        # read that follows is a few megabytes of chunks: the estimate runs on a thread beside
-        # it and the realised metrics (numpy leaves the GIL while it works; 1M rows: 0.62 s,
-        # was 0.72-0.91 s). A column store joins the labels on every core: an estimate beside
-        # that join slowed both (0.96 s against 0.88 s), so it runs while the join does.
+        # The estimate runs on a thread beside the realised metrics (numpy leaves the GIL
+        # while it works). On a row store it starts with the day's probabilities, read first
+        # from its chunks, beside the read of the outputs and labels (a few megabytes; 1M
+        # rows: 0.62 s, was 0.72-0.91 s). DuckDB gives every output first and then joins the
+        # labels on both cores: the outputs are made while it joins, and the estimate starts
+        # once the join is done (beside the join, both were slowed: 0.96 s against 0.88 s).
         estimable = bool(contract.monitoring.estimate and model.estimation)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="estimate")
-
-        def estimate(*args: object) -> Future:
-            if not wh.columnar:
-                return pool.submit(_estimates, contract, model, *args)
-            done: Future = Future()
-            done.set_result(_estimates(contract, model, *args))
-            laps.lap("estimate")
-            return done
-
         estimating: Future | None = None
         outputs_all = None
         for part in inference_log.iter_for_metrics(
@@ -275,16 +267,16 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
             laps.lap("read")
             if "y_true" in part:
                 frame = part
-                continue
-            if "y_pred" in part and len(part):
-                # Every output came first (DuckDB, while it joins the labels): the realised
-                # metrics read the same outputs as the estimate.
-                outputs_all = _outputs(contract, part)
-            estimating = estimate(part, outputs_all)
+            elif "y_pred" in part:
+                if len(part):
+                    outputs_all = _outputs(contract, part)
+                laps.lap("compute")
+            else:
+                estimating = pool.submit(_estimates, contract, model, part)
     if outputs_all is None and len(frame):
         outputs_all = _outputs(contract, frame)
     if estimable and estimating is None:
-        estimating = estimate(frame, outputs_all)
+        estimating = pool.submit(_estimates, contract, model, frame, outputs_all)
     pool.shutdown(wait=False)  # the estimate, if any, goes on; `estimates()` waits for it
 
     def estimates() -> tuple[dict, dict, dict]:
