@@ -1645,11 +1645,12 @@ def iter_for_metrics(
     features: Mapping[str, str] | None = None,
     probabilities_first: bool = False,
 ) -> Iterator[pd.DataFrame]:
-    """`read_for_metrics`'s frame; with `probabilities_first`, after the day's probabilities
-    (and odds) alone, of the same snapshot. Those need no labels, so they are read without
-    the join and given first: the caller estimates metrics from them while the engine joins
-    the labels (`Warehouse.read_frames`). On PostgreSQL they come from the day's chunks
-    (`storage.packed`); while those are stale, the join alone is read: a first read of the
+    """`read_for_metrics`'s frame; with `probabilities_first`, after a first frame of the
+    same snapshot that needs no labels, read without the join while the engine joins the
+    labels (`Warehouse.read_frames`). On DuckDB that is every output (`_joined_last`): the
+    caller makes the metrics' inputs from them meanwhile. On PostgreSQL it is the
+    probabilities (and odds) alone, from the day's chunks (`storage.packed`), to estimate
+    from; while those are stale, the join alone is read: a first read of the
     row store would scan the day's rows whole a second time, which costs more than the
     estimate it would hide (1M rows: +0.9 s of reading to hide 0.4 s)."""
     plan = layout(contract, features)
