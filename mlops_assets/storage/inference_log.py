@@ -1716,10 +1716,13 @@ def _joined_last(
         ),
     ]
     frames = wh.read_frames(statements, types={**types, "_row": "bigint"})
-    first = next(frames)
-    rows = first.pop("_row").to_numpy(dtype="int64")
-    yield first
-    labels = next(frames)
+    try:
+        first = next(frames)
+        rows = first.pop("_row").to_numpy(dtype="int64")
+        yield first
+        labels = next(frames)
+    finally:
+        frames.close()  # the read's transaction ends here, even when the caller stops early
     if not np.array_equal(rows, labels["_row"].to_numpy(dtype="int64")):
         raise InferenceLogError(
             f"{plan.predictions_table}: the day's labels came back in another row order than "
