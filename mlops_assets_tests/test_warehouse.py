@@ -507,3 +507,35 @@ def test_reads_reuse_a_checked_connection(pg_dsn: str):
         con.execute("SELECT pg_terminate_backend(%s)", (second[0],))
     third = read()
     assert third[0] != second[0] and third[1] == 1
+
+
+def test_a_large_frame_is_copied_whole_and_exact(migrated: Warehouse):
+    """More rows than one CSV block of the PostgreSQL COPY (blocks end at rows): every row
+    stored once, text with the characters CSV quotes kept, an empty string apart from NULL."""
+    import pandas as pd
+
+    n = 3 * warehouse_module._CSV_BLOCK_ROWS + 5
+    tricky = ["a,b", 'say "hi"', "two\nlines", "", None]
+    frame = pd.DataFrame(
+        {
+            "n": range(n),
+            "x": [i / 7 if i % 11 else None for i in range(n)],
+            "t": [tricky[i % len(tricky)] for i in range(n)],
+            "seen": pd.Timestamp("2026-11-30 12:00") + pd.to_timedelta(range(n), unit="s"),
+        }
+    )
+    migrated.execute(
+        "CREATE TABLE mlops.copied (n BIGINT PRIMARY KEY, x DOUBLE PRECISION, t TEXT, "
+        "seen TIMESTAMP)"
+    )
+    with migrated.transaction() as tx:
+        assert tx.insert_frame("mlops.copied", frame) == n
+        back = tx.select_frame(
+            "SELECT n, x, t, seen FROM mlops.copied ORDER BY n",
+            types={"n": "bigint", "x": "double", "t": "text", "seen": "timestamp"},
+        )
+    assert back["n"].tolist() == list(range(n))
+    assert back["x"].isna().tolist() == frame["x"].isna().tolist()
+    assert back["x"].dropna().tolist() == frame["x"].dropna().tolist()
+    assert [None if pd.isna(t) else t for t in back["t"]] == frame["t"].tolist()
+    assert (back["seen"] == frame["seen"]).all()
