@@ -1643,9 +1643,9 @@ def iter_for_metrics(
     day: dt.date,
     *,
     features: Mapping[str, str] | None = None,
-    probabilities_first: bool = False,
+    unlabelled_first: bool = False,
 ) -> Iterator[pd.DataFrame]:
-    """`read_for_metrics`'s frame; with `probabilities_first`, after a first frame of the
+    """`read_for_metrics`'s frame; with `unlabelled_first`, after a first frame of the
     same snapshot that needs no labels, read without the join while the engine joins the
     labels (`Warehouse.read_frames`). On DuckDB that is every output (`_joined_last`): the
     caller makes the metrics' inputs from them meanwhile. On PostgreSQL it is the
@@ -1678,7 +1678,7 @@ def iter_for_metrics(
         )
     ]
     unlabelled = [c for c in types if c not in ("y_true", "y_pred")]
-    if not probabilities_first:
+    if not unlabelled_first:
         unlabelled = []
     if unlabelled and wh.columnar:
         frames = _joined_last(wh, plan, day, types)

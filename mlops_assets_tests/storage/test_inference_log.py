@@ -155,7 +155,7 @@ def test_outputs_come_first_from_the_same_snapshot(warehouse: Warehouse):
     late = frame.iloc[::-1][:25]
     labels = pd.DataFrame({"pid": late["pid"], "defaulted": (late.index % 3 == 0).astype(int)})
     ingest_labels(warehouse, contract, labels, batch_id="l")
-    first, joined = iter_for_metrics(warehouse, contract, DAY, probabilities_first=True)
+    first, joined = iter_for_metrics(warehouse, contract, DAY, unlabelled_first=True)
     outputs = ["y_pred", "proba"] if warehouse.columnar else ["proba"]
     assert list(first.columns) == outputs
     assert list(joined.columns) == ["y_true", "y_pred", "proba"]
@@ -178,7 +178,7 @@ def test_outputs_come_first_from_the_same_snapshot(warehouse: Warehouse):
         warehouse.execute(
             f"UPDATE {plan.labels_table} SET y_true = '0' WHERE prediction_id = 'id-39'"
         )
-        [joined] = iter_for_metrics(warehouse, contract, DAY, probabilities_first=True)
+        [joined] = iter_for_metrics(warehouse, contract, DAY, unlabelled_first=True)
         assert list(joined.columns) == ["y_true", "y_pred", "proba"]
         assert joined["y_true"].notna().sum() == 25 and (joined["y_true"] == "0").sum() == 17
 

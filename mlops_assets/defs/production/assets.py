@@ -262,7 +262,7 @@ def _metrics(warehouse, mlflow, models, day_key: str, model_name: str, checked: 
         estimating: Future | None = None
         outputs_all = None
         for part in inference_log.iter_for_metrics(
-            wh, contract, day, features=model.features, probabilities_first=estimable
+            wh, contract, day, features=model.features, unlabelled_first=estimable
         ):
             laps.lap("read")
             if "y_true" in part:
