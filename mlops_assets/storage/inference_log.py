@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.lib.contract import ModelContract
+from mlops_assets.lib.drift import CategoryCounts
 from mlops_assets.storage import packed
 from mlops_assets.storage.sources import (
     BATCH_COLUMN,
@@ -1789,7 +1790,8 @@ def iter_features(
     day: dt.date,
     *,
     features: Mapping[str, str] | None = None,
-) -> Iterator[pd.DataFrame]:
+    counted: bool = False,
+) -> Iterator[pd.DataFrame | dict[str, CategoryCounts]]:
     """`read_features` in groups of columns, the rows in the same order in all: the engine
     reads a group while the caller tests the one before. Nothing is tested while the first
     group is read, so it is small and quick to decode: three numeric features. Then the
@@ -1798,6 +1800,11 @@ def iter_features(
     process, this order made the read and tests of 1M rows x 40 features 1.0x the tests
     alone, against 1.1-1.3x with the categorical features first; on the embedded engine the
     order made no difference.
+    `counted`: on a column store the categorical group comes as each feature's counts
+    (`CategoryCounts` by name), counted by the engine: for 1M rows x 10 features 0.03 s of
+    `GROUP BY` instead of 0.2-0.35 s of reading the text and 0.15 s of counting it here.
+    On a row store it is read as a frame all the same (a `GROUP BY` there scans every row
+    once per feature).
     On the embedded engine the file stays locked until the last group is read. On a row
     store the features come from their chunks (`storage.packed`), or from the predictions
     table while the day's chunks are stale.
@@ -1805,16 +1812,13 @@ def iter_features(
     of the file instead of two (a new one starts with none of it cached)."""
     plan = layout(contract, features)
     numeric = [n for n, k in plan.features.items() if k == "numeric"]
+    categorical = [n for n, k in plan.features.items() if k == "categorical"]
     half = 3 + (len(numeric) - 3) // 2
-    groups = [
-        numeric[:3],
-        [n for n, k in plan.features.items() if k == "categorical"],
-        numeric[3:half],
-        numeric[half:],
-    ]
+    groups = [numeric[:3], categorical, numeric[3:half], numeric[half:]]
     groups = [g for g in groups if g]
+    counts = counted and wh.columnar and bool(categorical)
     with wh.session():
-        frames = _feature_frames(wh, contract, features, plan, day, groups)
+        frames = _feature_frames(wh, contract, features, plan, day, groups, counts=counts)
         try:
             for _ in groups[1:]:
                 yield next(frames)
@@ -1831,11 +1835,23 @@ def _feature_frames(
     plan: Layout,
     day: dt.date,
     groups: list[list[str]],
-) -> Iterator[pd.DataFrame]:
-    """`iter_features`' frames, one per group."""
+    *,
+    counts: bool = False,
+) -> Iterator[pd.DataFrame | dict[str, CategoryCounts]]:
+    """`iter_features`' frames, one per group; with `counts`, the categorical group's
+    counts (a column store's)."""
     packing = _ensure_tables(wh, contract, features)[1]
     types = _feature_types(plan)
     by_column = [(_features_sql(plan, g), {"day": day}) for g in groups]
+    if counts:
+        assert packing is None, "counted on a column store only"
+        counted = next(g for g in groups if plan.features[g[0]] == "categorical")
+        at = groups.index(counted)
+        by_column[at] = (_counts_sql(plan, counted), {"day": day})
+        frames = wh.read_frames(by_column, types={**types, **_COUNT_TYPES})
+        for i, frame in enumerate(frames):
+            yield _category_counts(frame, counted) if i == at else frame
+        return
     if packing is None:
         yield from wh.read_frames(by_column, types=types)
         return
@@ -1858,6 +1874,35 @@ def _feature_frames(
         return
     yield first
     yield from frames
+
+
+# The counts' result: which feature (its place in the group), its value as text, its rows.
+_COUNT_TYPES = {"feature_at": "bigint", "value": "text", "n": "bigint"}
+
+
+def _counts_sql(plan: Layout, columns: list[str]) -> str:
+    """Each column's rows per value (NULL for the missing ones), one `GROUP BY` per column."""
+    return " UNION ALL ".join(
+        f"SELECT {i} AS feature_at, CAST({quote_identifier(c)} AS VARCHAR) AS value, "  # noqa: S608
+        f"count(*) AS n FROM {plan.predictions_table} WHERE prediction_date = :day "
+        f"GROUP BY {quote_identifier(c)}"
+        for i, c in enumerate(columns)
+    )
+
+
+def _category_counts(frame: pd.DataFrame, columns: list[str]) -> dict[str, CategoryCounts]:
+    at = frame["feature_at"].to_numpy(dtype=np.int64)
+    missing = frame["value"].isna().to_numpy()
+    counts: dict[str, CategoryCounts] = {}
+    for i, name in enumerate(columns):
+        mine, absent = at == i, (at == i) & missing
+        present = mine & ~missing
+        counts[name] = CategoryCounts(
+            labels=tuple(frame["value"][present].astype(str)),
+            counts=frame["n"][present].to_numpy(dtype=np.int64),
+            missing=int(frame["n"][absent].sum()),
+        )
+    return counts
 
 
 def _feature_types(plan: Layout) -> dict[str, str]:

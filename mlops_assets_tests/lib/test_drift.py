@@ -20,6 +20,7 @@ from scipy.spatial import distance
 
 from mlops_assets.lib import drift, drift_html
 from mlops_assets.lib.drift import (
+    CategoryCounts,
     DriftConfig,
     DriftInputError,
     DriftReport,
@@ -135,6 +136,51 @@ def test_a_run_sorts_the_columns_it_owns_where_they_are(engine: str) -> None:
         assert set(in_place) == set(numeric) - {"holes", "poisson"}
     else:
         assert in_place == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_categories_given_as_counts_give_the_report_their_rows_give(engine: str) -> None:
+    """On a column store the drift asset has the engine count the categorical features
+    (`GROUP BY`, in no particular order) instead of reading their rows: the report, charts
+    included, is the one the rows give, with missing values, categories only the current
+    rows have (more than the chart shows) and an int-coded feature compared as text."""
+    reference, current, features = fixed_frames()
+    rng = np.random.default_rng(7)
+    many = [f"k{i}" for i in range(drift.CHART_CATEGORIES + 30)]
+    reference = reference.assign(wide=rng.choice(many[:40], len(reference)))
+    current = current.assign(wide=rng.choice(many, len(current)))
+    current.loc[current.index[::9], "colour"] = None
+    features = {**features, "wide": "categorical"}
+    categorical = [n for n, k in features.items() if k == "categorical"]
+    config = DriftConfig(engine=engine)
+    whole = compute_drift(reference, current, features, config)
+
+    def counted(series: pd.Series) -> CategoryCounts:
+        # As the engine gives them: text, in an order of its own.
+        values = series.dropna().astype(str).value_counts(sort=False).sample(frac=1, random_state=3)
+        return CategoryCounts(tuple(values.index), values.to_numpy(), int(series.isna().sum()))
+
+    run = DriftRun(reference, features, config, n_current=len(current))
+    run.add(current[[n for n in features if n not in categorical]])
+    run.add_counts({name: counted(current[name]) for name in categorical})
+    report = run.finish()
+    assert repr(report) == repr(whole)
+    assert by_name(report)["colour"].missing_rate_current == pytest.approx(1 / 9, abs=1e-3)
+    assert by_name(report)["wide"].unseen_categories  # new in current, listed
+    assert report.distributions["wide"].folded > 0
+
+
+def test_counts_that_do_not_fit_the_run_are_refused() -> None:
+    reference, current, features = fixed_frames()
+    run = DriftRun(reference, features, n_current=len(current))
+    colour = CategoryCounts.of(current["colour"])
+    with pytest.raises(DriftInputError, match=r"'normal' is not a categorical feature"):
+        run.add_counts({"normal": colour})
+    with pytest.raises(DriftInputError, match=r"cover 2499 rows, expected 2500"):
+        run.add_counts({"colour": CategoryCounts(colour.labels, colour.counts, colour.missing - 1)})
+    run.add_counts({"colour": colour})
+    with pytest.raises(DriftInputError, match="added twice"):
+        run.add(current[["colour"]])
 
 
 def test_a_run_names_what_it_was_not_given() -> None:

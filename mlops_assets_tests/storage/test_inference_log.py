@@ -319,6 +319,39 @@ def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
     pd.testing.assert_frame_equal(_in_order(whole), _row_store_features(warehouse, contract))
 
 
+def test_counted_categories_are_the_counts_of_the_rows(warehouse: Warehouse):
+    """`counted=True`: on a column store the categorical group comes as each feature's
+    counts made by the engine, the counts of the rows `read_features` gives (missing rows,
+    an int-coded feature as text, a value re-delivered to another one); on a row store it
+    is the frame all the same."""
+    features = {"amount": "numeric", "region": "categorical", "tier": "categorical"}
+    contract = binary_contract(features=features)
+    ensure_tables(warehouse, contract)
+
+    def batch(n: int, seed: int, start: int = 0) -> pd.DataFrame:
+        frame = prediction_frame(n, seed=seed, start=start)
+        tier = np.random.default_rng(seed).integers(0, 4, n).astype(object)
+        tier[::7] = None
+        return frame.assign(tier=tier)
+
+    ingest_predictions(warehouse, contract, batch(200, 1), batch_id="a", model_version="1")
+    ingest_predictions(warehouse, contract, batch(40, 2, 150), batch_id="b", model_version="1")
+    whole = read_features(warehouse, contract, DAY)
+    assert whole["tier"].isna().sum() > 0
+    parts = list(iter_features(warehouse, contract, DAY, counted=True))
+    if not warehouse.columnar:
+        pd.testing.assert_frame_equal(pd.concat(parts, axis=1)[list(features)], whole)
+        return
+    numeric, counts = parts
+    pd.testing.assert_frame_equal(numeric, whole[["amount"]])
+    assert set(counts) == {"region", "tier"}
+    for name, counted in counts.items():
+        rows = whole[name].dropna().value_counts()
+        assert dict(zip(counted.labels, counted.counts.tolist(), strict=True)) == rows.to_dict()
+        assert counted.missing == int(whole[name].isna().sum())
+    assert set(counts["tier"].labels) == {"0", "1", "2", "3"}
+
+
 @pytest.mark.postgres
 def test_packed_features_follow_every_write(pg_warehouse: PostgresWarehouse):
     """On PostgreSQL the monitoring reads take the features from their packed copy, which

@@ -73,13 +73,26 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         drift_share=config.drift_share,
     )
     # The day's columns group by group: the features of one group are tested while the
-    # warehouse reads the next. The report is the one `compute_drift` gives on the whole frame.
+    # warehouse reads the next. On a column store the categorical features come as counts
+    # made there. The report is the one `compute_drift` gives on the whole frame.
     # A drifted day's impact ranking scores a sample of its rows (`sample_rows`): only those
     # are kept, so the tests may sort the day's numeric columns where they are.
     samples: list[pd.DataFrame] = []
+    counted = False  # some features came as counts: the samples lack them
     run = rows = None
     try:
-        for part in inference_log.iter_features(wh, contract, day, features=model.features):
+        parts = inference_log.iter_features(
+            wh, contract, day, features=model.features, counted=True
+        )
+        for part in parts:
+            if isinstance(part, dict):  # categorical features' counts
+                if run is None:
+                    first = next(iter(part.values()))
+                    n_current = int(first.counts.sum()) + first.missing
+                    run = DriftRun(reference, model.features, drift_config, n_current=n_current)
+                run.add_counts(part)
+                counted = True
+                continue
             if run is None:
                 run = DriftRun(reference, model.features, drift_config, n_current=len(part))
                 rows = sample_rows(len(part))
@@ -91,8 +104,16 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     except DriftInputError as error:
         raise dg.Failure(f"drift input for {model_name} on {day}: {error}") from error
     laps.lap("test")
-    impacts, impact_note = _impact_ranking(contract, model, report, reference, samples, mlflow)
-    del samples
+
+    def current_rows() -> pd.DataFrame:
+        """The rows the impact ranking scores: the kept samples, or (some features counted,
+        not read) the day read again whole, the sample drawn from it the same way."""
+        if not counted:
+            return samples[0] if len(samples) == 1 else pd.concat(samples, axis=1)
+        return inference_log.read_features(wh, contract, day, features=model.features)
+
+    impacts, impact_note = _impact_ranking(contract, model, report, reference, current_rows, mlflow)
+    samples.clear()
     laps.lap("impact")
     tracker = mlflow.tracker()
     # The report's home is MLflow: its own run per model version and day (through the buffer,
@@ -203,9 +224,10 @@ def _drift_rows(
     return frame[[c for c in _TABLE_COLUMNS if c in frame.columns]]
 
 
-def _impact_ranking(contract, model, report, reference, parts, mlflow):
+def _impact_ranking(contract, model, report, reference, current_rows, mlflow):
     """Drifted features -> how much of the estimated accuracy restoring each one recovers.
-    `parts`: the day's rows `sample_rows` chose, as groups of columns.
+    `current_rows()`: the day's rows, or those of them `sample_rows` chose (read only once
+    a ranking is due).
 
     Needs the model's calibrator (classification) and the model (this host's cache, rebuilt from
     the MLflow registry when missing); without them the report is ranked by significance only,
@@ -236,15 +258,12 @@ def _impact_ranking(contract, model, report, reference, parts, mlflow):
         return {}, f"not ranked: {error}"
     if predictor is None:
         return {}, "not ranked: the model is not reachable (pending replay, or MLflow down)"
-    import pandas as pd
-
-    current = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
     try:
         ranked = rank_feature_impact(
             lambda frame: predictor.score(frame).proba,
             Calibrator.from_dict(model.estimation["calibrator"]),
             reference,
-            current,
+            current_rows(),
             drifted,
             threshold=contract.threshold,
         )
