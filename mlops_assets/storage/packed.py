@@ -55,6 +55,7 @@ from mlops_assets.storage.sources import quote_identifier
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlops_assets.lib.drift import CategoryCounts
     from mlops_assets.storage.warehouse import Transaction
 
 # Rows per chunk: a chunk's numeric column is 8 bytes a row, far below the 1 GB a value can
@@ -620,6 +621,47 @@ def select(
     )
 
 
+def _columns(table: Any) -> tuple[int, list[tuple[str, Any]]]:
+    """A `select` result's rows and its packed columns (name, chunks). Raises StaleDay for a
+    stale day or labels."""
+    import pyarrow.compute as pc
+
+    if table.num_rows and table.column("stale")[0].as_py():
+        raise StaleDay
+    if table.column("n_rows").null_count:  # the day without chunks: one row of NULLs
+        table = table.filter(pc.is_valid(table.column("n_rows")))
+    n = int(pc.sum(table.column("n_rows")).as_py() or 0)
+    columns = []
+    for name in table.column_names[2:]:
+        values = table.column(name)
+        if values.null_count:
+            # Labels cleared for `refresh`, or a chunk written under an older layout while
+            # a feature was added: the tables have the day right.
+            raise StaleDay
+        columns.append((name, values))
+    return n, columns
+
+
+def decode_counts(table: Any) -> dict[str, CategoryCounts]:
+    """The text columns of one `select` result as their values' counts, counted by Arrow
+    from the chunks' bytes: no string per row is made, for pandas or anyone."""
+    import pyarrow.compute as pc
+
+    from mlops_assets.lib.drift import CategoryCounts
+
+    n, columns = _columns(table)
+    counts = {}
+    for name, values in columns:
+        strings = _strings(values.combine_chunks(), n, name)
+        tally = pc.value_counts(strings.drop_null())
+        counts[name] = CategoryCounts(
+            labels=tuple(tally.field("values").to_pylist()),
+            counts=tally.field("counts").to_numpy(zero_copy_only=False).astype(np.int64),
+            missing=strings.null_count,
+        )
+    return counts
+
+
 def decode(table: Any, packing: Packing) -> pd.DataFrame:
     """The columns of one `select` result as a frame: numeric float64, text pandas strings
     (NULL where NULL), the label named y_true. Raises StaleDay for a stale day or labels.
@@ -628,22 +670,12 @@ def decode(table: Any, packing: Packing) -> pd.DataFrame:
     the frame's columns) cost page faults of fresh memory worth a tenth of the drift tests."""
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from mlops_assets.storage.warehouse import arrow_to_pandas
 
-    if table.num_rows and table.column("stale")[0].as_py():
-        raise StaleDay
-    if table.column("n_rows").null_count:  # the day without chunks: one row of NULLs
-        table = table.filter(pc.is_valid(table.column("n_rows")))
-    n = int(pc.sum(table.column("n_rows")).as_py() or 0)
+    n, packed_columns = _columns(table)
     columns: dict[str, Any] = {}
-    for name in table.column_names[2:]:
-        values = table.column(name)
-        if values.null_count:
-            # Labels cleared for `refresh`, or a chunk written under an older layout while
-            # a feature was added: the tables have the day right.
-            raise StaleDay
+    for name, values in packed_columns:
         numeric = _numeric(packing) if name == LABEL else name in packing.numeric
         key = "y_true" if name == LABEL else name
         if numeric:

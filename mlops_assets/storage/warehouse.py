@@ -401,13 +401,14 @@ class Warehouse(ABC):
         statements: Sequence[tuple[str, Mapping[str, Any] | None]],
         *,
         types: Mapping[str, str],
-        decode: Callable[[Any], pd.DataFrame] | None = None,
+        decode: Callable[[Any], Any] | None = None,
     ) -> Iterator[pd.DataFrame]:
         """The results of a few SELECTs of committed rows, as `read_frame` gives them, all of
         one snapshot, each row at the same position in every result when the statements
         select the same rows of one table in the same way (different columns). `types` covers
-        the columns of them all. `decode`: makes each result's frame from its Arrow table
-        instead (on the reading thread), for columns no type here describes. Each result
+        the columns of them all. `decode`: makes each result's frame (or another summary of
+        it, such as counts) from its Arrow table instead (on the reading thread), for columns
+        no type here describes. Each result
         but the last is handed over while the next is read on a thread (the engine works
         beside the caller); the last once the transaction (on the embedded engine, the
         file's lock) is closed, so that a caller's long work on it does not hold it."""
@@ -1255,7 +1256,7 @@ def _adbc_read(
     params: Mapping[str, Any] | None,
     arrow: dict,
     types: Mapping[str, str],
-    decode: Callable[[Any], pd.DataFrame] | None = None,
+    decode: Callable[[Any], Any] | None = None,
 ) -> pd.DataFrame:
     """One SELECT by ADBC (binary COPY into Arrow), typed as `select_frame` types results
     (or made a frame by `decode`)."""
@@ -1433,7 +1434,7 @@ class PostgresWarehouse(Warehouse):
         statements: Sequence[tuple[str, Mapping[str, Any] | None]],
         *,
         types: Mapping[str, str],
-        decode: Callable[[Any], pd.DataFrame] | None = None,
+        decode: Callable[[Any], Any] | None = None,
     ) -> Iterator[pd.DataFrame]:
         """Each result is read on a thread while the caller works on the one before (the
         server and the decoding run beside the caller's computation). One connection, one
@@ -1445,6 +1446,7 @@ class PostgresWarehouse(Warehouse):
 
         import adbc_driver_manager
         import adbc_driver_postgresql.dbapi as adbc
+        import pandas as pd
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         arrow = _arrow_kinds()
@@ -1478,12 +1480,14 @@ class PostgresWarehouse(Warehouse):
                     frame = pending.result()
                     if following is not None:
                         pending = pool.submit(_adbc_read, con, *following, arrow, types, decode)
-                    if rows is not None and len(frame) != rows:
-                        raise WarehouseError(
-                            f"read_frames: results of {rows} and {len(frame)} rows (one snapshot "
-                            "should give the same rows)"
-                        )
-                    rows = len(frame)
+                    # A `decode` may make something else of a result (counts): frames only.
+                    if isinstance(frame, pd.DataFrame):
+                        if rows is not None and len(frame) != rows:
+                            raise WarehouseError(
+                                f"read_frames: results of {rows} and {len(frame)} rows (one "
+                                "snapshot should give the same rows)"
+                            )
+                        rows = len(frame)
                     yield frame
             done = True
         finally:

@@ -320,10 +320,11 @@ def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
 
 
 def test_counted_categories_are_the_counts_of_the_rows(warehouse: Warehouse):
-    """`counted=True`: on a column store the categorical group comes as each feature's
-    counts made by the engine, the counts of the rows `read_features` gives (missing rows,
-    an int-coded feature as text, a value re-delivered to another one); on a row store it
-    is the frame all the same."""
+    """`counted=True`: the categorical group comes last, as each feature's counts (made by
+    DuckDB, or by Arrow from PostgreSQL's chunks), the counts of the rows `read_features`
+    gives: missing rows, an int-coded feature as text, a re-delivered row counted once; and
+    after a user's own UPDATE (PostgreSQL's chunks stale until the next refresh: counted from
+    the table's rows)."""
     features = {"amount": "numeric", "region": "categorical", "tier": "categorical"}
     contract = binary_contract(features=features)
     ensure_tables(warehouse, contract)
@@ -334,22 +335,35 @@ def test_counted_categories_are_the_counts_of_the_rows(warehouse: Warehouse):
         tier[::7] = None
         return frame.assign(tier=tier)
 
+    def check() -> None:
+        whole = read_features(warehouse, contract, DAY)
+        assert len(whole) == 240 and whole["tier"].isna().sum() > 0
+        numeric, counts = list(iter_features(warehouse, contract, DAY, counted=True))
+        pd.testing.assert_frame_equal(numeric, whole[["amount"]])
+        assert set(counts) == {"region", "tier"}
+        for name, counted in counts.items():
+            rows = whole[name].dropna().value_counts().to_dict()
+            assert dict(zip(counted.labels, counted.counts.tolist(), strict=True)) == rows
+            assert counted.missing == int(whole[name].isna().sum())
+        if not warehouse.columnar:  # no read left open (its snapshot would hold locks)
+            open_reads = warehouse.query(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+            )
+            assert open_reads == [{"n": 0}]
+
     ingest_predictions(warehouse, contract, batch(200, 1), batch_id="a", model_version="1")
-    ingest_predictions(warehouse, contract, batch(40, 2, 150), batch_id="b", model_version="1")
-    whole = read_features(warehouse, contract, DAY)
-    assert whole["tier"].isna().sum() > 0
-    parts = list(iter_features(warehouse, contract, DAY, counted=True))
-    if not warehouse.columnar:
-        pd.testing.assert_frame_equal(pd.concat(parts, axis=1)[list(features)], whole)
-        return
-    numeric, counts = parts
-    pd.testing.assert_frame_equal(numeric, whole[["amount"]])
-    assert set(counts) == {"region", "tier"}
-    for name, counted in counts.items():
-        rows = whole[name].dropna().value_counts()
-        assert dict(zip(counted.labels, counted.counts.tolist(), strict=True)) == rows.to_dict()
-        assert counted.missing == int(whole[name].isna().sum())
-    assert set(counts["tier"].labels) == {"0", "1", "2", "3"}
+    ingest_predictions(warehouse, contract, batch(80, 2, 160), batch_id="b", model_version="1")
+    check()
+    table = layout(contract).predictions_table
+    assert {r["tier"] for r in warehouse.query(f"SELECT DISTINCT tier FROM {table}")} == {
+        "0", "1", "2", "3", None
+    }  # fmt: skip
+    warehouse.execute(f"UPDATE {table} SET tier = '9' WHERE prediction_id IN ('id-3', 'id-4')")
+    if not warehouse.columnar:  # the chunks' day is stale: read from the table
+        stale = f'inference."{contract.name}__stale"'
+        assert warehouse.query(f"SELECT prediction_date FROM {stale}") == [{"prediction_date": DAY}]
+    check()
 
 
 @pytest.mark.postgres
