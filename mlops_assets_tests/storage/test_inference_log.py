@@ -364,6 +364,14 @@ def test_counted_categories_are_the_counts_of_the_rows(warehouse: Warehouse):
         stale = f'inference."{contract.name}__stale"'
         assert warehouse.query(f"SELECT prediction_date FROM {stale}") == [{"prediction_date": DAY}]
     check()
+    # A day without predictions: no rows, no counts.
+    quiet = DAY + dt.timedelta(days=9)
+    numeric, counts = list(iter_features(warehouse, contract, quiet, counted=True))
+    assert len(numeric) == 0
+    assert {n: (c.labels, c.counts.tolist(), c.missing) for n, c in counts.items()} == {
+        "region": ((), [], 0),
+        "tier": ((), [], 0),
+    }
 
 
 @pytest.mark.postgres

@@ -73,8 +73,9 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
         drift_share=config.drift_share,
     )
     # The day's columns group by group: the features of one group are tested while the
-    # warehouse reads the next. On a column store the categorical features come as counts
-    # made there. The report is the one `compute_drift` gives on the whole frame.
+    # warehouse reads the next. The categorical features come last, as their counts (made by
+    # DuckDB, or from PostgreSQL's chunks). The report is the one `compute_drift` gives on the
+    # whole frame.
     # A drifted day's impact ranking scores a sample of its rows (`sample_rows`): only those
     # are kept, so the tests may sort the day's numeric columns where they are.
     samples: list[pd.DataFrame] = []
