@@ -277,7 +277,7 @@ def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
     """The drift asset reads the features in groups (each while the one before is tested):
-    three numeric, the categorical, then the other numeric in two halves. Put side by side
+    three numeric, the other numeric in two halves, then the categorical. Put side by side
     they are `read_features`, row for row, also after a re-delivery moved rows in the table
     and with another day beside; and they are the rows the predictions table holds."""
     features = {
@@ -312,7 +312,7 @@ def test_feature_groups_keep_each_row_in_its_place(warehouse: Warehouse):
     ingest_predictions(warehouse, contract, batch(100, 3, 100), batch_id="c", model_version="1")
     whole = read_features(warehouse, contract, DAY)
     parts = list(iter_features(warehouse, contract, DAY))
-    groups = [["amount", "score", "n"], ["region"], ["m"], ["k", "j"]]
+    groups = [["amount", "score", "n"], ["m"], ["k", "j"], ["region"]]
     assert [list(p.columns) for p in parts] == groups
     pd.testing.assert_frame_equal(pd.concat(parts, axis=1)[list(features)], whole)
     assert len(whole) == 300

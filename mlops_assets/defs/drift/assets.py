@@ -79,7 +79,8 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     # A drifted day's impact ranking scores a sample of its rows (`sample_rows`): only those
     # are kept, so the tests may sort the day's numeric columns where they are.
     samples: list[pd.DataFrame] = []
-    counted = False  # some features came as counts: the samples lack them
+    # Categorical features come as counts: then no rows are kept, the ranking reads its own.
+    counted = "categorical" in model.features.values()
     run = rows = None
     try:
         parts = inference_log.iter_features(
@@ -92,12 +93,12 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
                     n_current = int(first.counts.sum()) + first.missing
                     run = DriftRun(reference, model.features, drift_config, n_current=n_current)
                 run.add_counts(part)
-                counted = True
                 continue
             if run is None:
                 run = DriftRun(reference, model.features, drift_config, n_current=len(part))
                 rows = sample_rows(len(part))
-            samples.append(part.copy() if rows is None else part.iloc[rows])
+            if not counted:
+                samples.append(part.copy() if rows is None else part.iloc[rows])
             run.add(part, owned=True)
         assert run is not None  # iter_features yields at least one group
         laps.lap("read_and_test")  # each group read while the one before is tested
@@ -107,8 +108,8 @@ def _drift(warehouse, mlflow, models, day_key: str, model_name: str):
     laps.lap("test")
 
     def current_rows() -> pd.DataFrame:
-        """The rows the impact ranking scores: the kept samples, or (some features counted,
-        not read) the day read again whole, the sample drawn from it the same way."""
+        """The rows the impact ranking scores: the kept samples, or (categorical features
+        counted, not read) the day read again whole; the ranking draws the same sample."""
         if not counted:
             return samples[0] if len(samples) == 1 else pd.concat(samples, axis=1)
         return inference_log.read_features(wh, contract, day, features=model.features)
