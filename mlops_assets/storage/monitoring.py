@@ -202,7 +202,8 @@ def evaluate_alerts(
                     "status": s.status,
                 }
             )
-        backfill_replayed_ids(tx, [model.local_run_id])
+        if model.mlflow_run_id is None:  # read before its replay (see `_local_ids`)
+            backfill_replayed_ids(tx, [model.local_run_id])
     return changes
 
 
@@ -238,11 +239,25 @@ def _supersede(tx, *, kind: str, model: ActiveModel) -> list[dict]:
     ]
 
 
+# Each local run id column beside the column that holds its run's MLflow id.
+_RUN_ID_OF = {
+    "training_local_run_id": "mlflow_run_id",
+    "baseline_local_run_id": "baseline_mlflow_run_id",
+}
+
+
 def _local_ids(rows: pd.DataFrame) -> set[str]:
+    """The local ids of rows written without their run's MLflow id (the model was read
+    before its replay): only they can have missed the replay's back-fill. Rows that carry
+    the id need none, and the back-fill rewrites every row of the run in six tables that
+    grow by the day (on PostgreSQL, a dead copy of each at every write)."""
     found: set[str] = set()
-    for column in ("training_local_run_id", "baseline_local_run_id"):
+    for column, run_id in _RUN_ID_OF.items():
         if column in rows.columns:
-            found |= {str(v) for v in rows[column].dropna().unique()}
+            pending = rows[column].notna()
+            if run_id in rows.columns:
+                pending &= rows[run_id].isna()
+            found |= {str(v) for v in rows.loc[pending, column].unique()}
     return found
 
 
