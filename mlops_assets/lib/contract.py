@@ -64,6 +64,29 @@ class Source(_Strict):
         return f"table {self.table}" if self.table else f"parquet folder {self.parquet}"
 
 
+class ProductionSource(Source):
+    """A source the serving system writes to while the platform picks rows up."""
+
+    lookback_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=86_400,
+        description="Table sources: rows committed late, with a pick-up cursor value up to "
+        "this many seconds below the highest one seen, are picked up too (several writers "
+        "whose loaded_at is stamped when their transaction begins, as a default of now() is); "
+        "0 picks up only rows above it",
+    )
+
+    @model_validator(mode="after")
+    def _lookback_for_tables(self) -> ProductionSource:
+        if self.lookback_seconds and self.table is None:
+            raise ValueError(
+                "lookback_seconds applies to a table source (a Parquet batch is new by its "
+                "file name)"
+            )
+        return self
+
+
 class RegisteredModel(_Strict):
     """A model trained elsewhere and registered in MLflow."""
 
@@ -282,8 +305,8 @@ class Alerts(_Strict):
 
 
 class Production(_Strict):
-    predictions: Source = Field(description="The inference log the serving system writes")
-    labels: Source | None = Field(
+    predictions: ProductionSource = Field(description="The inference log the serving system writes")
+    labels: ProductionSource | None = Field(
         default=None,
         description="Late labels (id and target columns), joined by prediction id; omit "
         "when the inference log carries the target itself",

@@ -259,3 +259,68 @@ def test_a_model_without_baseline_is_named_and_its_cursor_waits(user: UserPlatfo
         assert days == set()
         assert skip and f"{name}: no baseline yet" in skip, skip
         assert name not in json.loads(ticker.cursor or "{}")
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+def test_a_writer_that_commits_last_below_the_mark_is_picked_up_with_a_lookback(
+    user: UserPlatform,
+):
+    """Two serving writers insert into a PostgreSQL table whose `written_at` defaults to
+    now(), the start of each transaction (the outcome, `y`, comes later). The one that began
+    first commits after a tick has seen the other's rows: with `lookback_seconds` in the
+    model's YAML, the next tick requests their day alone, and the run stores them."""
+    import psycopg
+
+    name = f"late_{uuid.uuid4().hex[:6]}"
+    history = _population(600, seed=5)
+    user.write_table("lake.late_history", history, replace=True)
+    table = f"serving.{name}_predictions"
+    user.wh.execute("CREATE SCHEMA IF NOT EXISTS serving")
+    user.wh.execute(
+        f"CREATE TABLE {table} (rid TEXT, ts TIMESTAMP, x0 DOUBLE PRECISION, "
+        "x1 DOUBLE PRECISION, region BIGINT, p_yes DOUBLE PRECISION, y INTEGER, "
+        "written_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    user.declare(
+        name,
+        {
+            "name": name,
+            "task": "binary",
+            "model": {"train": {"source": {"table": "lake.late_history"}}},
+            "columns": {
+                "id": "rid",
+                "timestamp": "ts",
+                "target": "y",
+                "probability": "p_yes",
+                "loaded_at": "written_at",
+                "features": {"x0": "numeric", "x1": "numeric", "region": "categorical"},
+            },
+            "baseline": {"n_boot": 20, "reference_rows": 300},
+            "production": {"predictions": {"table": table, "lookback_seconds": 120}},
+        },
+    )
+    user.materialize(TRAINING, model=name)
+    ticker = Ticker(user, name)
+    insert = (
+        f"INSERT INTO {table} (rid, ts, x0, x1, region, p_yes) "  # noqa: S608
+        "SELECT 'r-' || %s || '-' || i, %s + i * interval '1 minute', 0.1, -0.2, i %% 4, 0.7 "
+        "FROM generate_series(1, 50) AS i"
+    )
+    dsn = user.wh.dsn
+    with psycopg.connect(dsn) as slow, psycopg.connect(dsn) as quick:
+        slow.execute(insert, ("slow", dt.datetime.combine(D1, dt.time(8))))  # not committed
+        quick.execute(insert, ("quick", dt.datetime.combine(D2, dt.time(8))))
+        quick.commit()
+        days, _ = ticker.tick()
+        assert days == {D2.isoformat()}
+        ticker.run(days)
+        slow.commit()
+    days, _ = ticker.tick()
+    assert days == {D1.isoformat()}
+    ticker.run(days)
+    assert ticker.tick()[0] == set()
+    stored = user.wh.query(
+        f'SELECT prediction_date AS d, COUNT(*) AS n FROM inference."{name}__predictions" '  # noqa: S608
+        "GROUP BY 1 ORDER BY 1"
+    )
+    assert [(r["d"], r["n"]) for r in stored] == [(D1, 50), (D2, 50)]

@@ -75,6 +75,18 @@ def test_minimal_registered_model_gets_task_defaults():
             {"production__predictions": {"table": "a.b", "parquet": "/d"}},
             "give exactly one of table or parquet",
         ),
+        (
+            {"production__predictions": {"parquet": "/d", "lookback_seconds": 60}},
+            "production.predictions: lookback_seconds applies to a table source",
+        ),
+        (
+            {"production__labels": {"table": "a.b", "lookback_seconds": -1}},
+            "production.labels.lookback_seconds: Input should be greater than or equal to 0",
+        ),
+        (
+            {"baseline": {"source": {"table": "a.b", "lookback_seconds": 60}}},
+            "baseline.source.lookback_seconds: Extra inputs are not permitted",
+        ),
         ({"threshold": 1.5}, "threshold: Input should be less than or equal to 1"),
         ({"business_value": {"kind": "roi"}}, "business_value: kind roi needs odds_column"),
         (

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.lib.contract import Source
+from mlops_assets.lib.contract import ProductionSource, Source
 from mlops_assets.storage.inference_log import (
     canonical_categories,
     ensure_tables,
@@ -23,7 +23,7 @@ from mlops_assets.storage.inference_log import (
     read_features,
     read_for_metrics,
 )
-from mlops_assets.storage.sources import SourceSchemaError, open_source
+from mlops_assets.storage.sources import SourceError, SourceSchemaError, open_source
 from mlops_assets.storage.warehouse import Warehouse
 from mlops_assets_tests.storage.conftest import DAY, binary_contract, prediction_frame
 
@@ -84,6 +84,89 @@ def test_table_rows_at_the_high_water_mark_are_not_missed(warehouse: Warehouse):
     again = reader.read_new(second, ["pid"], cursor_column="loaded_at")
     assert {"id-50", "id-51", "id-52"} <= set(again["pid"])  # the boundary is read again
     assert reader.poll(second.cursor, cursor_column="loaded_at", timestamp_column="ts").empty
+
+
+def _poll(reader, cursor):
+    return reader.poll(cursor, cursor_column="loaded_at", timestamp_column="ts")
+
+
+def test_a_late_commit_below_the_mark_is_picked_up_within_the_lookback(warehouse: Warehouse):
+    """Rows committed after a poll with a loaded_at below its mark (a writer that stamped
+    them when its transaction began): within `lookback_seconds` they are picked up, with
+    the day they fall on; further back, and without a lookback, they are not."""
+    warehouse.execute(PREDS_DDL)
+    mark = T1 + dt.timedelta(minutes=10)
+    _write(warehouse, "serving.preds", prediction_frame(5, loaded_at=mark))
+    watching = open_source(Source(table="serving.preds"), warehouse, model="credit")
+    windowed = open_source(
+        ProductionSource(table="serving.preds", lookback_seconds=300), warehouse, model="credit"
+    )
+    plain, first = _poll(watching, None), _poll(windowed, None)
+    assert first.n_rows == plain.n_rows == 5
+    next_day = DAY + dt.timedelta(days=1)
+    late = prediction_frame(3, day=next_day, start=50, loaded_at=mark - dt.timedelta(minutes=4))
+    too_late = prediction_frame(2, start=80, loaded_at=mark - dt.timedelta(minutes=6))
+    _write(warehouse, "serving.preds", pd.concat([late, too_late]))
+
+    assert _poll(watching, plain.cursor).empty  # the limit without a lookback
+    second = _poll(windowed, first.cursor)
+    # The late rows are new, on their own day; the window is read again with them (the log
+    # upserts: the rows it has write nothing).
+    assert (second.n_rows, second.days) == (3, {next_day})
+    again = set(windowed.read_new(second, ["pid"], cursor_column="loaded_at")["pid"])
+    assert again == {f"id-{i}" for i in [0, 1, 2, 3, 4, 50, 51, 52]}
+    assert _poll(windowed, second.cursor).empty
+    # Rows above the mark are read alone, as without a lookback.
+    _write(warehouse, "serving.preds", prediction_frame(2, start=90, loaded_at=T2))
+    third = _poll(windowed, second.cursor)
+    assert (third.n_rows, third.days) == (2, {DAY})
+    new = set(windowed.read_new(third, ["pid"], cursor_column="loaded_at")["pid"])
+    assert new == {"id-90", "id-91"}
+
+
+@pytest.mark.postgres
+def test_concurrent_writers_stamped_by_now_are_all_picked_up(pg_warehouse: Warehouse):
+    """Two serving writers on PostgreSQL whose loaded_at defaults to now() (the start of each
+    transaction): the one that began first commits last, below the mark of a poll between
+    the commits. With a lookback its row is picked up at the next poll."""
+    import psycopg
+
+    warehouse = pg_warehouse
+    warehouse.execute(
+        "CREATE TABLE serving.preds (pid TEXT, ts TIMESTAMP, amount DOUBLE PRECISION, "
+        "region TEXT, label INTEGER, p DOUBLE PRECISION, "
+        "loaded_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    source = ProductionSource(table="serving.preds", lookback_seconds=60)
+    reader = open_source(source, warehouse, model="credit")
+    insert = (
+        "INSERT INTO serving.preds (pid, ts, amount, region, label, p) "
+        "VALUES (%s, %s, 1.0, 'north', 1, 0.9)"
+    )
+    with psycopg.connect(warehouse.dsn) as slow, psycopg.connect(warehouse.dsn) as quick:
+        slow.execute(insert, ("id-slow", T1))  # its transaction stays open
+        quick.execute(insert, ("id-quick", T1))
+        quick.commit()
+        first = _poll(reader, None)
+        assert first.n_rows == 1
+        assert set(reader.read_new(first, ["pid"], cursor_column="loaded_at")["pid"]) == {
+            "id-quick"
+        }
+        slow.commit()
+    stamps = warehouse.query("SELECT pid FROM serving.preds ORDER BY loaded_at")
+    assert [r["pid"] for r in stamps] == ["id-slow", "id-quick"]  # below the mark
+    second = _poll(reader, first.cursor)
+    assert (second.n_rows, second.days) == (1, {DAY})
+    assert "id-slow" in set(reader.read_new(second, ["pid"], cursor_column="loaded_at")["pid"])
+    assert _poll(reader, second.cursor).empty
+
+
+def test_a_lookback_needs_a_timestamp_cursor_column(warehouse: Warehouse):
+    warehouse.execute("CREATE TABLE serving.seq (pid TEXT, ts TIMESTAMP, seq BIGINT)")
+    source = ProductionSource(table="serving.seq", lookback_seconds=30)
+    reader = open_source(source, warehouse, model="credit")
+    with pytest.raises(SourceError, match=r"credit: table serving\.seq .*'seq' is bigint"):
+        reader.poll(None, cursor_column="seq", timestamp_column="ts")
 
 
 def test_table_read_day_and_ids_with_names_in_another_case(warehouse: Warehouse):

@@ -41,7 +41,7 @@ def resolved_source(source: Source, home) -> Source:
 
     if source.parquet is None:
         return source
-    return Source(parquet=str(resolve_path(source.parquet, home)))
+    return source.model_copy(update={"parquet": str(resolve_path(source.parquet, home))})
 
 
 @dg.asset(

@@ -7,9 +7,12 @@ rows strictly above are new; rows equal to the mark are new only if there are no
 again, which is harmless because the inference log upserts by prediction id. So no id list is
 kept in the cursor, however many rows share the mark.
 
-The one thing a mark cannot see is a row committed later with a cursor value below the mark
-(a long transaction that stamped `loaded_at` when it began). Stamp the cursor column when the
-row becomes visible (or use a sequence), and that cannot happen.
+What a mark alone cannot see is a row committed later with a cursor value below the mark:
+with several writers, a transaction that stamped `loaded_at` when it began (a default of
+`now()` does) and commits after a later-stamped one. The source's `lookback_seconds` widens
+the boundary into a window: the cursor keeps the number of rows from `mark - lookback` to the
+mark, and when a poll finds more there, the window is read again (the log upserts; the rows
+it has write nothing) along with the rows above the mark. A window of 0 is the mark alone.
 
 Identifiers (schema, table, columns) are validated and quoted, never values; the dynamic SQL
 here exists only because the table and column names come from the contract.
@@ -70,6 +73,10 @@ def _encode(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"t": "text", "v": value}
     raise SourceError(f"cannot use a value of type {type(value).__name__} as a pick-up cursor")
+
+
+def _day_key(day: dt.date | None) -> str:
+    return day.isoformat() if day is not None else "none"
 
 
 def _decode(mark: dict[str, Any]) -> Any:
@@ -178,50 +185,72 @@ class TableSource(SourceReader):
         except json.JSONDecodeError as error:
             raise SourceError(f"unreadable cursor for {self.source.describe()}: {error}") from None
         self._lookup()
-        c = quote_identifier(self._column(cursor_column)[0])
+        stored, data_type = self._column(cursor_column)
+        c = quote_identifier(stored)
+        lookback = getattr(self.source, "lookback_seconds", 0)
+        if lookback and not data_type.startswith(("timestamp", "date")):
+            raise SourceError(
+                f"model {self.model}: {self.source.describe()} has lookback_seconds, but its "
+                f"pick-up column {cursor_column!r} is {data_type}, not a timestamp"
+            )
         day = (
             f"CAST({quote_identifier(self._column(timestamp_column)[0])} AS DATE)"
             if timestamp_column
             else "CAST(NULL AS DATE)"
         )
         params: dict[str, Any] = {}
+        # The window of the last poll, [from, mark] (from = mark without a lookback), and
+        # the count of its rows then ("n_at_mark"): more there now were committed late.
         if state is None:
             low, at_low = "1 = 1", "0"
         else:
-            params["lo"] = _decode(state["mark"])
-            low, at_low = f"{c} >= :lo", f"CASE WHEN {c} = :lo THEN 1 ELSE 0 END"
+            params["lo"] = _decode(state.get("from", state["mark"]))
+            params["mark"] = _decode(state["mark"])
+            low, at_low = f"{c} >= :lo", f"CASE WHEN {c} <= :mark THEN 1 ELSE 0 END"
+        # The next window, from the new mark back; the lookback is a validated integer.
+        start = f"m.hi - INTERVAL '{int(lookback)} seconds'" if lookback else "m.hi"
         sql = (  # noqa: S608 - validated, quoted identifiers; values bound
             f"WITH m AS (SELECT max({c}) AS hi FROM {self._relation} WHERE {low}) "
             f"SELECT {day} AS day, count(*) AS n, sum({at_low}) AS n_lo, "
-            f"sum(CASE WHEN {c} = m.hi THEN 1 ELSE 0 END) AS n_hi, max(m.hi) AS hi "
+            f"sum(CASE WHEN {c} >= {start} THEN 1 ELSE 0 END) AS n_hi, max(m.hi) AS hi, "
+            f"max({start}) AS window_from "
             f"FROM {self._relation}, m WHERE {low} AND {c} <= m.hi GROUP BY 1"
         )
         rows = self.warehouse.query(sql, params)
-        seen_at_low = int(state["n_at_mark"]) if state else 0
-        n_low = sum(int(r["n_lo"] or 0) for r in rows)
-        boundary_new = n_low > seen_at_low
-        n_new = sum(int(r["n"]) - int(r["n_lo"] or 0) for r in rows)
-        n_new += n_low - seen_at_low if boundary_new else 0
+        for r in rows:
+            r["day"] = r["day"].date() if isinstance(r["day"], dt.datetime) else r["day"]
+        in_window = {_day_key(r["day"]): int(r["n_lo"] or 0) for r in rows}
+        # With a lookback the cursor counts the window's rows by day, so that late rows
+        # request their own days only; the mark alone is one count.
+        seen_by_day = state.get("window_days") if state else None
+        if seen_by_day is not None:
+            grew = {k: n - int(seen_by_day.get(k, 0)) for k, n in in_window.items()}
+            late = sum(g for g in grew.values() if g > 0)
+        else:  # one count: every day of the window is asked for when it grew
+            late = max(sum(in_window.values()) - (int(state["n_at_mark"]) if state else 0), 0)
+            grew = {k: n if late else 0 for k, n in in_window.items()}
+        boundary_new = late > 0
+        n_new = sum(int(r["n"]) - int(r["n_lo"] or 0) for r in rows) + late
         if n_new <= 0:
             return Poll(frozenset(), 0, cursor or "", (), span=None)
         days = frozenset(
             r["day"]
             for r in rows
             if r["day"] is not None
-            and (int(r["n"]) > int(r["n_lo"] or 0) or (boundary_new and int(r["n_lo"] or 0)))
+            and (int(r["n"]) > int(r["n_lo"] or 0) or grew[_day_key(r["day"])] > 0)
         )
-        days = frozenset(d.date() if isinstance(d, dt.datetime) else d for d in days)
         high = rows[0]["hi"]
-        new_cursor = json.dumps(
-            {"mark": _encode(high), "n_at_mark": sum(int(r["n_hi"]) for r in rows)}
-        )
-        span = json.dumps(
-            {
-                "lo": state["mark"] if state else None,
-                "lo_inclusive": boundary_new,
-                "hi": _encode(high),
-            }
-        )
+        window: dict[str, Any] = {"mark": _encode(high)}
+        if lookback:
+            window["from"] = _encode(rows[0]["window_from"])
+            window["window_days"] = {_day_key(r["day"]): int(r["n_hi"]) for r in rows if r["n_hi"]}
+        window["n_at_mark"] = sum(int(r["n_hi"]) for r in rows)
+        lo = None
+        if state is not None:
+            # Late rows: the whole last window again; else only what is above its mark.
+            lo = state.get("from", state["mark"]) if boundary_new else state["mark"]
+        span = json.dumps({"lo": lo, "lo_inclusive": boundary_new, "hi": _encode(high)})
+        new_cursor = json.dumps(window)
         return Poll(days, n_new, new_cursor, (str(self.source.table),), span=span)
 
     def iter_new(
