@@ -79,6 +79,19 @@ def _day_key(day: dt.date | None) -> str:
     return day.isoformat() if day is not None else "none"
 
 
+def _late_rows(state: dict | None, in_window: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """How many rows were committed into the last poll's window since, and by how many each
+    day's rows there grew. With a lookback the cursor counts the window's rows by day, so
+    that late rows request their own days only; the mark alone is one count, and every day
+    at the mark is asked for when it grew."""
+    seen_by_day = state.get("window_days") if state else None
+    if seen_by_day is not None:
+        grew = {k: n - int(seen_by_day.get(k, 0)) for k, n in in_window.items()}
+        return sum(g for g in grew.values() if g > 0), grew
+    late = max(sum(in_window.values()) - (int(state["n_at_mark"]) if state else 0), 0)
+    return late, {k: n if late else 0 for k, n in in_window.items()}
+
+
 def _decode(mark: dict[str, Any]) -> Any:
     kind, value = mark["t"], mark["v"]
     if kind == "timestamp":
@@ -219,16 +232,7 @@ class TableSource(SourceReader):
         rows = self.warehouse.query(sql, params)
         for r in rows:
             r["day"] = r["day"].date() if isinstance(r["day"], dt.datetime) else r["day"]
-        in_window = {_day_key(r["day"]): int(r["n_lo"] or 0) for r in rows}
-        # With a lookback the cursor counts the window's rows by day, so that late rows
-        # request their own days only; the mark alone is one count.
-        seen_by_day = state.get("window_days") if state else None
-        if seen_by_day is not None:
-            grew = {k: n - int(seen_by_day.get(k, 0)) for k, n in in_window.items()}
-            late = sum(g for g in grew.values() if g > 0)
-        else:  # one count: every day of the window is asked for when it grew
-            late = max(sum(in_window.values()) - (int(state["n_at_mark"]) if state else 0), 0)
-            grew = {k: n if late else 0 for k, n in in_window.items()}
+        late, grew = _late_rows(state, {_day_key(r["day"]): int(r["n_lo"] or 0) for r in rows})
         boundary_new = late > 0
         n_new = sum(int(r["n"]) - int(r["n_lo"] or 0) for r in rows) + late
         if n_new <= 0:
